@@ -1,0 +1,1 @@
+"""Diagnostics: clustering metrics, embedding checks, coherence, retrieval, merging effect, similarity."""

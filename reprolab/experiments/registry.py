@@ -1,0 +1,97 @@
+"""The experiment registry: names to pure functions ``fn(config, seed) -> dict[str, float]``.
+
+Contract for every experiment:
+- deterministic given ``(config, seed)``: seed every RNG it uses from ``seed`` (numpy Generator, torch, JAX keys);
+- returns a flat dict of finite floats (metric name -> value); extra metrics are welcome, the claim picks one;
+- raises ``ValueError`` with a clear message on a bad config key (use :func:`config_value`).
+
+``version`` is part of the cache key: bump it when the experiment's meaning changes without its module's
+source changing (for example when a fixture it reads is rebuilt).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+ExperimentFn = Callable[[Mapping[str, Any], int], dict[str, float]]
+
+_REGISTRY: dict[str, Experiment] = {}
+
+
+class UnknownExperimentError(LookupError):
+    """A claim names an experiment that no module registers."""
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    fn: ExperimentFn
+    version: str
+    metrics: tuple[str, ...]
+    module: str
+
+    def __call__(self, config: Mapping[str, Any], seed: int) -> dict[str, float]:
+        return self.fn(config, seed)
+
+
+def experiment(name: str, *, version: str = "1", metrics: tuple[str, ...] = ()) -> Callable[[ExperimentFn], ExperimentFn]:
+    """Register ``fn`` under ``name`` (``"<module>.<what>"``, module under ``reprolab.experiments``).
+
+    ``metrics`` lists the metric names the experiment promises to return, so that a claim naming an unknown
+    metric is caught when the claim file is loaded rather than after a long run.
+    """
+    module_name = name.split(".", 1)[0]
+    if "." not in name or not module_name.isidentifier():
+        raise ValueError(f"experiment name {name!r} must look like '<module>.<name>'")
+
+    def register(fn: ExperimentFn) -> ExperimentFn:
+        if name in _REGISTRY and _REGISTRY[name].fn is not fn:
+            raise ValueError(f"experiment {name!r} is registered twice ({_REGISTRY[name].module} and {fn.__module__})")
+        _REGISTRY[name] = Experiment(name, fn, version, tuple(metrics), fn.__module__)
+        return fn
+
+    return register
+
+
+def get_experiment(name: str) -> Experiment:
+    """Look ``name`` up, importing ``reprolab.experiments.<module>`` on first use."""
+    if name not in _REGISTRY:
+        module_name = name.split(".", 1)[0]
+        if not module_name.isidentifier():
+            raise UnknownExperimentError(f"unknown experiment {name!r}")
+        try:
+            importlib.import_module(f"reprolab.experiments.{module_name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"reprolab.experiments.{module_name}":
+                raise UnknownExperimentError(
+                    f"unknown experiment {name!r}: no module reprolab.experiments.{module_name}"
+                ) from None
+            raise
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = sorted(n for n in _REGISTRY if n.startswith(name.split(".", 1)[0] + "."))
+        raise UnknownExperimentError(f"unknown experiment {name!r}; known in that module: {known}") from None
+
+
+def module_exists(name: str) -> bool:
+    """True when the experiment's module can be found, without importing it (cheap check at load time)."""
+    module_name = name.split(".", 1)[0]
+    return module_name.isidentifier() and importlib.util.find_spec(f"reprolab.experiments.{module_name}") is not None
+
+
+def config_value(config: Mapping[str, Any], key: str, default: Any = ..., *, kind: type | tuple[type, ...] | None = None) -> Any:
+    """Read ``config[key]`` with a clear error naming the key when it is missing or of the wrong type."""
+    if key not in config:
+        if default is ...:
+            raise ValueError(f"config is missing required key {key!r} (has: {sorted(config)})")
+        return default
+    value = config[key]
+    if kind is not None and not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ValueError(f"config key {key!r} must be {names}, got {type(value).__name__} {value!r}")
+    return value

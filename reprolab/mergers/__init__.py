@@ -1,0 +1,1 @@
+"""Mergers: components/ (merge mixture components into classes) and weights/ (weight-space model merging)."""

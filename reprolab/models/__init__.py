@@ -1,0 +1,1 @@
+"""Models the research lines make claims about: mixtures/ (JAX) and lvm/ (torch)."""
