@@ -38,7 +38,9 @@ class Experiment:
         return self.fn(config, seed)
 
 
-def experiment(name: str, *, version: str = "1", metrics: tuple[str, ...] = ()) -> Callable[[ExperimentFn], ExperimentFn]:
+def experiment(
+    name: str, *, version: str = "1", metrics: tuple[str, ...] = ()
+) -> Callable[[ExperimentFn], ExperimentFn]:
     """Register ``fn`` under ``name`` (``"<module>.<what>"``, module under ``reprolab.experiments``).
 
     ``metrics`` lists the metric names the experiment promises to return, so that a claim naming an unknown
@@ -50,7 +52,9 @@ def experiment(name: str, *, version: str = "1", metrics: tuple[str, ...] = ()) 
 
     def register(fn: ExperimentFn) -> ExperimentFn:
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
-            raise ValueError(f"experiment {name!r} is registered twice ({_REGISTRY[name].module} and {fn.__module__})")
+            raise ValueError(
+                f"experiment {name!r} is registered twice ({_REGISTRY[name].module} and {fn.__module__})"
+            )
         _REGISTRY[name] = Experiment(name, fn, version, tuple(metrics), fn.__module__)
         return fn
 
@@ -81,10 +85,15 @@ def get_experiment(name: str) -> Experiment:
 def module_exists(name: str) -> bool:
     """True when the experiment's module can be found, without importing it (cheap check at load time)."""
     module_name = name.split(".", 1)[0]
-    return module_name.isidentifier() and importlib.util.find_spec(f"reprolab.experiments.{module_name}") is not None
+    return (
+        module_name.isidentifier()
+        and importlib.util.find_spec(f"reprolab.experiments.{module_name}") is not None
+    )
 
 
-def config_value(config: Mapping[str, Any], key: str, default: Any = ..., *, kind: type | tuple[type, ...] | None = None) -> Any:
+def config_value(
+    config: Mapping[str, Any], key: str, default: Any = ..., *, kind: type | tuple[type, ...] | None = None
+) -> Any:
     """Read ``config[key]`` with a clear error naming the key when it is missing or of the wrong type."""
     if key not in config:
         if default is ...:

@@ -1,0 +1,161 @@
+"""The history database: every checked claim of every run, in SQLite under ``.reprolab/history.sqlite``.
+
+WAL journaling plus a generous busy timeout make concurrent writers (two pytest-xdist workers, a CLI run
+beside a test run) wait for each other instead of failing; each run is written in one transaction, so a run
+killed midway leaves the database as it was before that run.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from collections.abc import Iterable
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from reprolab.claims.environment import git_revision, machine_description, package_versions
+from reprolab.claims.runner import ClaimResult
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    started_at TEXT NOT NULL,
+    git_rev TEXT,
+    versions TEXT NOT NULL,
+    machine TEXT NOT NULL,
+    command TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS results (
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    claim_id TEXT NOT NULL,
+    file TEXT NOT NULL,
+    document TEXT NOT NULL,
+    recorded TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    observed REAL,
+    ci_low REAL,
+    ci_high REAL,
+    n_seeds INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    PRIMARY KEY (run_id, claim_id)
+);
+CREATE INDEX IF NOT EXISTS results_by_claim ON results(claim_id);
+"""
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: str
+    started_at: str
+    git_rev: str | None
+    versions: dict[str, str]
+    machine: str
+    command: str
+
+    @classmethod
+    def current(cls, command: str, cwd: Path | None = None) -> RunInfo:
+        return cls(
+            run_id=uuid.uuid4().hex,
+            started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            git_rev=git_revision(cwd),
+            versions=package_versions(),
+            machine=machine_description(),
+            command=command,
+        )
+
+
+class History:
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA busy_timeout=60000")
+        connection.executescript(_SCHEMA)
+        return connection
+
+    def record(self, run: RunInfo, results: Iterable[ClaimResult]) -> None:
+        rows = [
+            (
+                run.run_id,
+                r.id,
+                r.file,
+                r.document,
+                r.recorded,
+                r.verdict,
+                r.observed,
+                r.ci[0] if r.ci else None,
+                r.ci[1] if r.ci else None,
+                r.n_seeds,
+                json.dumps(r.to_dict(), default=str),
+            )
+            for r in results
+        ]
+        with closing(self._connect()) as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute(
+                    "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        run.run_id,
+                        run.started_at,
+                        run.git_rev,
+                        json.dumps(run.versions),
+                        run.machine,
+                        run.command,
+                    ),
+                )
+                db.executemany(
+                    "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def claim_history(self, claim_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        """Newest first: when, revision, verdict, observed, CI for one claim."""
+        if not self.path.exists():
+            return []
+        with closing(self._connect()) as db:
+            db.row_factory = sqlite3.Row
+            rows = db.execute(
+                """SELECT runs.started_at, runs.git_rev, runs.machine, results.* FROM results
+                   JOIN runs USING (run_id) WHERE claim_id = ? ORDER BY runs.started_at DESC LIMIT ?""",
+                (claim_id, limit),
+            ).fetchall()
+        return [dict(row) for row in rows]
+
+    def latest(self, since: str | None = None) -> dict[str, dict[str, Any]]:
+        """The newest stored result of every claim (optionally only runs started at or after ``since``)."""
+        if not self.path.exists():
+            return {}
+        with closing(self._connect()) as db:
+            db.row_factory = sqlite3.Row
+            rows = db.execute(
+                """SELECT runs.started_at, runs.git_rev, results.* FROM results JOIN runs USING (run_id)
+                   WHERE runs.started_at >= ? ORDER BY runs.started_at""",
+                (since or "",),
+            ).fetchall()
+        return {row["claim_id"]: dict(row) for row in rows}
+
+    def verdict_series(self, since: str | None = None) -> dict[str, list[tuple[str, str, str | None]]]:
+        """Per claim, (started_at, verdict, git_rev) of every run, oldest first."""
+        if not self.path.exists():
+            return {}
+        with closing(self._connect()) as db:
+            rows = db.execute(
+                """SELECT results.claim_id, runs.started_at, results.verdict, runs.git_rev FROM results
+                   JOIN runs USING (run_id) WHERE runs.started_at >= ? ORDER BY runs.started_at""",
+                (since or "",),
+            ).fetchall()
+        series: dict[str, list[tuple[str, str, str | None]]] = {}
+        for claim_id, started_at, verdict, rev in rows:
+            series.setdefault(claim_id, []).append((started_at, verdict, rev))
+        return series

@@ -1,0 +1,175 @@
+"""The claim-file schema (pydantic). Unknown keys are errors everywhere: a typo must never disable a check."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Statistic = Literal["mean", "median", "iqm", "min", "max", "std", "fraction", "paired_difference"]
+RecordedVerdict = Literal["reproduced", "not-reproduced", "refuted", "inconclusive", "untested"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(_Strict):
+    document: str = Field(min_length=1, description="file name of the lab note under shared/seeds/")
+    title: str = Field(min_length=1)
+
+
+class Approx(_Strict):
+    value: float
+    abs: float | None = Field(default=None, gt=0)
+    rel: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_tolerance(self) -> Approx:
+        if (self.abs is None) == (self.rel is None):
+            raise ValueError("approx needs exactly one of 'abs' or 'rel'")
+        return self
+
+    @property
+    def half_width(self) -> float:
+        return self.abs if self.abs is not None else abs(self.value) * float(self.rel or 0.0)
+
+
+class FractionPredicate(_Strict):
+    above: float | None = None
+    below: float | None = None
+
+    @model_validator(mode="after")
+    def _one_side(self) -> FractionPredicate:
+        if (self.above is None) == (self.below is None):
+            raise ValueError("fraction needs exactly one of 'above' or 'below'")
+        return self
+
+
+class Expect(_Strict):
+    metric: str = Field(min_length=1)
+    statistic: Statistic
+    fraction: FractionPredicate | None = None
+    of: tuple[str, str] | None = None
+    at_least: float | None = None
+    at_most: float | None = None
+    between: tuple[float, float] | None = None
+    approx: Approx | None = None
+    interval: Literal["point", "ci95"] = "point"
+    why: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Expect:
+        bounds = [
+            name for name in ("at_least", "at_most", "between", "approx") if getattr(self, name) is not None
+        ]
+        if len(bounds) != 1:
+            raise ValueError(
+                f"expect needs exactly one of at_least / at_most / between / approx, got {bounds or 'none'}"
+            )
+        if self.between is not None and self.between[0] > self.between[1]:
+            raise ValueError(f"between: lower bound {self.between[0]} exceeds upper bound {self.between[1]}")
+        if (self.statistic == "fraction") != (self.fraction is not None):
+            raise ValueError("'fraction: {above|below: x}' goes with statistic: fraction, and only with it")
+        if (self.statistic == "paired_difference") != (self.of is not None):
+            raise ValueError(
+                "'of: [treatment, control]' goes with statistic: paired_difference, and only with it"
+            )
+        return self
+
+    def accepted_interval(self) -> tuple[float, float]:
+        """The closed set of statistic values that satisfy the bound, as (low, high)."""
+        inf = float("inf")
+        if self.at_least is not None:
+            return self.at_least, inf
+        if self.at_most is not None:
+            return -inf, self.at_most
+        if self.between is not None:
+            return self.between
+        assert self.approx is not None
+        return self.approx.value - self.approx.half_width, self.approx.value + self.approx.half_width
+
+    def describe_bound(self) -> str:
+        if self.at_least is not None:
+            return f">= {self.at_least:g}"
+        if self.at_most is not None:
+            return f"<= {self.at_most:g}"
+        if self.between is not None:
+            return f"in [{self.between[0]:g}, {self.between[1]:g}]"
+        assert self.approx is not None
+        tol = f"{self.approx.abs:g}" if self.approx.abs is not None else f"{self.approx.rel:g} rel"
+        return f"≈ {self.approx.value:g} ± {tol}"
+
+    def describe(self) -> str:
+        stat = self.statistic
+        if self.fraction is not None:
+            side = (
+                f"> {self.fraction.above:g}"
+                if self.fraction.above is not None
+                else f"< {self.fraction.below:g}"
+            )
+            stat = f"fraction({self.metric} {side})"
+        elif self.of is not None:
+            stat = f"mean({self.metric}[{self.of[0]}] - {self.metric}[{self.of[1]}])"
+        else:
+            stat = f"{stat}({self.metric})"
+        suffix = " (whole 95% CI)" if self.interval == "ci95" else ""
+        return f"{stat} {self.describe_bound()}{suffix}"
+
+
+class Claim(_Strict):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=120)
+    quote: str = Field(min_length=1)
+    statement: str = Field(min_length=1)
+    kind: Literal["reproduce", "recorded", "consistency"] = "reproduce"
+    scale: Literal["fast", "gpu"]
+    experiment: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z0-9_.]+$")
+    config: dict[str, Any] = Field(default_factory=dict)
+    arms: dict[str, dict[str, Any]] | None = None
+    seeds: int | list[int] = 1
+    requires: list[str] = Field(default_factory=list)
+    expect: Expect
+    verdict: RecordedVerdict
+    evidence: str | None = None
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value: int | list[int]) -> int | list[int]:
+        if isinstance(value, int):
+            if value < 1:
+                raise ValueError("seeds must be a positive count or a non-empty list of ints")
+        else:
+            if not value:
+                raise ValueError("seeds list must not be empty")
+            if len(set(value)) != len(value):
+                raise ValueError(f"seeds list has duplicates: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _arms_match(self) -> Claim:
+        if self.expect.of is not None:
+            if self.arms is None or len(self.arms) != 2:
+                raise ValueError("paired_difference needs exactly two 'arms'")
+            missing = [arm for arm in self.expect.of if arm not in self.arms]
+            if missing:
+                raise ValueError(
+                    f"expect.of names arms {missing} that 'arms' does not define ({sorted(self.arms)})"
+                )
+        elif self.arms is not None:
+            raise ValueError("'arms' is only used by statistic: paired_difference")
+        return self
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+    def arm_configs(self) -> dict[str, dict[str, Any]]:
+        """Config per arm; a claim without arms has the single arm ``""``."""
+        if self.arms is None:
+            return {"": dict(self.config)}
+        return {name: {**self.config, **overrides} for name, overrides in self.arms.items()}
+
+
+class ClaimFile(_Strict):
+    source: Source
+    claims: list[Claim] = Field(min_length=1)
