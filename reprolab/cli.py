@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -43,7 +44,7 @@ def _select(paths: tuple[str, ...], marker: str | None, keyword: str | None) -> 
     except FileNotFoundError as exc:
         raise click.UsageError(str(exc)) from None
     for error in errors:
-        err.print(f"[bold red]claim file error[/] {error}", markup=True, highlight=False)
+        err.print(f"[bold red]claim file error[/] {escape(str(error))}", highlight=False, soft_wrap=True)
     if marker:
         try:
             predicate = compile_marker_expression(marker)
@@ -217,3 +218,7 @@ def merge(config: Path, out_dir: Path, quiet: bool) -> None:
 
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":
+    main()

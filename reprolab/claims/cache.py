@@ -95,7 +95,7 @@ class ResultCache:
             "seconds": seconds,
             "metrics": dict(metrics),
         }
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".partial")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(json.dumps(entry, sort_keys=True, default=str, allow_nan=True))

@@ -21,6 +21,10 @@ from pydantic import ValidationError
 from reprolab.claims.schema import Claim, ClaimFile, Source
 
 
+# libyaml's parser (when PyYAML was built with it) is ~10x faster and keeps the same marks (line, column, index).
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 class ClaimFileError(ValueError):
     """A claim file is malformed. ``str()`` is the one-line ``file:line: field: message`` form."""
 
@@ -57,7 +61,7 @@ def load_claim_file(path: Path | str) -> list[LoadedClaim]:
     except OSError as exc:
         raise ClaimFileError(path, None, None, f"cannot read: {exc.strerror}") from None
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _Loader(text)
         try:
             node = loader.get_single_node()
             if node is None:
@@ -138,15 +142,14 @@ def load_claims(paths: Iterable[Path | str]) -> tuple[list[LoadedClaim], list[Cl
 
 
 def check_unique_ids(loaded: list[LoadedClaim], first_seen: dict[str, LoadedClaim]) -> ClaimFileError | None:
-    """Register ``loaded``'s ids in ``first_seen``; return an error for the first id seen before."""
+    """Register ``loaded``'s ids in ``first_seen``; return an error for the first id seen before (in any file)."""
+    this_file: dict[str, LoadedClaim] = {}
     for item in loaded:
-        earlier = first_seen.get(item.id)
+        earlier = first_seen.get(item.id) or this_file.get(item.id)
         if earlier is not None:
-            return ClaimFileError(
-                item.path, item.line, "id", f"duplicate claim id {item.id!r} (first at {earlier.location})"
-            )
-    for item in loaded:
-        first_seen[item.id] = item
+            return ClaimFileError(item.path, item.line, "id", f"duplicate claim id {item.id!r} (first at {earlier.location})")
+        this_file[item.id] = item
+    first_seen.update(this_file)
     return None
 
 

@@ -40,7 +40,7 @@ def update_verdict(path: Path | str, claim_id: str, verdict: str) -> bool:
 
 
 def _verdict_span(text: str, claim_id: str) -> tuple[int, int] | None:
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    root = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     claims = next((value for key, value in root.value if key.value == "claims"), None)
     if not isinstance(claims, yaml.SequenceNode):
         return None

@@ -1,0 +1,87 @@
+"""The reprolab CLI: check / list / report / history, exit codes and marker selection."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import claim_yaml, write_claims
+
+from reprolab.cli import cli
+from reprolab.claims.selection import compile_marker_expression
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "expectations").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REPROLAB_NO_CUDA", "1")
+    return tmp_path
+
+
+def test_check_prints_ledger_writes_reports_and_history(project: Path) -> None:
+    write_claims(project / "expectations", "a.yaml", claim_yaml("alpha"), claim_yaml("beta", verdict="refuted"))
+    runner = CliRunner()
+    result = runner.invoke(cli, ["check"])
+    assert result.exit_code == 1, result.output
+    assert "alpha" in result.output and "beta" in result.output
+    assert "1 differ from the record" in result.output
+    assert "--update-verdicts" in result.output
+    payload = json.loads((project / "reports" / "latest.json").read_text())
+    assert {c["id"]: c["matches"] for c in payload["claims"]} == {"alpha": True, "beta": False}
+
+    result = runner.invoke(cli, ["check", "-k", "alpha"])
+    assert result.exit_code == 0, result.output
+    listed = runner.invoke(cli, ["list"])
+    assert listed.exit_code == 0 and "reproduced" in listed.output
+    history = runner.invoke(cli, ["history", "alpha"])
+    assert history.exit_code == 0 and history.output.count("reproduced") >= 4
+    assert runner.invoke(cli, ["report"]).exit_code == 0
+    assert runner.invoke(cli, ["history", "nope"]).exit_code == 1
+
+
+def test_update_verdicts_rewrites_only_the_value(project: Path) -> None:
+    path = write_claims(project / "expectations", "a.yaml", claim_yaml("beta", verdict="refuted"))
+    path.write_text(path.read_text().replace("verdict: refuted", "verdict: refuted   # was checked by hand"))
+    result = CliRunner().invoke(cli, ["check", "--update-verdicts"])
+    assert result.exit_code == 1
+    assert "verdict: reproduced   # was checked by hand" in path.read_text()
+    assert CliRunner().invoke(cli, ["check"]).exit_code == 0
+
+
+def test_bad_file_reported_and_valid_ones_still_run(project: Path) -> None:
+    write_claims(project / "expectations", "a.yaml", claim_yaml("alpha"))
+    (project / "expectations" / "b.yaml").write_text("source: {document: x, title: y}\nclaims: []\n")
+    result = CliRunner().invoke(cli, ["check"])
+    assert result.exit_code == 2
+    assert "b.yaml:2: claims:" in result.output and "alpha" in result.output
+
+
+def test_marker_selection(project: Path) -> None:
+    write_claims(project / "expectations", "a.yaml", claim_yaml("alpha"), claim_yaml("gamma", verdict="untested").replace("scale: fast", "scale: gpu"))
+    result = CliRunner().invoke(cli, ["check", "-m", "gpu"])
+    assert result.exit_code == 0 and "gamma" in result.output and "alpha" not in result.output
+    assert "no CUDA" in result.output
+    assert CliRunner().invoke(cli, ["check", "-m", "fast and ("]).exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("expression", "markers", "expected"),
+    [
+        ("fast", {"fast", "reproduce"}, True),
+        ("not gpu", {"fast"}, True),
+        ("fast and not recorded", {"fast", "recorded"}, False),
+        ("(gpu or fast) and consistency", {"gpu", "consistency"}, True),
+    ],
+)
+def test_marker_expressions(expression: str, markers: set[str], expected: bool) -> None:
+    assert compile_marker_expression(expression)(markers) is expected
+
+
+@pytest.mark.parametrize("bad", ["fast +", "__import__('os')", "fast(1)", "a.b"])
+def test_marker_expression_rejects_anything_else(bad: str) -> None:
+    with pytest.raises(ValueError):
+        compile_marker_expression(bad)
