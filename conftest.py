@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+pytest_plugins = ["pytester"]  # the claims-engine tests drive pytest itself
+
 _TIERS = ("fast", "gpu", "benchmark")
 
 

@@ -103,17 +103,21 @@ def check(
         TimeElapsedColumn(),
         console=err,
         transient=True,
+        disable=not err.is_terminal,  # logs get one plain line per finished run instead
     ) as progress:
         bar = progress.add_task(f"running {len(items)} claims", total=None)
+        done = {"n": 0, "total": 0}
 
         def on_plan(n_tasks: int) -> None:
+            done["total"] = n_tasks
             progress.update(bar, total=n_tasks, description=f"{len(items)} claims, {n_tasks} experiment runs")
 
         def on_task(task, outcome) -> None:  # type: ignore[no-untyped-def]
-            status = (
-                "cached" if outcome.cached else ("failed" if outcome.error else f"{outcome.seconds:.1f}s")
-            )
+            done["n"] += 1
+            status = "cached" if outcome.cached else ("FAILED" if outcome.error else f"{outcome.seconds:.1f}s")
             progress.update(bar, advance=1, description=f"{task.experiment} seed {task.seed} ({status})")
+            if not err.is_terminal and not outcome.cached:
+                err.print(f"[{done['n']}/{done['total']}] {task.experiment} seed {task.seed}: {status}", highlight=False)
 
         results = run_claims(items, cache, workers=workers, progress=on_task, on_plan=on_plan)
     print_ledger(results, console)

@@ -23,7 +23,7 @@ VERDICT_STYLES = {
 def format_observed(result: ClaimResult) -> str:
     if result.observed is None:
         return "—"
-    text = f"{result.observed:.4g}"
+    text = f"{result.observed:.6g}"
     if result.ci is not None and result.n_seeds > 1:
         text += f" [{result.ci[0]:.4g}, {result.ci[1]:.4g}]"
     if result.probability_of_improvement is not None:

@@ -20,7 +20,6 @@ from pydantic import ValidationError
 
 from reprolab.claims.schema import Claim, ClaimFile, Source
 
-
 # libyaml's parser (when PyYAML was built with it) is ~10x faster and keeps the same marks (line, column, index).
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -147,7 +146,9 @@ def check_unique_ids(loaded: list[LoadedClaim], first_seen: dict[str, LoadedClai
     for item in loaded:
         earlier = first_seen.get(item.id) or this_file.get(item.id)
         if earlier is not None:
-            return ClaimFileError(item.path, item.line, "id", f"duplicate claim id {item.id!r} (first at {earlier.location})")
+            return ClaimFileError(
+                item.path, item.line, "id", f"duplicate claim id {item.id!r} (first at {earlier.location})"
+            )
         this_file[item.id] = item
     first_seen.update(this_file)
     return None

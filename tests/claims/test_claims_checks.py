@@ -73,7 +73,10 @@ def test_fraction_and_approx_and_between() -> None:
     frac = expect(statistic="fraction", fraction={"above": 0.0}, approx={"value": 0.75, "abs": 0.01})
     result = evaluate(frac, values, [0, 1, 2, 3], label="c")
     assert result.observed == pytest.approx(0.75) and result.verdict == Verdict.REPRODUCED
-    assert evaluate(expect(between=[0.0, 0.05]), values, [0, 1, 2, 3], label="c").verdict == Verdict.NOT_REPRODUCED
+    assert (
+        evaluate(expect(between=[0.0, 0.05]), values, [0, 1, 2, 3], label="c").verdict
+        == Verdict.NOT_REPRODUCED
+    )
     rel = expect(approx={"value": 0.1, "rel": 0.05})
     assert evaluate(rel, values, [0, 1, 2, 3], label="c").verdict == Verdict.REPRODUCED
 

@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from claimfiles import claim_yaml, write_claims
 from click.testing import CliRunner
-from conftest import claim_yaml, write_claims
 
-from reprolab.cli import cli
 from reprolab.claims.selection import compile_marker_expression
+from reprolab.cli import cli
 
 
 @pytest.fixture
@@ -23,7 +23,9 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_check_prints_ledger_writes_reports_and_history(project: Path) -> None:
-    write_claims(project / "expectations", "a.yaml", claim_yaml("alpha"), claim_yaml("beta", verdict="refuted"))
+    write_claims(
+        project / "expectations", "a.yaml", claim_yaml("alpha"), claim_yaml("beta", verdict="refuted")
+    )
     runner = CliRunner()
     result = runner.invoke(cli, ["check"])
     assert result.exit_code == 1, result.output
@@ -61,7 +63,12 @@ def test_bad_file_reported_and_valid_ones_still_run(project: Path) -> None:
 
 
 def test_marker_selection(project: Path) -> None:
-    write_claims(project / "expectations", "a.yaml", claim_yaml("alpha"), claim_yaml("gamma", verdict="untested").replace("scale: fast", "scale: gpu"))
+    write_claims(
+        project / "expectations",
+        "a.yaml",
+        claim_yaml("alpha"),
+        claim_yaml("gamma", verdict="untested").replace("scale: fast", "scale: gpu"),
+    )
     result = CliRunner().invoke(cli, ["check", "-m", "gpu"])
     assert result.exit_code == 0 and "gamma" in result.output and "alpha" not in result.output
     assert "no CUDA" in result.output

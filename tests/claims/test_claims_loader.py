@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import SOURCE, claim_yaml, write_claims
+from claimfiles import SOURCE, claim_yaml, write_claims
 
 from reprolab.claims.loader import ClaimFileError, load_claim_file, load_claims
 
@@ -46,7 +46,9 @@ def test_unknown_key_names_field_and_line(expectations: Path) -> None:
 
 def test_wrong_type(expectations: Path) -> None:
     path = write_claims(
-        expectations, "a.yaml", claim_yaml("wt", expect="{metric: value, statistic: mean, at_least: lots, why: w}")
+        expectations,
+        "a.yaml",
+        claim_yaml("wt", expect="{metric: value, statistic: mean, at_least: lots, why: w}"),
     )
     error = _error(path)
     assert error.field == "claims[wt].expect.at_least"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import SOURCE, claim_yaml
+from claimfiles import SOURCE, claim_yaml
 
 GPU_CLAIM = claim_yaml("big", verdict="untested").replace("scale: fast", "scale: gpu")
 DATA_CLAIM = claim_yaml("needs-data", extra="requires: [REPROLAB_TEST_DATA_DIR]\n")
@@ -88,7 +88,9 @@ def test_reportinfo_points_at_claim_line(pytester: pytest.Pytester) -> None:
     assert [item.reportinfo()[1] for item in items] == [2, 10]
 
 
-def test_nightly_flag_fails_when_every_gpu_claim_skipped(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nightly_flag_fails_when_every_gpu_claim_skipped(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _make(pytester, "a", claim_yaml("fine"), GPU_CLAIM)
     monkeypatch.setenv("REPROLAB_NIGHTLY", "1")
     result = pytester.runpytest("-m", "gpu")

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import claim_yaml, write_claims
+from claimfiles import claim_yaml, write_claims
 
 from reprolab.claims.cache import ResultCache
 from reprolab.claims.history import History, RunInfo
@@ -22,7 +22,9 @@ NOISY = "{metric: value, statistic: iqm, at_least: -10, interval: ci95, why: tes
 
 
 def _noisy(claim_id: str, seeds: int = 6) -> str:
-    return claim_yaml(claim_id, experiment="selftest.noisy", config="{loc: 1.0}", expect=NOISY, extra=f"seeds: {seeds}\n")
+    return claim_yaml(
+        claim_id, experiment="selftest.noisy", config="{loc: 1.0}", expect=NOISY, extra=f"seeds: {seeds}\n"
+    )
 
 
 def test_failing_experiment_is_an_error_verdict_and_others_run(expectations: Path, tmp_path: Path) -> None:
@@ -97,7 +99,9 @@ def test_killed_run_leaves_cache_and_history_readable(expectations: Path, tmp_pa
     write_claims(
         expectations,
         "b.yaml",
-        claim_yaml("slow", experiment="selftest.sleep", config="{seconds: 60}", expect=NOISY, extra="seeds: 2\n"),
+        claim_yaml(
+            "slow", experiment="selftest.sleep", config="{seconds: 60}", expect=NOISY, extra="seeds: 2\n"
+        ),
     )
     (tmp_path / "pyproject.toml").write_text("")
     env = dict(os.environ)

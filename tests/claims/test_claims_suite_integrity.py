@@ -31,12 +31,20 @@ def test_every_claim_file_loads() -> None:
 
 @pytest.mark.parametrize("item", CLAIMS, ids=[c.id for c in CLAIMS])
 def test_claim_cites_its_note_verbatim(item) -> None:  # type: ignore[no-untyped-def]
-    assert (NOTES / item.source.document).is_file(), f"{item.location}: source.document {item.source.document!r} is not in notes/"
+    assert (NOTES / item.source.document).is_file(), (
+        f"{item.location}: source.document {item.source.document!r} is not in notes/"
+    )
     note = _note(item.source.document)
     assert _normalise(item.source.title) in note, f"{item.path}: source.title is not the note's title"
-    assert _normalise(item.claim.quote) in note, f"{item.location}: quote is not verbatim in {item.source.document}"
+    assert _normalise(item.claim.quote) in note, (
+        f"{item.location}: quote is not verbatim in {item.source.document}"
+    )
 
 
 def test_gpu_claims_name_their_data() -> None:
-    missing = [c.location for c in CLAIMS if c.claim.scale == "gpu" and c.claim.kind == "reproduce" and not c.claim.requires]
+    missing = [
+        c.location
+        for c in CLAIMS
+        if c.claim.scale == "gpu" and c.claim.kind == "reproduce" and not c.claim.requires
+    ]
     assert missing == [], "gpu claims must list the environment variables of their full data"
