@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from reprolab.claims.cache import ResultCache
+from reprolab.claims.environment import revision_date
 from reprolab.claims.history import History, RunInfo
 from reprolab.claims.ledger import VERDICT_STYLES, print_ledger
 from reprolab.claims.loader import LoadedClaim, load_claims
@@ -114,10 +115,15 @@ def check(
 
         def on_task(task, outcome) -> None:  # type: ignore[no-untyped-def]
             done["n"] += 1
-            status = "cached" if outcome.cached else ("FAILED" if outcome.error else f"{outcome.seconds:.1f}s")
+            status = (
+                "cached" if outcome.cached else ("FAILED" if outcome.error else f"{outcome.seconds:.1f}s")
+            )
             progress.update(bar, advance=1, description=f"{task.experiment} seed {task.seed} ({status})")
             if not err.is_terminal and not outcome.cached:
-                err.print(f"[{done['n']}/{done['total']}] {task.experiment} seed {task.seed}: {status}", highlight=False)
+                err.print(
+                    f"[{done['n']}/{done['total']}] {task.experiment} seed {task.seed}: {status}",
+                    highlight=False,
+                )
 
         results = run_claims(items, cache, workers=workers, progress=on_task, on_plan=on_plan)
     print_ledger(results, console)
@@ -165,11 +171,15 @@ def list_claims(paths: tuple[str, ...], marker: str | None) -> None:
 
 
 @cli.command()
-@click.option("--since", help="only runs started at or after this ISO date or time (e.g. 2026-11-01)")
+@click.option(
+    "--since", help="only runs since a git revision's commit time (e.g. HEAD~5, v0.1) or an ISO date"
+)
 @click.option("--report-dir", type=click.Path(), default="reports", show_default=True)
 def report(since: str | None, report_dir: str) -> None:
     """Rebuild the HTML/JSON report from the history: newest result per claim plus its verdict history."""
     history = History(default_state_dir() / "history.sqlite")
+    if since is not None:
+        since = revision_date(since) or since
     latest = history.latest(since)
     if not latest:
         raise click.ClickException("no runs in the history yet: run `reprolab check` first")

@@ -92,3 +92,22 @@ def git_revision(cwd: Path | None = None) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def revision_date(rev: str, cwd: Path | None = None) -> str | None:
+    """The commit time of ``rev`` (ISO 8601, UTC) when it names a commit here, else None."""
+    try:
+        out = subprocess.run(
+            ["git", "show", "-s", "--format=%cI", f"{rev}^{{commit}}"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0 or not out.stdout.strip():
+        return None
+    from datetime import UTC, datetime
+
+    return datetime.fromisoformat(out.stdout.strip()).astimezone(UTC).isoformat(timespec="seconds")

@@ -92,3 +92,12 @@ def test_marker_expressions(expression: str, markers: set[str], expected: bool) 
 def test_marker_expression_rejects_anything_else(bad: str) -> None:
     with pytest.raises(ValueError):
         compile_marker_expression(bad)
+
+
+def test_report_since_filters_runs(project: Path) -> None:
+    write_claims(project / "expectations", "a.yaml", claim_yaml("alpha"))
+    runner = CliRunner()
+    assert runner.invoke(cli, ["check"]).exit_code == 0
+    assert runner.invoke(cli, ["report", "--since", "2000-01-01"]).exit_code == 0
+    late = runner.invoke(cli, ["report", "--since", "2999-01-01"])
+    assert late.exit_code == 1 and "no runs" in late.output
