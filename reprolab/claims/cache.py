@@ -1,4 +1,4 @@
-"""On-disk cache of experiment results, keyed by (experiment, its version, library code, config, seed).
+"""On-disk cache of experiment results, keyed by (experiment, its version, its code, config, seed).
 
 One JSON file per entry, written to a temporary file in the same directory and renamed into place, so a run
 killed midway leaves either the old entry, the new one, or none: never a torn file. A file that still fails to
@@ -7,50 +7,89 @@ parse (disk trouble, a hand edit) is treated as a miss and overwritten.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
 import tempfile
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import reprolab
 
-# The engine, CLI and reports cannot change an experiment's numbers, so editing them keeps the cache valid.
-_NOT_EXPERIMENT_CODE = ("claims", "cli.py")
 
+@cache
+def code_version(module: str) -> str:
+    """sha256 over the source of ``module`` and every reprolab module it imports, transitively.
 
-@lru_cache(maxsize=1)
-def library_code_version() -> str:
-    """sha256 over every source file of the library an experiment may run (computed once per process)."""
+    Found statically (``ast``, no import), including imports inside functions and the ``__init__`` of every
+    package on the way, so editing one research line's code does not invalidate another line's cached results,
+    while any edit that can move an experiment's numbers does. The claims engine itself is left out: it cannot
+    change what an experiment returns.
+    """
     root = Path(reprolab.__file__).parent
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        relative = path.relative_to(root)
-        if relative.parts[0] in _NOT_EXPERIMENT_CODE:
+    seen: dict[str, Path] = {}
+    stack = [module]
+    while stack:
+        name = stack.pop()
+        if name in seen or not (name == "reprolab" or name.startswith("reprolab.")):
             continue
-        digest.update(str(relative).encode())
-        digest.update(path.read_bytes())
+        if name.startswith("reprolab.claims"):
+            continue
+        path = _source_path(root, name)
+        if path is None:  # an imported attribute (a class, a function), not a module
+            continue
+        seen[name] = path
+        stack.extend(_imported_modules(name, path))
+        stack.append(name.rsplit(".", 1)[0])  # the parent package's __init__ runs too
+    digest = hashlib.sha256()
+    for name in sorted(seen):
+        digest.update(name.encode())
+        digest.update(seen[name].read_bytes())
     return digest.hexdigest()
+
+
+def _source_path(root: Path, name: str) -> Path | None:
+    relative = Path(*name.split(".")[1:])
+    for candidate in (root / relative / "__init__.py", (root / relative).with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_modules(name: str, path: Path) -> list[str]:
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found: list[str] = []
+    for node in ast.walk(ast.parse(path.read_bytes())):
+        if isinstance(node, ast.Import):
+            found.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            found.append(base)
+            found.extend(f"{base}.{alias.name}" for alias in node.names)  # `from pkg import submodule`
+    return found
 
 
 def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def cache_key(experiment: str, version: str, config: Mapping[str, Any], seed: int) -> str:
-    payload = canonical_json(
-        {
-            "experiment": experiment,
-            "version": version,
-            "code": library_code_version(),
-            "config": config,
-            "seed": seed,
-        }
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()
+def cache_key(experiment: str, version: str, module: str, config: Mapping[str, Any], seed: int) -> str:
+    """Identity of one experiment run: name, declared version, code (see :func:`code_version`), config, seed."""
+    payload = {
+        "experiment": experiment,
+        "version": version,
+        "code": code_version(module),
+        "config": config,
+        "seed": seed,
+    }
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
 
 class ResultCache:

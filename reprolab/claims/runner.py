@@ -105,7 +105,7 @@ def claim_tasks(item: LoadedClaim) -> dict[tuple[str, int], Task]:
     tasks = {}
     for arm, config in item.claim.arm_configs().items():
         for seed in item.claim.seed_list:
-            key = cache_key(experiment.name, experiment.version, config, seed)
+            key = cache_key(experiment.name, experiment.version, experiment.module, config, seed)
             tasks[(arm, seed)] = Task(experiment.name, experiment.version, config, seed, key)
     return tasks
 

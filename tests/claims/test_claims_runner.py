@@ -123,3 +123,13 @@ def test_killed_run_leaves_cache_and_history_readable(expectations: Path, tmp_pa
     claims, _ = load_claims([expectations])
     [result] = run_claims(claims, ResultCache(tmp_path / ".reprolab" / "cache"))
     assert result.cached_tasks == 1 and result.matches
+
+
+def test_code_version_follows_imports_statically() -> None:
+    from reprolab.claims.cache import _imported_modules, code_version
+
+    source = Path(__file__).resolve().parents[2] / "reprolab" / "experiments" / "recorded.py"
+    imported = _imported_modules("reprolab.experiments.recorded", source)
+    assert "reprolab.experiments.registry" in imported
+    assert code_version("reprolab.experiments.recorded") == code_version("reprolab.experiments.recorded")
+    assert code_version("reprolab.experiments.recorded") != code_version("reprolab.experiments.selftest")
