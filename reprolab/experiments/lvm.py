@@ -1,0 +1,320 @@
+"""Experiments of the next-embedding prediction line (notes 002 and 003).
+
+- ``lvm.data_diagnostics``: no training. Norms, element statistics, oracle recall, coherence of a clean and a
+  diluted corpus, their drift, and the quality filter's effect (note 003 P0/P1, note 002's data check).
+- ``lvm.encoder_fingerprint``: the real MiniLM encoder's sha256 fingerprint in this process, again, and in a
+  fresh interpreter; and the reference's salted ``hash()`` fingerprint across two interpreters.
+- ``lvm.train``: one model trained on one training set (``clean``, ``diluted`` or ``filtered``), evaluated on
+  its own validation articles and on held-out *clean* articles (OOD), beside the four baselines.
+
+Data: ``data: fixture`` (default) reads the committed MiniLM pydoc fixture (``fixtures/lvm``); ``data: env``
+reads ``$<env>/clean.npz`` and ``$<env>/diluted.npz`` (GTR-T5 Wikipedia vectors, see docs/lvm.md). Articles of
+the diluted corpus that are not in the clean one are the *dilution*. Splits are by article and depend only on
+``seed``, so every arm of one seed sees the same OOD articles.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reprolab.data.corpus import EmbeddedCorpus, load_embedded_corpus
+from reprolab.data.sequences import SequenceSet, load_lvm_fixture, split_articles
+from reprolab.diagnostics.coherence import (
+    BLOCKLIST,
+    coherence_drift,
+    coherence_stats,
+    consecutive_cosines,
+    quality_filter,
+    window_coherence,
+)
+from reprolab.diagnostics.embeddings import collapse_metrics, element_stats, encoder_fingerprint, norm_stats
+from reprolab.diagnostics.retrieval import oracle_recall
+from reprolab.experiments.registry import config_value, experiment
+
+DEFAULT_ENV = "REPROLAB_LVM_GTR_DIR"
+_NUM = (int, float)
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+@functools.lru_cache(maxsize=4)
+def _corpora(data: str, root: str) -> tuple[EmbeddedCorpus, EmbeddedCorpus]:
+    """Cached by the resolved directory (not the variable's name), so a changed path is never served stale."""
+    if data == "fixture":
+        return load_lvm_fixture("clean"), load_lvm_fixture("diluted")
+    return (
+        load_embedded_corpus(Path(root) / "clean.npz", name="clean"),
+        load_embedded_corpus(Path(root) / "diluted.npz", name="diluted"),
+    )
+
+
+def _load(config: Mapping[str, Any]) -> tuple[EmbeddedCorpus, EmbeddedCorpus]:
+    data = config_value(config, "data", "fixture", kind=str)
+    if data == "fixture":
+        return _corpora("fixture", "")
+    if data != "env":
+        raise ValueError(f"config key 'data' must be 'fixture' or 'env', got {data!r}")
+    env = config_value(config, "env", DEFAULT_ENV, kind=str)
+    root = os.environ.get(env)
+    if not root:
+        raise ValueError(f"environment variable {env} is not set (it must name the GTR-T5 data directory)")
+    return _corpora("env", str(Path(root).resolve()))
+
+
+@contextmanager
+def _torch_threads(n: int | None):
+    import torch
+
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+# --------------------------------------------------------------------------------------------- diagnostics
+
+DIAGNOSTIC_METRICS = (
+    "norm_mean", "norm_std", "norm_ok",
+    "recall_at_1", "recall_at_5", "recall_at_1000", "n_duplicate_queries", "recall_at_1_ties_as_hits",
+    "coh_clean_mean", "coh_diluted_mean", "coh_clean_frac_low", "coh_diluted_frac_low",
+    "coh_clean_p50", "coh_diluted_p50", "drift_mean_rel", "drift_low_change_pp", "drift_significant",
+    "elem_mean_clean", "elem_mean_diluted", "elem_std_clean", "elem_std_diluted",
+    "elem_mean_absdiff", "elem_std_absdiff",
+    "filter_kept_fraction", "filter_coh_before", "filter_coh_after", "filter_coh_rel_gain",
+    "filter_n_blocklisted", "filter_n_low_score",
+)
+
+
+@experiment("lvm.data_diagnostics", version="1", metrics=DIAGNOSTIC_METRICS)
+def data_diagnostics(config: Mapping[str, Any], seed: int) -> dict[str, float]:
+    """Note 003's P0 (norms, recall) and P1 (coherence, drift, filter) plus note 002's element statistics.
+
+    ``scope``: ``stream`` (the reference: consecutive rows regardless of articles) or ``within`` (pairs inside
+    articles only). The filter runs on the diluted corpus's context-``context`` sequences.
+    """
+    clean, diluted = _load(config)
+    scope = config_value(config, "scope", "stream", kind=str)
+    if scope not in ("stream", "within"):
+        raise ValueError(f"config key 'scope' must be 'stream' or 'within', got {scope!r}")
+    n_queries = config_value(config, "n_queries", 1000, kind=int)
+    context = config_value(config, "context", 5, kind=int)
+    min_score = float(config_value(config, "min_score", 0.35, kind=_NUM))
+
+    norms = norm_stats(diluted.vectors)
+    rec = oracle_recall(diluted.vectors, ks=(1, 5, 1000), n_queries=min(n_queries, len(diluted)), seed=seed)
+    ca = coherence_stats(clean.vectors, clean.article_ids if scope == "within" else None, name=clean.name)
+    cb = coherence_stats(diluted.vectors, diluted.article_ids if scope == "within" else None, name=diluted.name)
+    drift = coherence_drift(ca, cb)
+    ea, eb = element_stats(clean.vectors), element_stats(diluted.vectors)
+
+    seqs = SequenceSet.from_corpus(diluted, context)
+    pair_cos = consecutive_cosines(diluted.vectors)  # one pass shared by the filter and both coherences
+    filt = quality_filter(
+        diluted.vectors, diluted.article_ids, seqs.targets, min_score=min_score, titles=diluted.titles,
+        texts=diluted.texts, blocklist=BLOCKLIST, pair_cos=pair_cos,
+    )
+    before = window_coherence(diluted.vectors, seqs.targets, context, pair_cos=pair_cos)
+    after = window_coherence(diluted.vectors, seqs.targets[filt.mask], context, pair_cos=pair_cos)
+    return {
+        "norm_mean": norms.mean, "norm_std": norms.std, "norm_ok": float(norms.ok),
+        "recall_at_1": rec.recall[1], "recall_at_5": rec.recall[5], "recall_at_1000": rec.recall[1000],
+        "n_duplicate_queries": float(rec.n_duplicate_queries), "recall_at_1_ties_as_hits": rec.recall_at_1_ties_as_hits,
+        "coh_clean_mean": ca.mean, "coh_diluted_mean": cb.mean,
+        "coh_clean_frac_low": ca.frac_low, "coh_diluted_frac_low": cb.frac_low,
+        "coh_clean_p50": ca.p50, "coh_diluted_p50": cb.p50,
+        "drift_mean_rel": drift.mean_rel, "drift_low_change_pp": drift.low_change_pp,
+        "drift_significant": float(drift.significant),
+        "elem_mean_clean": ea.mean, "elem_mean_diluted": eb.mean, "elem_std_clean": ea.std, "elem_std_diluted": eb.std,
+        "elem_mean_absdiff": abs(ea.mean - eb.mean), "elem_std_absdiff": abs(ea.std - eb.std),
+        "filter_kept_fraction": filt.kept_fraction, "filter_coh_before": before, "filter_coh_after": after,
+        "filter_coh_rel_gain": after / before - 1.0,
+        "filter_n_blocklisted": float(filt.n_blocklisted), "filter_n_low_score": float(filt.n_low_score),
+    }
+
+
+# --------------------------------------------------------------------------------------------- fingerprint
+
+_PROBE_CODE = (
+    "import sys, json; from reprolab.data.corpus import minilm_encode; "
+    "from reprolab.diagnostics.embeddings import encoder_fingerprint; "
+    "print(encoder_fingerprint(minilm_encode(json.loads(sys.argv[1]))))"
+)
+_HASH_CODE = "import sys; print(hash(sys.argv[1].encode()))"
+
+
+@experiment(
+    "lvm.encoder_fingerprint", version="1",
+    metrics=("fingerprint_repeatable", "fingerprint_cross_process", "fingerprint_matches_fixture",
+             "probe_max_abs_diff", "builtin_hash_cross_process"),
+)
+def encoder_fingerprint_experiment(config: Mapping[str, Any], seed: int) -> dict[str, float]:
+    """Fingerprint the real encoder three times (here, here again, a fresh interpreter) and compare with the
+    fixture's recorded probe; also run the reference's ``hash()`` recipe in two fresh interpreters."""
+    import json
+
+    from reprolab.data.corpus import minilm_encode
+    from reprolab.data.sequences import FIXTURE_DIR
+
+    provenance = json.loads((FIXTURE_DIR / "PROVENANCE.json").read_text())
+    probe_texts = list(provenance["probe_sentences"])
+    with np.load(FIXTURE_DIR / "encoder_probe.npz", allow_pickle=False) as f:
+        recorded = f["vectors"]
+    first = minilm_encode(probe_texts)
+    second = minilm_encode(probe_texts)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "random"}
+    fresh = subprocess.run(
+        [sys.executable, "-c", _PROBE_CODE, json.dumps(probe_texts)], capture_output=True, text=True, env=env,
+        check=True, timeout=300,
+    ).stdout.strip().splitlines()[-1]
+    hashes = [
+        subprocess.run([sys.executable, "-c", _HASH_CODE, f"probe-{seed}"], capture_output=True, text=True, env=env,
+                       check=True, timeout=60).stdout.strip()
+        for _ in range(2)
+    ]
+    fp = encoder_fingerprint(first)
+    return {
+        "fingerprint_repeatable": float(fp == encoder_fingerprint(second)),
+        "fingerprint_cross_process": float(fp == fresh),
+        "fingerprint_matches_fixture": float(fp == provenance["probe_fingerprint_sha256_4dp"]),
+        "probe_max_abs_diff": float(np.abs(first - recorded).max()),
+        "builtin_hash_cross_process": float(hashes[0] == hashes[1]),
+    }
+
+
+# --------------------------------------------------------------------------------------------- training
+
+TRAIN_METRICS = (
+    "val_cosine", "ood_cosine", "train_cosine",
+    "ood_random", "ood_global_mean", "ood_copy_last", "ood_mean_of_context", "val_mean_of_context",
+    "ood_margin_over_moc", "val_margin_over_moc",
+    "ood_mse_raw", "ood_orthogonal_mse_floor", "ood_orthogonal_over_trained_mse", "ood_raw_norm",
+    "ood_pred_std_ratio", "ood_pred_effective_rank", "ood_target_effective_rank",
+    "n_train", "n_val", "n_ood", "kept_fraction", "best_epoch",
+)
+
+
+def _split(clean: EmbeddedCorpus, diluted: EmbeddedCorpus, seed: int) -> dict[str, np.ndarray]:
+    clean_articles = np.unique(clean.article_ids)
+    dilution_articles = np.setdiff1d(np.unique(diluted.article_ids), clean_articles)
+    tr, va, ood = split_articles(clean_articles, (0.70, 0.15, 0.15), seed)
+    parts = {"clean_train": tr, "clean_val": va, "ood": ood}
+    if dilution_articles.size >= 2:
+        dtr, dva = split_articles(dilution_articles, (0.85, 0.15), seed + 1)
+    else:
+        dtr, dva = dilution_articles, dilution_articles[:0]
+    parts.update(dilution_train=dtr, dilution_val=dva)
+    return parts
+
+
+def _loss_weights(config: Mapping[str, Any]):
+    from reprolab.models.lvm.losses import LossWeights
+
+    return LossWeights(
+        lambda_mse=float(config_value(config, "lambda_mse", 1.0, kind=_NUM)),
+        lambda_info=float(config_value(config, "lambda_info", 0.0, kind=_NUM)),
+        lambda_moment=float(config_value(config, "lambda_moment", 0.0, kind=_NUM)),
+        lambda_variance=float(config_value(config, "lambda_variance", 0.0, kind=_NUM)),
+        tau=float(config_value(config, "tau", 0.07, kind=_NUM)),
+        variant=config_value(config, "loss_variant", "reference", kind=str),
+    )
+
+
+@experiment("lvm.train", version="1", metrics=TRAIN_METRICS)
+def train_experiment(config: Mapping[str, Any], seed: int) -> dict[str, float]:
+    """Train ``model`` on ``train_set`` and report validation, OOD and baseline cosines.
+
+    ``train_set``: ``clean`` (clean training articles), ``diluted`` (those + the dilution's training articles),
+    ``filtered`` (the diluted training sequences that pass the quality filter). Validation uses the same kind
+    of held-out articles (filtered: the diluted validation sequences passing the filter). OOD = held-out clean
+    articles, identical for every arm of a seed.
+    """
+    from reprolab.models.lvm.baselines import baseline_scores
+    from reprolab.models.lvm.trainer import TrainConfig, fit, predict, seeded_model
+
+    clean, diluted = _load(config)
+    train_set = config_value(config, "train_set", kind=str)
+    if train_set not in ("clean", "diluted", "filtered"):
+        raise ValueError(f"config key 'train_set' must be clean, diluted or filtered, got {train_set!r}")
+    context = config_value(config, "context", 5, kind=int)
+    model_kind = config_value(config, "model", "amn", kind=str)
+    model_kwargs = dict(config_value(config, "model_kwargs", {}, kind=dict))
+    tc = TrainConfig(
+        epochs=config_value(config, "epochs", 20, kind=int),
+        batch_size=config_value(config, "batch_size", 32, kind=int),
+        lr=float(config_value(config, "lr", 5e-4, kind=_NUM)),
+        weight_decay=float(config_value(config, "weight_decay", 0.01, kind=_NUM)),
+        loss=_loss_weights(config),
+        device=config_value(config, "device", "cpu", kind=str),
+    )
+    threads = config_value(config, "torch_threads", 1, kind=int)
+    min_score = float(config_value(config, "min_score", 0.35, kind=_NUM))
+
+    parts = _split(clean, diluted, seed)
+    ood = SequenceSet.from_corpus(clean, context, parts["ood"])
+    kept_fraction = 1.0
+    if train_set == "clean":
+        train = SequenceSet.from_corpus(clean, context, parts["clean_train"])
+        val = SequenceSet.from_corpus(clean, context, parts["clean_val"])
+    else:
+        train = SequenceSet.from_corpus(diluted, context, np.concatenate([parts["clean_train"], parts["dilution_train"]]))
+        val = SequenceSet.from_corpus(diluted, context, np.concatenate([parts["clean_val"], parts["dilution_val"]]))
+        if train_set == "filtered":
+            pair_cos = consecutive_cosines(diluted.vectors)
+            masks = [
+                quality_filter(diluted.vectors, diluted.article_ids, s.targets, min_score=min_score,
+                               titles=diluted.titles, texts=diluted.texts, pair_cos=pair_cos).mask
+                for s in (train, val)
+            ]
+            kept_fraction = float(masks[0].mean())
+            train, val = train.subset(masks[0]), val.subset(masks[1])
+
+    xtr, ytr = train.arrays()
+    xva, yva = val.arrays()
+    xood, yood = ood.arrays()
+    with _torch_threads(threads):
+        model = seeded_model(model_kind, clean.dim, seed, **model_kwargs)
+        result = fit(model, xtr, ytr, xva, yva, tc, seed)
+        raw_ood, pred_ood = predict(model, xood, device=tc.device)
+        _, pred_va = predict(model, xva, device=tc.device)
+        _, pred_tr = predict(model, xtr, device=tc.device)
+
+    def cos(p: np.ndarray, t: np.ndarray) -> float:
+        return float(np.einsum("ij,ij->i", p, t / np.linalg.norm(t, axis=1, keepdims=True)).mean())
+
+    base_ood = baseline_scores(xood, yood, ytr, seed)
+    base_val = baseline_scores(xva, yva, ytr, seed)
+    d = clean.dim
+    mse_raw = float(((raw_ood - yood) ** 2).mean())
+    # The smallest reference-MSE any prediction orthogonal to its target can reach: ||p - t||^2 = ||p||^2 + ||t||^2
+    # is minimised at p = 0, giving ||t||^2 / d per element.
+    ortho_floor = float((yood**2).sum(axis=1).mean() / d)
+    cm_pred, cm_tgt = collapse_metrics(pred_ood), collapse_metrics(yood)
+    ood_cos, val_cos = cos(pred_ood, yood), cos(pred_va, yva)
+    return {
+        "val_cosine": val_cos, "ood_cosine": ood_cos, "train_cosine": cos(pred_tr, ytr),
+        "ood_random": base_ood["random"], "ood_global_mean": base_ood["global_mean"],
+        "ood_copy_last": base_ood["copy_last"], "ood_mean_of_context": base_ood["mean_of_context"],
+        "val_mean_of_context": base_val["mean_of_context"],
+        "ood_margin_over_moc": ood_cos - base_ood["mean_of_context"],
+        "val_margin_over_moc": val_cos - base_val["mean_of_context"],
+        "ood_mse_raw": mse_raw, "ood_orthogonal_mse_floor": ortho_floor,
+        "ood_orthogonal_over_trained_mse": ortho_floor / mse_raw,
+        "ood_raw_norm": float(np.linalg.norm(raw_ood, axis=1).mean()),
+        "ood_pred_std_ratio": cm_pred.std_ratio,
+        "ood_pred_effective_rank": cm_pred.effective_rank, "ood_target_effective_rank": cm_tgt.effective_rank,
+        "n_train": float(len(train)), "n_val": float(len(val)), "n_ood": float(len(ood)),
+        "kept_fraction": kept_fraction, "best_epoch": float(result.best_epoch),
+    }

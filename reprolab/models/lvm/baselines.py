@@ -1,0 +1,59 @@
+"""Trivial next-embedding predictors every trained model is reported against (DESIGN.md section 4).
+
+On the reference data: random 0.0002, global mean 0.42, copy-last 0.44, mean of context 0.546 (cosine). A
+trained model that does not beat mean-of-context has learned nothing the context average did not already give.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["BASELINES", "baseline_predictions", "baseline_scores", "mean_cosine", "row_cosines"]
+
+BASELINES = ("random", "global_mean", "copy_last", "mean_of_context")
+
+
+def row_cosines(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Cosine of each row pair; a zero row raises (its cosine is undefined, never a silent NaN)."""
+    p = np.asarray(pred, dtype=np.float64)
+    t = np.asarray(target, dtype=np.float64)
+    if p.shape != t.shape or p.ndim != 2:
+        raise ValueError(f"pred {p.shape} and target {t.shape} must both be (n, d)")
+    pn, tn = np.linalg.norm(p, axis=1), np.linalg.norm(t, axis=1)
+    for name, norms in (("pred", pn), ("target", tn)):
+        if not np.isfinite(norms).all():
+            raise ValueError(f"{name} contains NaN or inf")
+        if (norms == 0).any():
+            raise ValueError(f"{name} row {int(np.flatnonzero(norms == 0)[0])} is a zero vector")
+    return np.einsum("ij,ij->i", p, t) / (pn * tn)
+
+
+def mean_cosine(pred: np.ndarray, target: np.ndarray) -> float:
+    return float(row_cosines(pred, target).mean())
+
+
+def baseline_predictions(
+    contexts: np.ndarray, train_targets: np.ndarray, seed: int
+) -> dict[str, np.ndarray]:
+    """Predictions of the four baselines for ``contexts`` (n, T, d); ``train_targets`` define the global mean."""
+    if contexts.ndim != 3:
+        raise ValueError(f"contexts must be (n, T, d), got {contexts.shape}")
+    n, _, d = contexts.shape
+    if train_targets.ndim != 2 or train_targets.shape[1] != d:
+        raise ValueError(f"train_targets must be (m, {d}), got {train_targets.shape}")
+    rng = np.random.default_rng(seed)
+    glob = train_targets.mean(axis=0)
+    return {
+        "random": rng.standard_normal((n, d)),
+        "global_mean": np.broadcast_to(glob, (n, d)),
+        "copy_last": contexts[:, -1],
+        "mean_of_context": contexts.mean(axis=1),
+    }
+
+
+def baseline_scores(
+    contexts: np.ndarray, targets: np.ndarray, train_targets: np.ndarray, seed: int
+) -> dict[str, float]:
+    """Mean cosine of each baseline against ``targets``."""
+    preds = baseline_predictions(contexts, train_targets, seed)
+    return {name: mean_cosine(p, targets) for name, p in preds.items()}

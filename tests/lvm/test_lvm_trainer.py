@@ -1,0 +1,91 @@
+"""Trainer determinism, progress, safetensors checkpoints, baselines; bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from reprolab.models.lvm.baselines import baseline_scores, mean_cosine
+from reprolab.models.lvm.losses import LossWeights
+from reprolab.models.lvm.trainer import (
+    TrainConfig,
+    evaluate,
+    fit,
+    load_checkpoint,
+    save_checkpoint,
+    seeded_model,
+)
+
+KW = {"attn_dim": 8, "hidden": (16, 8)}
+
+
+def _data(n: int = 64, d: int = 12, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    walk = np.cumsum(rng.standard_normal((n + 5, d)), axis=0).astype(np.float32)
+    walk /= np.linalg.norm(walk, axis=1, keepdims=True)
+    ctx = np.stack([walk[i : i + 5] for i in range(n)])
+    return ctx, walk[5 : n + 5]
+
+
+def _train(seed: int, **cfg):
+    ctx, tgt = _data()
+    model = seeded_model("amn", 12, seed, **KW)
+    config = TrainConfig(epochs=2, batch_size=16, **cfg)
+    return fit(model, ctx[:48], tgt[:48], ctx[48:], tgt[48:], config, seed)
+
+
+def test_same_seed_same_weights_and_history():
+    a, b = _train(3), _train(3)
+    for (k, va), vb in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
+        assert torch.equal(va, vb), k
+    assert [r.val_cosine for r in a.history] == [r.val_cosine for r in b.history]
+    c = _train(4)
+    assert not torch.equal(next(iter(a.model.state_dict().values())), next(iter(c.model.state_dict().values())))
+
+
+def test_progress_called_each_epoch_and_losses_logged():
+    seen = []
+    ctx, tgt = _data()
+    model = seeded_model("amn", 12, 0, **KW)
+    fit(model, ctx[:48], tgt[:48], ctx[48:], tgt[48:],
+        TrainConfig(epochs=3, batch_size=16, loss=LossWeights(0.5, 0.5, 1e-3, 1e-3)), 0, progress=seen.append)
+    assert [r.epoch for r in seen] == [1, 2, 3]
+    assert set(seen[0].terms) == {"mse", "info", "moment", "variance"}
+    assert all(np.isfinite(r.train_loss) and r.samples_per_second > 0 for r in seen)
+
+
+def test_checkpoint_roundtrip(tmp_path):
+    res = _train(0)
+    save_checkpoint(res.model, tmp_path / "m.safetensors", kind="amn", **KW)
+    back = load_checkpoint(tmp_path / "m.safetensors")
+    ctx, tgt = _data()
+    assert evaluate(back, ctx, tgt) == pytest.approx(evaluate(res.model, ctx, tgt), abs=1e-7)
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "bare.safetensors"))
+    with pytest.raises(ValueError, match="not a reprolab LVM checkpoint"):
+        load_checkpoint(tmp_path / "bare.safetensors")
+
+
+def test_bad_training_input():
+    ctx, tgt = _data()
+    bad = ctx.copy()
+    bad[3, 2, 1] = np.nan
+    model = seeded_model("amn", 12, 0, **KW)
+    with pytest.raises(ValueError, match="train_contexts contains NaN"):
+        fit(model, bad, tgt, ctx, tgt, TrainConfig(epochs=1), 0)
+    with pytest.raises(ValueError, match="do not match"):
+        fit(model, ctx, tgt[:-1], ctx, tgt, TrainConfig(epochs=1), 0)
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(batch_size=1)
+
+
+def test_baselines_on_a_smooth_walk():
+    ctx, tgt = _data(400)
+    s = baseline_scores(ctx, tgt, tgt, seed=0)
+    assert abs(s["random"]) < 0.1
+    assert s["copy_last"] > s["global_mean"]
+    assert s["mean_of_context"] > 0.3
+    with pytest.raises(ValueError, match="zero vector"):
+        mean_cosine(np.zeros((2, 3)), np.ones((2, 3)))
