@@ -10,6 +10,7 @@ import importlib.util
 import os
 import platform
 import subprocess
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
@@ -76,38 +77,27 @@ def machine_description() -> str:
     return f"{platform.node()} {platform.machine()} {os.cpu_count()} cpu python {platform.python_version()}"
 
 
-def git_revision(cwd: Path | None = None) -> str | None:
-    """HEAD's hash, with ``-dirty`` when tracked files differ from it; None outside a git checkout."""
+def _git(*args: str, cwd: Path | None = None) -> str | None:
+    """stdout of a git command, or None when git is missing, fails, or this is not a checkout."""
     try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
-    return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_revision(cwd: Path | None = None) -> str | None:
+    """HEAD's hash, with ``-dirty`` when tracked files differ from it; None outside a git checkout."""
+    rev = _git("rev-parse", "HEAD", cwd=cwd)
+    if not rev:
+        return None
+    dirty = _git("status", "--porcelain", "--untracked-files=no", cwd=cwd)
+    return rev + ("-dirty" if dirty else "")
 
 
 def revision_date(rev: str, cwd: Path | None = None) -> str | None:
     """The commit time of ``rev`` (ISO 8601, UTC) when it names a commit here, else None."""
-    try:
-        out = subprocess.run(
-            ["git", "show", "-s", "--format=%cI", f"{rev}^{{commit}}"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
+    committed = _git("show", "-s", "--format=%cI", f"{rev}^{{commit}}", cwd=cwd)
+    if not committed:
         return None
-    if out.returncode != 0 or not out.stdout.strip():
-        return None
-    from datetime import UTC, datetime
-
-    return datetime.fromisoformat(out.stdout.strip()).astimezone(UTC).isoformat(timespec="seconds")
+    return datetime.fromisoformat(committed).astimezone(UTC).isoformat(timespec="seconds")
