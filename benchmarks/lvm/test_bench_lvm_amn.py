@@ -25,7 +25,7 @@ def test_bench_amn_epoch_throughput(benchmark):
 
     def one_epoch():
         model = seeded_model("amn", DIM, 0)
-        return fit(model, ctx, tgt, ctx[:1024], tgt[:1024], config, 0)
+        return fit(model, (ctx, tgt), (ctx[:1024], tgt[:1024]), config, 0)
 
     result = benchmark.pedantic(one_epoch, rounds=2, iterations=1)
     record = result.history[0]

@@ -242,7 +242,7 @@ def train_experiment(config: Mapping[str, Any], seed: int) -> dict[str, float]:
     articles, identical for every arm of a seed.
     """
     from reprolab.models.lvm.baselines import baseline_scores
-    from reprolab.models.lvm.trainer import TrainConfig, fit, predict, seeded_model
+    from reprolab.models.lvm.trainer import TrainConfig, evaluate, fit, predict, seeded_model
 
     clean, diluted = _load(config)
     train_set = config_value(config, "train_set", kind=str)
@@ -281,30 +281,27 @@ def train_experiment(config: Mapping[str, Any], seed: int) -> dict[str, float]:
             kept_fraction = float(masks[0].mean())
             train, val = train.subset(masks[0]), val.subset(masks[1])
 
-    xtr, ytr = train.arrays()
-    xva, yva = val.arrays()
-    xood, yood = ood.arrays()
+    # Index-based windows only: every pass below gathers one batch at a time from the corpus vectors (which may
+    # be memmaps), so nothing of size n_windows x context x d is ever built.
     with _torch_threads(threads):
         model = seeded_model(model_kind, clean.dim, seed, **model_kwargs)
-        result = fit(model, xtr, ytr, xva, yva, tc, seed)
-        raw_ood, pred_ood = predict(model, xood, device=tc.device)
-        _, pred_va = predict(model, xva, device=tc.device)
-        _, pred_tr = predict(model, xtr, device=tc.device)
+        result = fit(model, train, val, tc, seed)
+        raw_ood, pred_ood = predict(model, ood, device=tc.device)
+        ood_cos = evaluate(model, ood, device=tc.device)
+        val_cos = evaluate(model, val, device=tc.device)
+        train_cos = evaluate(model, train, device=tc.device)
 
-    def cos(p: np.ndarray, t: np.ndarray) -> float:
-        return float(np.einsum("ij,ij->i", p, t / np.linalg.norm(t, axis=1, keepdims=True)).mean())
-
-    base_ood = baseline_scores(xood, yood, ytr, seed)
-    base_val = baseline_scores(xva, yva, ytr, seed)
+    base_ood = baseline_scores(ood, train, seed)
+    base_val = baseline_scores(val, train, seed)
+    yood = ood.target_vectors()  # n_ood x d (the OOD predictions are that size too); no contexts
     d = clean.dim
     mse_raw = float(((raw_ood - yood) ** 2).mean())
     # The smallest reference-MSE any prediction orthogonal to its target can reach: ||p - t||^2 = ||p||^2 + ||t||^2
     # is minimised at p = 0, giving ||t||^2 / d per element.
     ortho_floor = float((yood**2).sum(axis=1).mean() / d)
     cm_pred, cm_tgt = collapse_metrics(pred_ood), collapse_metrics(yood)
-    ood_cos, val_cos = cos(pred_ood, yood), cos(pred_va, yva)
     return {
-        "val_cosine": val_cos, "ood_cosine": ood_cos, "train_cosine": cos(pred_tr, ytr),
+        "val_cosine": val_cos, "ood_cosine": ood_cos, "train_cosine": train_cos,
         "ood_random": base_ood["random"], "ood_global_mean": base_ood["global_mean"],
         "ood_copy_last": base_ood["copy_last"], "ood_mean_of_context": base_ood["mean_of_context"],
         "val_mean_of_context": base_val["mean_of_context"],

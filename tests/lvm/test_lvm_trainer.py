@@ -32,7 +32,7 @@ def _train(seed: int, **cfg):
     ctx, tgt = _data()
     model = seeded_model("amn", 12, seed, **KW)
     config = TrainConfig(epochs=2, batch_size=16, **cfg)
-    return fit(model, ctx[:48], tgt[:48], ctx[48:], tgt[48:], config, seed)
+    return fit(model, (ctx[:48], tgt[:48]), (ctx[48:], tgt[48:]), config, seed)
 
 
 def test_same_seed_same_weights_and_history():
@@ -48,7 +48,7 @@ def test_progress_called_each_epoch_and_losses_logged():
     seen = []
     ctx, tgt = _data()
     model = seeded_model("amn", 12, 0, **KW)
-    fit(model, ctx[:48], tgt[:48], ctx[48:], tgt[48:],
+    fit(model, (ctx[:48], tgt[:48]), (ctx[48:], tgt[48:]),
         TrainConfig(epochs=3, batch_size=16, loss=LossWeights(0.5, 0.5, 1e-3, 1e-3)), 0, progress=seen.append)
     assert [r.epoch for r in seen] == [1, 2, 3]
     assert set(seen[0].terms) == {"mse", "info", "moment", "variance"}
@@ -74,16 +74,16 @@ def test_bad_training_input():
     bad[3, 2, 1] = np.nan
     model = seeded_model("amn", 12, 0, **KW)
     with pytest.raises(ValueError, match="train_contexts contains NaN"):
-        fit(model, bad, tgt, ctx, tgt, TrainConfig(epochs=1), 0)
+        fit(model, (bad, tgt), (ctx, tgt), TrainConfig(epochs=1), 0)
     with pytest.raises(ValueError, match="do not match"):
-        fit(model, ctx, tgt[:-1], ctx, tgt, TrainConfig(epochs=1), 0)
+        fit(model, (ctx, tgt[:-1]), (ctx, tgt), TrainConfig(epochs=1), 0)
     with pytest.raises(ValueError, match="batch_size"):
         TrainConfig(batch_size=1)
 
 
 def test_baselines_on_a_smooth_walk():
     ctx, tgt = _data(400)
-    s = baseline_scores(ctx, tgt, tgt, seed=0)
+    s = baseline_scores((ctx, tgt), tgt, seed=0)
     assert abs(s["random"]) < 0.1
     assert s["copy_last"] > s["global_mean"]
     assert s["mean_of_context"] > 0.3

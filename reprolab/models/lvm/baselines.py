@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from reprolab.data.sequences import Windows, as_windows, iter_batches
+
 __all__ = ["BASELINES", "baseline_predictions", "baseline_scores", "mean_cosine", "row_cosines"]
 
 BASELINES = ("random", "global_mean", "copy_last", "mean_of_context")
@@ -33,16 +35,16 @@ def mean_cosine(pred: np.ndarray, target: np.ndarray) -> float:
 
 
 def baseline_predictions(
-    contexts: np.ndarray, train_targets: np.ndarray, seed: int
+    contexts: np.ndarray, global_mean: np.ndarray, rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
-    """Predictions of the four baselines for ``contexts`` (n, T, d); ``train_targets`` define the global mean."""
+    """Predictions of the four baselines for ``contexts`` (n, T, d); ``global_mean`` is the mean training
+    target. ``rng`` draws the random baseline (called batch after batch it continues one stream)."""
     if contexts.ndim != 3:
         raise ValueError(f"contexts must be (n, T, d), got {contexts.shape}")
     n, _, d = contexts.shape
-    if train_targets.ndim != 2 or train_targets.shape[1] != d:
-        raise ValueError(f"train_targets must be (m, {d}), got {train_targets.shape}")
-    rng = np.random.default_rng(seed)
-    glob = train_targets.mean(axis=0)
+    glob = np.asarray(global_mean)
+    if glob.shape != (d,):
+        raise ValueError(f"global_mean must be ({d},), got {glob.shape}")
     return {
         "random": rng.standard_normal((n, d)),
         "global_mean": np.broadcast_to(glob, (n, d)),
@@ -52,8 +54,25 @@ def baseline_predictions(
 
 
 def baseline_scores(
-    contexts: np.ndarray, targets: np.ndarray, train_targets: np.ndarray, seed: int
+    windows: Windows | tuple[np.ndarray, np.ndarray],
+    train: Windows | np.ndarray,
+    seed: int,
+    *,
+    batch_size: int = 4096,
 ) -> dict[str, float]:
-    """Mean cosine of each baseline against ``targets``."""
-    preds = baseline_predictions(contexts, train_targets, seed)
-    return {name: mean_cosine(p, targets) for name, p in preds.items()}
+    """Mean cosine of each baseline against the targets of ``windows`` (a ``SequenceSet``/``Windows``, gathered
+    ``batch_size`` at a time, or a ``(contexts, targets)`` pair). ``train`` gives the global mean: training
+    ``Windows`` (streamed) or a training-targets array."""
+    w = as_windows(windows, "windows")
+    if isinstance(train, np.ndarray):
+        if train.ndim != 2 or train.shape[1] != w.dim:
+            raise ValueError(f"train_targets must be (m, {w.dim}), got {train.shape}")
+        glob = train.mean(axis=0, dtype=np.float64)
+    else:
+        glob = train.target_mean()
+    rng = np.random.default_rng(seed)
+    cos: dict[str, list[np.ndarray]] = {name: [] for name in BASELINES}
+    for ctx, tgt in iter_batches(w, batch_size):
+        for name, pred in baseline_predictions(ctx, glob, rng).items():
+            cos[name].append(row_cosines(pred, tgt))
+    return {name: float(np.concatenate(parts).mean()) for name, parts in cos.items()}

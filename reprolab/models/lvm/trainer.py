@@ -1,7 +1,8 @@
 """Training loop: AdamW, ReduceLROnPlateau on validation cosine, progress callback, safetensors checkpoints.
 
 Determinism: the model is initialised under ``torch.manual_seed(seed)`` inside a forked RNG (the caller's global
-state is untouched), batches are shuffled by a ``torch.Generator`` seeded from ``seed``, and deterministic
+state is untouched), batches are shuffled by a ``torch.Generator`` seeded from ``seed`` (each batch is then
+gathered from the training windows by index, in that order), and deterministic
 algorithms are requested. Same data + config + seed -> the same weights, on the same device and torch build.
 """
 
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from reprolab.data.sequences import ArrayWindows, Windows, as_windows, iter_batches
 from reprolab.models.lvm.losses import LossWeights, compose_loss
 from reprolab.models.lvm.models import build_model
 
@@ -28,6 +30,7 @@ __all__ = [
     "fit",
     "load_checkpoint",
     "predict",
+    "row_cosines",
     "save_checkpoint",
     "seeded_model",
 ]
@@ -73,6 +76,7 @@ class TrainResult:
 
 
 ProgressFn = Callable[[EpochRecord], None]
+WindowsLike = Windows | tuple[np.ndarray, np.ndarray] | np.ndarray | torch.Tensor
 
 
 def seeded_model(kind: str, dim: int, seed: int, **kwargs: object) -> nn.Module:
@@ -82,54 +86,89 @@ def seeded_model(kind: str, dim: int, seed: int, **kwargs: object) -> nn.Module:
         return build_model(kind, dim, **kwargs)
 
 
-def _as_tensor(x: np.ndarray | torch.Tensor, name: str, device: str) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(x, dtype=np.float32)) if isinstance(x, np.ndarray) else x.float()
-    if not torch.isfinite(t).all():
-        raise ValueError(f"{name} contains NaN or inf")
-    return t.to(device)
+def _batch_tensor(x: np.ndarray, device: str) -> torch.Tensor:
+    return torch.from_numpy(x).to(device)
 
 
 @torch.no_grad()
-def predict(model: nn.Module, contexts: np.ndarray | torch.Tensor, *, batch_size: int = 1024, device: str = "cpu"):
-    """``(raw, normalized)`` predictions as float32 numpy arrays."""
+def _predict_batches(model: nn.Module, windows: Windows, batch_size: int, device: str):
+    """``(raw, normalized, targets)`` of each gathered batch, in order (one batch in memory at a time)."""
     model.eval()
-    x = _as_tensor(contexts, "contexts", device)
+    for ctx, tgt in iter_batches(windows, batch_size):
+        out = model(_batch_tensor(ctx, device))
+        yield out.raw.cpu().numpy(), out.normalized.cpu().numpy(), tgt
+
+
+def _windows(data: WindowsLike, name: str) -> Windows:
+    """Windows from a :class:`Windows`, a ``(contexts, targets)`` pair, or a bare contexts array (prediction
+    needs no targets: they are stood in by the last context vector and never read)."""
+    if isinstance(data, (np.ndarray, torch.Tensor)):
+        ctx = data.detach().cpu().numpy() if isinstance(data, torch.Tensor) else data
+        return ArrayWindows(ctx, ctx[:, -1] if ctx.ndim == 3 else ctx, name=name)
+    return as_windows(data, name)
+
+
+def predict(model: nn.Module, data: WindowsLike, *, batch_size: int = 1024, device: str = "cpu"):
+    """``(raw, normalized)`` predictions (n, d) as float32 numpy arrays for a :class:`Windows` (gathered
+    ``batch_size`` windows at a time) or a contexts array."""
+    w = _windows(data, "contexts")
+    w.require_finite("contexts")
     raws, norms = [], []
-    for i in range(0, x.shape[0], batch_size):
-        out = model(x[i : i + batch_size])
-        raws.append(out.raw.cpu())
-        norms.append(out.normalized.cpu())
-    return torch.cat(raws).numpy(), torch.cat(norms).numpy()
+    for raw, norm, _ in _predict_batches(model, w, batch_size, device):
+        raws.append(raw)
+        norms.append(norm)
+    return np.concatenate(raws), np.concatenate(norms)
 
 
-def evaluate(model: nn.Module, contexts, targets, *, batch_size: int = 1024, device: str = "cpu") -> float:
-    """Mean cosine between the normalised predictions and the (normalised) targets."""
-    _, pred = predict(model, contexts, batch_size=batch_size, device=device)
-    t = np.asarray(targets, dtype=np.float32)
-    t = t / np.linalg.norm(t, axis=1, keepdims=True)
-    return float(np.einsum("ij,ij->i", pred, t).mean())
+def row_cosines(model: nn.Module, data: WindowsLike, *, batch_size: int = 1024, device: str = "cpu") -> np.ndarray:
+    """Cosine between each normalised prediction and its (normalised) target, streamed: memory is one batch
+    plus the (n,) result."""
+    w = _windows(data, "windows")
+    out = np.empty(len(w), dtype=np.float32)
+    i = 0
+    for _, pred, t in _predict_batches(model, w, batch_size, device):
+        with np.errstate(invalid="ignore", divide="ignore"):  # a zero target is reported just below
+            t = t / np.linalg.norm(t, axis=1, keepdims=True)
+        out[i : i + t.shape[0]] = np.einsum("ij,ij->i", pred, t)
+        i += t.shape[0]
+    bad = np.flatnonzero(~np.isfinite(out))
+    if bad.size:  # a NaN/inf input or a zero target: never a silent NaN mean
+        raise ValueError(f"cosine of window {int(bad[0])} is not finite (NaN/inf input or a zero target vector)")
+    return out
+
+
+def evaluate(model: nn.Module, data: WindowsLike, targets: np.ndarray | None = None, *,
+             batch_size: int = 1024, device: str = "cpu") -> float:
+    """Mean cosine between the normalised predictions and the (normalised) targets of ``data`` (a
+    :class:`Windows`, or contexts with ``targets``)."""
+    return float(row_cosines(model, data if targets is None else (data, targets),
+                             batch_size=batch_size, device=device).mean())
 
 
 def fit(
     model: nn.Module,
-    train_contexts: np.ndarray,
-    train_targets: np.ndarray,
-    val_contexts: np.ndarray,
-    val_targets: np.ndarray,
+    train: WindowsLike,
+    val: WindowsLike,
     config: TrainConfig,
     seed: int,
     *,
     progress: ProgressFn | None = None,
 ) -> TrainResult:
-    """Train ``model`` in place and return it with its per-epoch history."""
+    """Train ``model`` in place and return it with its per-epoch history.
+
+    ``train`` and ``val`` are :class:`~reprolab.data.sequences.Windows` (a ``SequenceSet``: index-based, the
+    vectors may be a memmap) or ``(contexts, targets)`` pairs. Each shuffled batch is gathered on the fly, so
+    memory is one batch, whatever the number of windows.
+    """
     dev = config.device
     torch.use_deterministic_algorithms(True, warn_only=True)
-    xc = _as_tensor(train_contexts, "train_contexts", dev)
-    yt = _as_tensor(train_targets, "train_targets", dev)
-    if xc.ndim != 3 or yt.ndim != 2 or xc.shape[0] != yt.shape[0] or xc.shape[-1] != yt.shape[-1]:
-        raise ValueError(f"train contexts {tuple(xc.shape)} and targets {tuple(yt.shape)} do not match")
-    if xc.shape[0] < 2:
-        raise ValueError(f"need at least 2 training sequences, got {xc.shape[0]}")
+    tr, va = _windows(train, "train"), _windows(val, "val")
+    if tr.dim != va.dim:
+        raise ValueError(f"train windows are {tr.dim}-d but val windows are {va.dim}-d")
+    if len(tr) < 2:
+        raise ValueError(f"need at least 2 training sequences, got {len(tr)}")
+    tr.require_finite("train")
+    va.require_finite("val")
     model.to(dev)
     # fused AdamW: one kernel per step instead of a dozen per parameter (~40% faster on small CPU models)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True)
@@ -137,40 +176,41 @@ def fit(
         opt, mode="max", factor=config.plateau_factor, patience=config.plateau_patience
     )
     gen = torch.Generator().manual_seed(seed)
-    n = xc.shape[0]
+    n = len(tr)
     history: list[EpochRecord] = []
     best = (-np.inf, 0, None)
     for epoch in range(1, config.epochs + 1):
         model.train()
         t0 = time.perf_counter()
-        perm = torch.randperm(n, generator=gen).to(dev)
+        perm = torch.randperm(n, generator=gen).numpy()
         total, seen = 0.0, 0
         sums: dict[str, float] = {}
         for i in range(0, n, config.batch_size):
             idx = perm[i : i + config.batch_size]
-            if idx.numel() < 2:  # in-batch negatives and per-dim std need two rows
+            if idx.size < 2:  # in-batch negatives and per-dim std need two rows
                 continue
-            out = model(xc[idx])
-            loss, terms = compose_loss(out.raw, out.normalized, yt[idx], config.loss)
+            ctx, tgt = tr.gather(idx)
+            out = model(_batch_tensor(ctx, dev))
+            loss, terms = compose_loss(out.raw, out.normalized, _batch_tensor(tgt, dev), config.loss)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss.detach()) * idx.numel()
-            seen += idx.numel()
+            total += float(loss.detach()) * idx.size
+            seen += idx.size
             for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + v * idx.numel()
+                sums[k] = sums.get(k, 0.0) + v * idx.size
         seconds = time.perf_counter() - t0
-        val = evaluate(model, val_contexts, val_targets, device=dev)
-        sched.step(val)
+        val_cos = evaluate(model, va, device=dev)
+        sched.step(val_cos)
         record = EpochRecord(
-            epoch, total / seen, {k: v / seen for k, v in sums.items()}, val, opt.param_groups[0]["lr"], seconds,
-            seen / seconds if seconds > 0 else float("inf"),
+            epoch, total / seen, {k: v / seen for k, v in sums.items()}, val_cos, opt.param_groups[0]["lr"],
+            seconds, seen / seconds if seconds > 0 else float("inf"),
         )
         history.append(record)
         if progress is not None:
             progress(record)
-        if val > best[0]:
-            best = (val, epoch, {k: v.detach().clone() for k, v in model.state_dict().items()})
+        if val_cos > best[0]:
+            best = (val_cos, epoch, {k: v.detach().clone() for k, v in model.state_dict().items()})
     if config.keep_best and best[2] is not None:
         model.load_state_dict(best[2])
     model.eval()
