@@ -1,0 +1,178 @@
+"""TIES (density 0.2, normalize) of three 106 M-parameter float32 Llama-shaped checkpoints onto a base:
+reprolab's streaming merge against mergekit 0.1.5 on the same files, side by side.
+
+mergekit is a benchmark-only dependency in its own venv: set REPROLAB_MERGEKIT_PYTHON to that venv's python
+(default /work/venv-mergekit/bin/python). Without it the mergekit half skips with the reason. Both merges run
+as subprocesses so wall time and peak RSS (ru_maxrss of the child) are measured the same way.
+
+Targets (issue 4): >= 10x faster than mergekit, peak RSS no higher, outputs equal within 1e-6 relative.
+Equality: tau is quantised to the base's ulps, so in a few tensors entries tied at the trim threshold straddle
+the cut; mergekit keeps whichever ``torch.argsort`` happens to put first. The default ``tie_break: index`` is
+fast and differs from mergekit only in those entries; ``tie_break: mergekit`` is bit-identical and is the run
+the equality assertion uses (its time is reported too).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from reprolab.mergers.weights.io import save_state_dict
+
+HIDDEN, INTER, LAYERS, VOCAB = 768, 2048, 8, 32000
+CACHE = Path(__file__).resolve().parents[2] / ".reprolab" / "bench" / "llama106m"
+MERGEKIT_PY = os.environ.get("REPROLAB_MERGEKIT_PYTHON", "/work/venv-mergekit/bin/python")
+# Both tools run with the same thread count. On a shared 2-core machine torch's OpenMP threads spin-wait when
+# oversubscribed (a 2-thread merge took 5x the CPU time of a 1-thread one here), so the default is 1.
+THREADS = os.environ.get("REPROLAB_BENCH_THREADS", "1")
+
+CONFIG = """models:
+  - model: {d}/ft0
+    parameters: {{weight: 1.0, density: 0.2}}
+  - model: {d}/ft1
+    parameters: {{weight: 1.0, density: 0.2}}
+  - model: {d}/ft2
+    parameters: {{weight: 1.0, density: 0.2}}
+merge_method: ties
+base_model: {d}/base
+parameters: {{normalize: true}}
+dtype: float32
+"""
+
+
+def _shapes() -> dict[str, tuple[int, ...]]:
+    s = {"model.embed_tokens.weight": (VOCAB, HIDDEN)}
+    for i in range(LAYERS):
+        p = f"model.layers.{i}."
+        for n in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            s[p + f"self_attn.{n}.weight"] = (HIDDEN, HIDDEN)
+        s[p + "mlp.gate_proj.weight"] = (INTER, HIDDEN)
+        s[p + "mlp.up_proj.weight"] = (INTER, HIDDEN)
+        s[p + "mlp.down_proj.weight"] = (HIDDEN, INTER)
+        s[p + "input_layernorm.weight"] = (HIDDEN,)
+        s[p + "post_attention_layernorm.weight"] = (HIDDEN,)
+    s["model.norm.weight"] = (HIDDEN,)
+    s["lm_head.weight"] = (VOCAB, HIDDEN)
+    return s
+
+
+def build_checkpoints(root: Path = CACHE) -> Path:
+    """Base + 3 fine-tuned-like copies (base + small seeded noise), cached; ~1.7 GB on disk."""
+    if (root / "done").is_file():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    shapes = _shapes()
+    assert 105e6 < sum(torch.Size(s).numel() for s in shapes.values()) < 107e6
+    cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": HIDDEN,
+           "intermediate_size": INTER, "num_hidden_layers": LAYERS, "num_attention_heads": 12,
+           "num_key_value_heads": 12, "vocab_size": VOCAB, "rms_norm_eps": 1e-5, "max_position_embeddings": 2048,
+           "tie_word_embeddings": False, "torch_dtype": "float32"}
+    g = torch.Generator().manual_seed(0)
+    base = {k: torch.randn(s, generator=g) * 0.02 for k, s in shapes.items()}
+    for name in ("base", "ft0", "ft1", "ft2"):
+        sd = base if name == "base" else {k: v + 0.002 * torch.randn(v.shape, generator=g) for k, v in base.items()}
+        save_state_dict(sd, root / name, max_shard_bytes=200 * 1024**2)
+        (root / name / "config.json").write_text(json.dumps(cfg))
+        del sd
+    (root / "ties.yaml").write_text(CONFIG.format(d=root))
+    (root / "done").write_text("ok")
+    return root
+
+
+def _reprolab_cmd(config: Path, out: Path) -> list[str]:
+    code = ("import sys; from pathlib import Path; from reprolab.mergers.weights.run import run_merge; "
+            "run_merge(Path(sys.argv[1]), Path(sys.argv[2]), show_progress=False)")
+    return [sys.executable, "-c", code, str(config), str(out)]
+
+
+def _warm_page_cache(root: Path) -> None:
+    """Read every input once so both tools start from the same (warm) page cache, not from disk."""
+    for f in sorted(root.rglob("*.safetensors")):
+        with open(f, "rb") as fh:
+            while fh.read(64 * 1024 * 1024):
+                pass
+
+
+def _max_rel_diff(a_dir: Path, b_dir: Path) -> tuple[float, int]:
+    from reprolab.mergers.weights.io import Checkpoint
+
+    a, b = Checkpoint(a_dir), Checkpoint(b_dir)
+    assert set(a.keys()) == set(b.keys())
+    worst, n_diff = 0.0, 0
+    for k in a.tensors:
+        x, y = a.get(k), b.get(k)
+        worst = max(worst, float((x - y).abs().max() / y.abs().max().clamp_min(1e-30)))
+        n_diff += int(torch.count_nonzero(x != y))
+    return worst, n_diff
+
+
+def _mergekit_available() -> str | None:
+    if not Path(MERGEKIT_PY).exists():
+        return f"no mergekit python at {MERGEKIT_PY} (set REPROLAB_MERGEKIT_PYTHON)"
+    r = subprocess.run([MERGEKIT_PY, "-c", "import mergekit"], capture_output=True)
+    return None if r.returncode == 0 else f"mergekit not importable with {MERGEKIT_PY}"
+
+
+@pytest.mark.benchmark
+def test_bench_ties_vs_mergekit(benchmark, tmp_path):
+    root = build_checkpoints()
+    out = tmp_path / "reprolab_out"
+
+    runs: list[tuple[float, float]] = []
+
+    def setup():
+        shutil.rmtree(out, ignore_errors=True)
+        _warm_page_cache(root)
+
+    def ours():
+        runs.append(_time_child(_reprolab_cmd(root / "ties.yaml", out)))
+
+    benchmark.pedantic(ours, setup=setup, rounds=3, iterations=1)
+    wall, rss = min(r[0] for r in runs), max(r[1] for r in runs)
+    benchmark.extra_info.update({"reprolab_wall_s": wall, "reprolab_peak_rss_gb": rss, "threads": THREADS})
+    print(f"\nreprolab: {wall:.1f} s, peak RSS {rss:.2f} GB")
+    reason = _mergekit_available()
+    if reason:
+        pytest.skip(f"mergekit side skipped: {reason}")
+    mk_out = tmp_path / "mergekit_out"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    mk_cmd = [MERGEKIT_PY, "-m", "mergekit.scripts.run_yaml", str(root / "ties.yaml"), str(mk_out), "--no-lazy-unpickle"]
+    _warm_page_cache(root)
+    mk_wall, mk_rss = _time_child(mk_cmd, env)
+    benchmark.extra_info.update({"mergekit_wall_s": mk_wall, "mergekit_peak_rss_gb": mk_rss})
+    print(f"mergekit: {mk_wall:.1f} s, peak RSS {mk_rss:.2f} GB; speed-up {mk_wall / wall:.1f}x")
+
+    worst, n_diff = _max_rel_diff(out, mk_out)
+    exact_cfg = tmp_path / "ties_exact.yaml"
+    exact_cfg.write_text((root / "ties.yaml").read_text().replace("normalize: true", "normalize: true, tie_break: mergekit"))
+    _warm_page_cache(root)
+    ex_wall, ex_rss = _time_child(_reprolab_cmd(exact_cfg, tmp_path / "exact_out"))
+    ex_worst, ex_diff = _max_rel_diff(tmp_path / "exact_out", mk_out)
+    benchmark.extra_info.update({"max_rel_diff": worst, "entries_differing": n_diff, "exact_wall_s": ex_wall,
+                                 "exact_peak_rss_gb": ex_rss, "exact_max_rel_diff": ex_worst})
+    print(f"default tie_break: max rel diff {worst:.2e} in {n_diff} entries (ties at the trim threshold)")
+    print(f"tie_break mergekit: {ex_wall:.1f} s, peak RSS {ex_rss:.2f} GB, max rel diff {ex_worst:.2e} ({ex_diff} entries)")
+    assert ex_worst <= 1e-6
+    assert n_diff <= 1e-6 * 106e6, "default mode should differ from mergekit only at tied threshold entries"
+    assert wall * 10 <= mk_wall, f"only {mk_wall / wall:.1f}x faster than mergekit"
+    assert rss <= mk_rss, f"peak RSS {rss:.2f} GB above mergekit's {mk_rss:.2f} GB"
+
+
+def _time_child(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Run ``cmd`` under a tiny wrapper that reports its own child's peak RSS (independent of earlier runs)."""
+    wrapper = (
+        "import resource, subprocess, sys, time, json; t=time.perf_counter(); "
+        "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
+        "print(json.dumps([time.perf_counter()-t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))"
+    )
+    env = {**(env or os.environ), "OMP_NUM_THREADS": THREADS, "MKL_NUM_THREADS": THREADS}
+    r = subprocess.run([sys.executable, "-c", wrapper, *cmd], check=True, capture_output=True, text=True, env=env)
+    wall, kb = json.loads(r.stdout.strip().splitlines()[-1])
+    return wall, kb / 1024**2

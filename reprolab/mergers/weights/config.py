@@ -1,0 +1,169 @@
+"""The YAML merge configuration: mergekit's own format plus reprolab's extra methods and options.
+
+A mergekit config for ``linear``, ``task_arithmetic``, ``ties``, ``dare_ties`` or ``dare_linear`` works
+unchanged::
+
+    models:
+      - model: ./ft-a
+        parameters: {weight: 1.0, density: 0.2}
+      - model: ./base            # listing the base is allowed; it is not merged as a source
+    merge_method: ties
+    base_model: ./base
+    parameters: {normalize: true, int8_mask: true}
+    dtype: float32
+
+Extras: any registered method (``fisher`` with a per-model ``fisher:`` path, ``neuromerging``,
+``directional_consensus``, ...), method parameters such as ``trim_scope: model`` or ``rescale: paper``, and
+top-level ``seed``, ``max_shard_size`` (bytes or "2GB") and ``allow_source_as_base``. Not supported (clear
+error): ``slices``/``modules`` layouts and per-layer parameter lists (``filter``/gradients).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from reprolab.mergers.weights.engine import MergePlan
+from reprolab.mergers.weights.io import dtype_from_name
+from reprolab.mergers.weights.registry import get_method
+
+_TOP = {"models", "merge_method", "base_model", "dtype", "out_dtype", "parameters", "tokenizer_source", "tokenizer",
+        "chat_template", "seed", "max_shard_size", "allow_source_as_base", "allow_pickle", "slices", "modules"}
+_MODEL_KEYS = {"model", "parameters", "fisher"}
+# mergekit parameters that only steer its own execution and do not change the result.
+_MERGEKIT_NOOP = {"int8_mask"}
+
+
+@dataclass
+class MergeConfig:
+    method: str
+    base: Path | None
+    sources: list[Path]
+    plan: MergePlan
+    compute_dtype: torch.dtype | None = None
+    out_dtype: torch.dtype | None = None
+    fisher: list[Path] | None = None
+    max_shard_bytes: int = 5 * 1024**3
+    allow_source_as_base: bool = False
+    allow_pickle: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _where(path: Path, what: str) -> str:
+    return f"{path}: {what}"
+
+
+def _scalar(value: Any, where: str) -> Any:
+    if isinstance(value, list | dict):
+        raise ValueError(f"{where}: per-layer parameter lists/filters are not supported, give one value")
+    return value
+
+
+def _size(value: Any, where: str) -> int:
+    if isinstance(value, int) and value > 0:
+        return value
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*", str(value), re.IGNORECASE)
+    if not m:
+        raise ValueError(f"{where}: max_shard_size must be bytes or like '2GB', got {value!r}")
+    return int(float(m.group(1)) * 1024 ** "_KMGT".index(m.group(2).upper() or "_"))
+
+
+def _resolve_path(ref: Any, config_dir: Path, where: str) -> Path:
+    if not isinstance(ref, str) or not ref:
+        raise ValueError(f"{where}: model must be a path string, got {ref!r}")
+    if "+" in ref and not Path(ref).exists():
+        raise ValueError(f"{where}: LoRA references ({ref!r}) are not supported")
+    p = Path(ref).expanduser()
+    if not p.is_absolute() and not p.exists() and (config_dir / p).exists():
+        p = config_dir / p
+    if not p.exists():
+        raise ValueError(f"{where}: model path {ref!r} does not exist (only local paths are supported, no hub ids)")
+    return p.resolve()
+
+
+def parse_config(config_path: Path) -> MergeConfig:
+    """Read and validate a merge config; every error names the file and the field."""
+    config_path = Path(config_path)
+    try:
+        raw = yaml.safe_load(config_path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"merge config {config_path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{config_path}: invalid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{config_path}: the config must be a mapping")
+    unknown = sorted(set(raw) - _TOP)
+    if unknown:
+        raise ValueError(_where(config_path, f"unknown top-level key(s) {unknown}"))
+    for key in ("slices", "modules"):
+        if raw.get(key):
+            raise ValueError(_where(config_path, f"`{key}` layouts are not supported; list whole models under `models`"))
+    if "merge_method" not in raw:
+        raise ValueError(_where(config_path, "missing `merge_method`"))
+    method = get_method(str(raw["merge_method"]))
+    cdir = config_path.parent
+    base = _resolve_path(raw["base_model"], cdir, f"{config_path}: base_model") if raw.get("base_model") else None
+    models = raw.get("models")
+    if not isinstance(models, list) or not models:
+        raise ValueError(_where(config_path, "`models` must be a non-empty list"))
+    sources: list[Path] = []
+    per: list[dict[str, Any]] = []
+    fisher: list[Path] = []
+    for i, entry in enumerate(models):
+        where = f"{config_path}: models[{i}]"
+        if isinstance(entry, str):
+            entry = {"model": entry}
+        if not isinstance(entry, dict) or "model" not in entry:
+            raise ValueError(f"{where}: each model needs a `model:` path")
+        bad = sorted(set(entry) - _MODEL_KEYS)
+        if bad:
+            raise ValueError(f"{where}: unknown key(s) {bad}")
+        path = _resolve_path(entry["model"], cdir, where)
+        if method.uses_task_vectors and base is not None and path == base:
+            continue  # mergekit lets the base appear in `models`; it is the base, not a source
+        params = {k: _scalar(v, f"{where}.parameters.{k}") for k, v in (entry.get("parameters") or {}).items()}
+        params = {k: v for k, v in params.items() if k not in _MERGEKIT_NOOP}
+        sources.append(path)
+        per.append(params)
+        if "fisher" in entry:
+            fisher.append(_resolve_path(entry["fisher"], cdir, f"{where}.fisher"))
+    if not sources:
+        raise ValueError(_where(config_path, "no source models to merge (only the base is listed)"))
+    if method.uses_task_vectors and base is None:
+        raise ValueError(_where(config_path, f"method {method.name!r} needs `base_model` (the pretrained model)"))
+    if fisher and len(fisher) != len(sources):
+        raise ValueError(_where(config_path, "give a `fisher:` path for every source or for none"))
+    if method.needs_fisher and not fisher:
+        raise ValueError(_where(config_path, f"method {method.name!r} needs a `fisher:` path per model"))
+    top = {k: _scalar(v, f"{config_path}: parameters.{k}") for k, v in (raw.get("parameters") or {}).items()}
+    top = {k: v for k, v in top.items() if k not in _MERGEKIT_NOOP or k in method.defaults}
+    seed = raw.get("seed", 0)
+    if not isinstance(seed, int):
+        raise ValueError(_where(config_path, f"seed must be an integer, got {seed!r}"))
+    try:
+        plan = MergePlan.build(method, len(sources), None, top, per, seed)
+    except ValueError as exc:
+        raise ValueError(f"{config_path}: {exc}") from None
+    try:
+        compute = dtype_from_name(raw["dtype"]) if raw.get("dtype") else None
+        out = dtype_from_name(raw["out_dtype"]) if raw.get("out_dtype") else compute
+    except ValueError as exc:
+        raise ValueError(f"{config_path}: {exc}") from None
+    return MergeConfig(
+        method=method.name,
+        base=base if base is not None else sources[0],
+        sources=sources,
+        plan=plan,
+        compute_dtype=compute,
+        out_dtype=out,
+        fisher=fisher or None,
+        max_shard_bytes=_size(raw.get("max_shard_size", 5 * 1024**3), f"{config_path}: max_shard_size"),
+        allow_source_as_base=bool(raw.get("allow_source_as_base", False)),
+        allow_pickle=bool(raw.get("allow_pickle", False)),
+        extra={k: raw[k] for k in ("tokenizer_source", "tokenizer", "chat_template") if raw.get(k) is not None},
+    )

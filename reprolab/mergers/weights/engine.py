@@ -1,0 +1,375 @@
+"""The merge engine: tensor by tensor over a base and K sources, in memory or streaming from disk.
+
+One loop serves both: in-memory state dicts and on-disk checkpoints are both "tensor sources" (``keys``,
+``info``, ``get``). Per tensor it holds the base, a ``[K, *shape]`` float32 stack (read straight into place,
+then turned into task vectors in place) and the result, so peak memory is about (K + 2) x the largest tensor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from reprolab.mergers.weights.io import Checkpoint, StreamingWriter
+from reprolab.mergers.weights.registry import MergeMethod, TensorContext, Workspace, get_method
+from reprolab.mergers.weights.sparsify import check_density, global_thresholds
+from reprolab.mergers.weights.task_vectors import BaseIsSourceError
+
+_FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+class TensorSource(Protocol):
+    def keys(self) -> list[str]: ...
+    def get(self, name: str, out: torch.Tensor | None = None) -> torch.Tensor: ...
+    def has(self, name: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class _Info:
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+
+class StateDictSource:
+    """An in-memory state dict seen through the same interface as :class:`io.Checkpoint`."""
+
+    def __init__(self, sd: Mapping[str, torch.Tensor], label: str = "state dict") -> None:
+        self.sd = sd
+        self.path = label
+
+    def keys(self) -> list[str]:
+        return list(self.sd)
+
+    def info(self, name: str) -> _Info:
+        t = self.sd[name]
+        return _Info(t.dtype, tuple(t.shape))
+
+    def get(self, name: str, out: torch.Tensor | None = None) -> torch.Tensor:
+        t = self.sd[name]
+        return t if out is None else out.copy_(t)
+
+    def has(self, name: str) -> bool:
+        return name in self.sd
+
+
+def _label(src: Any) -> str:
+    return str(getattr(src, "path", src))
+
+
+def _tensor_seed(seed: int, name: str) -> int:
+    # Per-tensor generator seeds depend on the name, not the iteration order, so a streamed and an in-memory
+    # merge draw the same DARE masks.
+    return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+def _validate(base: Any, sources: Sequence[Any]) -> list[str]:
+    if not sources:
+        raise ValueError("merge needs at least one source model (the source list is empty)")
+    names = base.keys()
+    bset = set(names)
+    for src in sources:
+        sset = set(src.keys())
+        missing, extra = sorted(bset - sset), sorted(sset - bset)
+        # Integer buffers (e.g. BERT's embeddings.position_ids) are not learned and newer transformers no longer
+        # save them; they come from the base, so a source may omit them.
+        missing = [k for k in missing if base.info(k).dtype in _FLOATS]
+        if missing:
+            raise ValueError(f"{_label(src)} is missing tensor(s) {missing[:5]} present in the base {_label(base)}")
+        if extra:
+            raise ValueError(f"{_label(src)} has tensor(s) {extra[:5]} absent from the base {_label(base)}")
+        for k in names:
+            if k not in sset:
+                continue
+            bi, si = base.info(k), src.info(k)
+            if tuple(si.shape) != tuple(bi.shape):
+                raise ValueError(
+                    f"tensor {k!r}: shape {tuple(si.shape)} in {_label(src)} differs from {tuple(bi.shape)} in the base "
+                    f"{_label(base)} (a different vocabulary or architecture?)"
+                )
+            if (bi.dtype in _FLOATS) != (si.dtype in _FLOATS):
+                raise ValueError(f"tensor {k!r}: {_label(src)} has dtype {si.dtype}, the base {bi.dtype}")
+    return names
+
+
+def _check_dtypes(base: Any, sources: Sequence[Any], names: Sequence[str], compute_dtype: torch.dtype | None) -> None:
+    if compute_dtype is not None:
+        return
+    for k in names:
+        dts = {base.info(k).dtype, *(s.info(k).dtype for s in sources if s.has(k))}
+        if len(dts) > 1 and dts <= set(_FLOATS):
+            raise ValueError(
+                f"tensor {k!r} has mixed dtypes {sorted(map(str, dts))} across models; set `dtype` explicitly to merge them"
+            )
+
+
+def _finite(t: torch.Tensor, name: str, where: str) -> None:
+    # A NaN or inf anywhere makes the sum non-finite: one cheap pass, the exact check only on suspicion (a sum
+    # can overflow on finite values, so the exact check decides).
+    if t.is_floating_point() and not bool(torch.isfinite(t.sum())) and not bool(torch.isfinite(t).all()):
+        raise ValueError(f"tensor {name!r} in {where} has non-finite values (NaN or inf)")
+
+
+def _read_float(src: Any, name: str, out: torch.Tensor, work: torch.dtype, ws: Workspace) -> torch.Tensor:
+    """Read a float tensor into the float32 buffer ``out``, rounding through ``work`` (the merge dtype)."""
+    dt = src.info(name).dtype
+    if dt == torch.float32 and work == torch.float32:
+        return src.get(name, out=out)
+    raw = src.get(name, out=ws.get(f"raw_{dt}", out.shape, dt)) if isinstance(src, Checkpoint) else src.get(name)
+    return out.copy_(raw.to(work))
+
+
+@dataclass
+class MergePlan:
+    """Everything the engine needs besides the models (resolved from a config or from arguments)."""
+
+    method: MergeMethod
+    params: dict[str, Any]
+    weights: torch.Tensor  # [K]
+    per_source: dict[str, torch.Tensor]  # per-source parameter -> [K]
+    seed: int = 0
+
+    @classmethod
+    def build(
+        cls,
+        method: str | MergeMethod,
+        k: int,
+        weights: Sequence[float] | None = None,
+        params: Mapping[str, Any] | None = None,
+        per_source_params: Sequence[Mapping[str, Any]] | None = None,
+        seed: int = 0,
+    ) -> MergePlan:
+        m = get_method(method) if isinstance(method, str) else method
+        if k < 1:
+            raise ValueError("merge needs at least one source model (the source list is empty)")
+        resolved = m.resolve(params)
+        per = [dict(p) for p in (per_source_params or [{} for _ in range(k)])]
+        if len(per) != k:
+            raise ValueError(f"{len(per)} per-source parameter sets for {k} sources")
+        w = [float(x) for x in (weights if weights is not None else [p.get("weight", (params or {}).get("weight", 1.0)) for p in per])]
+        if len(w) != k:
+            raise ValueError(f"{len(w)} weights for {k} sources")
+        if any(x != x or abs(x) == float("inf") for x in w):
+            raise ValueError(f"weights must be finite, got {w}")
+        for i, p in enumerate(per):
+            unknown = sorted(set(p) - set(m.per_source))
+            if unknown:
+                raise ValueError(f"source {i}: unknown per-model parameter(s) {unknown} for {m.name!r}; known: {list(m.per_source)}")
+        per_t: dict[str, torch.Tensor] = {}
+        for key in m.per_source:
+            if key == "weight":
+                continue
+            vals = [float(p.get(key, resolved[key])) for p in per]
+            if key == "density":
+                vals = [check_density(v, f"density of source {i}") for i, v in enumerate(vals)]
+            per_t[key] = torch.tensor(vals, dtype=torch.float32)
+        if "density" in resolved and "density" not in per_t:
+            check_density(resolved["density"])
+        if m.uses_task_vectors is False and m.name == "linear" and resolved.get("normalize") and abs(sum(w)) < 1e-12:
+            raise ValueError("linear merge with normalize needs weights that do not sum to zero")
+        return cls(m, resolved, torch.tensor(w, dtype=torch.float32), per_t, seed)
+
+    def tensor_params(self) -> dict[str, Any]:
+        out = dict(self.params)
+        out.update(self.per_source)
+        return out
+
+
+def _stacks(base: Any, sources: Sequence[Any], names: Sequence[str]) -> Callable[[], Iterator[torch.Tensor]]:
+    def gen() -> Iterator[torch.Tensor]:
+        for k in names:
+            if base.info(k).dtype not in _FLOATS:
+                continue
+            b = base.get(k).to(torch.float32)
+            yield torch.stack([s.get(k).to(torch.float32) - b for s in sources])
+
+    return gen
+
+
+def merge_iter(
+    base: Any,
+    sources: Sequence[Any],
+    plan: MergePlan,
+    *,
+    compute_dtype: torch.dtype | None = None,
+    fisher: Sequence[Any] | None = None,
+    allow_source_as_base: bool = False,
+    check_finite: bool = True,
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield ``(name, merged float32 tensor)`` in the base's order; non-float tensors pass through the base's.
+
+    Raises ValueError (naming tensor and model) on any mismatch, non-finite value, or a base equal to a source.
+    """
+    names = _validate(base, sources)
+    _check_dtypes(base, sources, names, compute_dtype)
+    m = plan.method
+    k = len(sources)
+    if m.needs_fisher and (fisher is None or len(fisher) != k):
+        raise ValueError(f"method {m.name!r} needs one Fisher diagonal per source")
+    params = plan.tensor_params()
+    thresholds = None
+    if m.global_trim(params):
+        dens = plan.per_source["density"] if "density" in plan.per_source else torch.full((k,), float(params["density"]))
+        thresholds = global_thresholds(_stacks(base, sources, names), dens.tolist())
+    identical = [True] * k
+    work = compute_dtype or torch.float32
+    ws = Workspace()
+    for name in names:
+        binfo = base.info(name)
+        if binfo.dtype not in _FLOATS:
+            b = base.get(name)
+            for s in sources:
+                if s.has(name) and not torch.equal(s.get(name), b):
+                    raise ValueError(f"non-float tensor {name!r} differs between {_label(s)} and the base; cannot merge it")
+            yield name, b
+            continue
+        shape = tuple(binfo.shape)
+        b32 = _read_float(base, name, ws.get("base", shape), work, ws)
+        if check_finite:
+            _finite(b32, name, f"the base {_label(base)}")
+        stack = ws.get("stack", (k, *shape))
+        for i, s in enumerate(sources):
+            _read_float(s, name, stack[i], work, ws)
+            if check_finite:
+                _finite(stack[i], name, _label(s))
+            if identical[i] and not torch.equal(stack[i], b32):
+                identical[i] = False
+        if m.uses_task_vectors:
+            stack -= b32
+        ctx = TensorContext(name=name, ws=ws)
+        if m.stochastic:
+            ctx.generator = torch.Generator().manual_seed(_tensor_seed(plan.seed, name))
+        if thresholds is not None:
+            ctx.thresholds = thresholds
+        if fisher is not None:
+            ctx.fisher = torch.stack([f.get(name).to(torch.float32) for f in fisher])
+        out = m.fn(b32, stack, plan.weights, params, ctx)
+        if m.uses_task_vectors:
+            out = out.add_(b32) if out.dtype == torch.float32 else out + b32
+        yield name, out
+    if not allow_source_as_base and m.uses_task_vectors:
+        same = [_label(s) for s, flag in zip(sources, identical, strict=True) if flag]
+        if same:
+            raise BaseIsSourceError(
+                f"the base model is identical to source {same[0]}: task vectors must be taken against the pretrained "
+                "model, not a fine-tuned source (its task vector would be zero and it would silently drop out). "
+                "Pass the pretrained checkpoint as base, or allow_source_as_base=True to do this on purpose."
+            )
+
+
+def merge_state_dicts(
+    base: Mapping[str, torch.Tensor] | None,
+    sources: Sequence[Mapping[str, torch.Tensor]],
+    method: str = "task_arithmetic",
+    weights: Sequence[float] | None = None,
+    *,
+    params: Mapping[str, Any] | None = None,
+    per_source_params: Sequence[Mapping[str, Any]] | None = None,
+    seed: int = 0,
+    fisher: Sequence[Mapping[str, torch.Tensor]] | None = None,
+    out_dtype: torch.dtype | None = None,
+    allow_source_as_base: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Merge in-memory state dicts. ``base`` must be the *pretrained* model (may be None for linear/fisher)."""
+    if not sources:
+        raise ValueError("merge needs at least one source model (the source list is empty)")
+    plan = MergePlan.build(method, len(sources), weights, params, per_source_params, seed)
+    if base is None:
+        if plan.method.uses_task_vectors:
+            raise ValueError(f"method {plan.method.name!r} needs the pretrained base model")
+        base = sources[0]
+    srcs = [StateDictSource(s, f"source[{i}]") for i, s in enumerate(sources)]
+    fis = [StateDictSource(f, f"fisher[{i}]") for i, f in enumerate(fisher)] if fisher is not None else None
+    out = {}
+    for name, t in merge_iter(StateDictSource(base, "base"), srcs, plan, fisher=fis, allow_source_as_base=allow_source_as_base):
+        dt = out_dtype if (out_dtype is not None and t.is_floating_point()) else base[name].dtype
+        out[name] = t.to(dt, copy=True)  # yielded tensors are workspace views, reused for the next tensor
+    return out
+
+
+def merge_tensors(
+    method: str,
+    base: torch.Tensor | None,
+    sources: Sequence[torch.Tensor],
+    weights: Sequence[float] | None = None,
+    *,
+    name: str = "tensor",
+    seed: int = 0,
+    **params: Any,
+) -> torch.Tensor:
+    """Merge single tensors (convenience; whole-model trim is per tensor here)."""
+    sd = merge_state_dicts(
+        None if base is None else {name: base}, [{name: s} for s in sources], method, weights,
+        params=params, seed=seed, allow_source_as_base=True,
+    )
+    return sd[name]
+
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+
+
+def copy_model_files(src: Path, dst: Path) -> None:
+    """Copy a model folder's non-weight files (config, tokenizer, ...) next to the merged weights."""
+    if not src.is_dir():
+        return
+    for f in src.iterdir():
+        if f.is_file() and not f.name.endswith(_WEIGHT_SUFFIXES) and f.name != "model.safetensors.index.json":
+            shutil.copy2(f, dst / f.name)
+        elif f.is_dir() and not f.name.startswith("."):
+            shutil.copytree(f, dst / f.name, dirs_exist_ok=True)
+
+
+def merge_checkpoints(
+    base: str | os.PathLike[str],
+    sources: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    plan: MergePlan,
+    *,
+    compute_dtype: torch.dtype | None = None,
+    out_dtype: torch.dtype | None = None,
+    fisher: Sequence[str | os.PathLike[str]] | None = None,
+    allow_source_as_base: bool = False,
+    allow_pickle: bool = False,
+    max_shard_bytes: int = 5 * 1024**3,
+    copy_files: bool = True,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> list[Path]:
+    """Stream-merge checkpoints on disk into ``out_dir`` (a Hugging Face folder); returns the weight files."""
+    b = Checkpoint(base, allow_pickle=allow_pickle)
+    srcs = [Checkpoint(s, allow_pickle=allow_pickle) for s in sources]
+    fis = [Checkpoint(f, allow_pickle=allow_pickle) for f in fisher] if fisher is not None else None
+    names = _validate(b, srcs)
+    out_dir = Path(out_dir)
+
+    def out_type(name: str) -> torch.dtype:
+        dt = b.info(name).dtype
+        return (out_dtype or dt) if dt in _FLOATS else dt
+
+    plan_shapes = {k: (out_type(k), b.info(k).shape) for k in names}
+    if out_dir.is_dir():  # stale shards of an earlier merge would otherwise be picked up by loaders
+        for f in [*out_dir.glob("*.safetensors"), out_dir / "model.safetensors.index.json"]:
+            f.unlink(missing_ok=True)
+    writer = StreamingWriter(out_dir, plan_shapes, max_shard_bytes=max_shard_bytes, metadata={"merged_by": "reprolab"})
+    try:
+        for i, (name, t) in enumerate(
+            merge_iter(b, srcs, plan, compute_dtype=compute_dtype, fisher=fis, allow_source_as_base=allow_source_as_base)
+        ):
+            writer.write(name, t.to(out_type(name)))
+            if progress is not None:
+                progress(i + 1, len(names), name)
+        writer.close()
+    except BaseException:
+        writer.__exit__(ValueError, None, None)
+        for f in writer.files:
+            f.unlink(missing_ok=True)
+        (out_dir / "model.safetensors.index.json").unlink(missing_ok=True)
+        raise
+    if copy_files:
+        copy_model_files(Path(base), out_dir)
+    return writer.files

@@ -1,0 +1,322 @@
+"""Streaming checkpoint I/O: safetensors files and Hugging Face model folders (sharded too).
+
+Why not ``safetensors.safe_open``: it memory-maps whole files, and the mapped pages a merge touches stay in the
+process's resident set, so peak RSS would grow to the size of every input. Reading each tensor with plain
+``readinto`` into a buffer we own keeps peak memory at the tensors actually alive. The format is simple
+(8-byte little-endian header length, a JSON header, raw little-endian bytes), so reader and writer are short.
+
+Pickled checkpoints (``pytorch_model.bin``, ``*.pt``) are refused unless the caller opts into
+``torch.load(weights_only=True)``; arbitrary pickles are never executed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+_DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+_CODES = {v: k for k, v in _DTYPES.items()}
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+def dtype_from_name(name: str) -> torch.dtype:
+    """Map a user-facing dtype name (``float16``, ``bf16``, ``fp32``...) to a torch dtype."""
+    aliases = {
+        "float32": torch.float32, "fp32": torch.float32, "f32": torch.float32,
+        "float16": torch.float16, "fp16": torch.float16, "half": torch.float16, "f16": torch.float16,
+        "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+        "float64": torch.float64, "fp64": torch.float64,
+    }
+    try:
+        return aliases[str(name).lower()]
+    except KeyError:
+        raise ValueError(f"unknown dtype {name!r}; use one of {sorted(aliases)}") from None
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    file: Path
+    start: int  # absolute byte offset in ``file``
+    nbytes: int
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+def read_header(path: Path) -> dict[str, TensorInfo]:
+    """Parse one safetensors header; errors name the file."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(8)
+            if len(raw) != 8:
+                raise ValueError(f"{path}: not a safetensors file (shorter than 8 bytes)")
+            (n,) = struct.unpack("<Q", raw)
+            if n > _MAX_HEADER:
+                raise ValueError(f"{path}: not a safetensors file (header length {n} is implausible)")
+            header_bytes = f.read(n)
+    except FileNotFoundError:
+        raise ValueError(f"checkpoint file {path} does not exist") from None
+    try:
+        header = json.loads(header_bytes)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: corrupt safetensors header ({exc})") from None
+    size = os.path.getsize(path)
+    data_start = 8 + n
+    out: dict[str, TensorInfo] = {}
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        code = meta.get("dtype")
+        if code not in _DTYPES:
+            raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {code!r}")
+        shape = tuple(int(s) for s in meta["shape"])
+        begin, end = (int(x) for x in meta["data_offsets"])
+        dtype = _DTYPES[code]
+        expected = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        if end - begin != expected or data_start + end > size:
+            raise ValueError(f"{path}: tensor {name!r} byte range [{begin}, {end}) does not match shape {shape} {code}")
+        out[name] = TensorInfo(name, dtype, shape, path, data_start + begin, end - begin)
+    return out
+
+
+def read_tensor(info: TensorInfo, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Read one tensor from disk into a fresh buffer (or into ``out``, which must match exactly)."""
+    if out is None:
+        out = torch.empty(info.shape, dtype=info.dtype)
+    elif out.dtype != info.dtype or tuple(out.shape) != info.shape or not out.is_contiguous():
+        raise ValueError(f"buffer for {info.name!r} does not match {info.dtype} {info.shape}")
+    if info.nbytes == 0:
+        return out
+    view = out.view(-1).view(torch.uint8) if out.dim() else out.reshape(1).view(torch.uint8)
+    with open(info.file, "rb") as f:
+        f.seek(info.start)
+        got = f.readinto(memoryview(view.numpy()))
+    if got != info.nbytes:
+        raise ValueError(f"{info.file}: tensor {info.name!r} truncated ({got} of {info.nbytes} bytes)")
+    return out
+
+
+class Checkpoint:
+    """A read-only view of a checkpoint: a ``.safetensors`` file or a (sharded) Hugging Face folder.
+
+    Only the headers are read on construction; tensors are read one at a time by :meth:`get`.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, allow_pickle: bool = False) -> None:
+        self.path = Path(path)
+        self._pickled: dict[str, torch.Tensor] | None = None
+        self.tensors: dict[str, TensorInfo] = {}
+        for file in self._files(allow_pickle):
+            for name, info in read_header(file).items():
+                if name in self.tensors:
+                    raise ValueError(f"{self.path}: tensor {name!r} appears in two shards")
+                self.tensors[name] = info
+
+    def _files(self, allow_pickle: bool) -> list[Path]:
+        p = self.path
+        if p.is_file():
+            if p.suffix == ".safetensors":
+                return [p]
+            if p.suffix in _PICKLE_SUFFIXES:
+                return self._load_pickle(p, allow_pickle)
+            raise ValueError(f"{p}: unknown checkpoint format (expected .safetensors or a model folder)")
+        if not p.is_dir():
+            raise ValueError(f"checkpoint {p} does not exist")
+        index = p / INDEX_FILE
+        if index.is_file():
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise ValueError(f"{index}: not a valid safetensors index ({exc})") from None
+            files = sorted({p / f for f in weight_map.values()})
+            missing = [str(f) for f in files if not f.is_file()]
+            if missing:
+                raise ValueError(f"{index}: shard files missing: {missing}")
+            return files
+        if (p / SINGLE_FILE).is_file():
+            return [p / SINGLE_FILE]
+        found = sorted(p.glob("*.safetensors"))
+        if found:
+            return found
+        pickles = sorted(f for f in p.iterdir() if f.suffix in _PICKLE_SUFFIXES)
+        if pickles:
+            if len(pickles) > 1:
+                raise ValueError(f"{p}: several pickled checkpoints {[f.name for f in pickles]}; convert to safetensors")
+            return self._load_pickle(pickles[0], allow_pickle)
+        raise ValueError(f"{p}: no safetensors weights found (looked for {SINGLE_FILE}, {INDEX_FILE}, *.safetensors)")
+
+    def _load_pickle(self, file: Path, allow_pickle: bool) -> list[Path]:
+        if not allow_pickle:
+            raise ValueError(
+                f"{file}: pickled checkpoints are refused (they can execute code); convert it to safetensors, "
+                "or pass allow_pickle=True to load it with torch.load(weights_only=True)"
+            )
+        try:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ValueError(f"{file}: torch.load(weights_only=True) refused it: {exc}") from None
+        if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ValueError(f"{file}: expected a flat mapping of tensor name -> tensor")
+        self._pickled = {str(k): v.contiguous() for k, v in state.items()}
+        for name, t in self._pickled.items():
+            self.tensors[name] = TensorInfo(name, t.dtype, tuple(t.shape), file, -1, t.numel() * t.element_size())
+        return []
+
+    def keys(self) -> list[str]:
+        return list(self.tensors)
+
+    def has(self, name: str) -> bool:
+        return name in self.tensors
+
+    def info(self, name: str) -> TensorInfo:
+        try:
+            return self.tensors[name]
+        except KeyError:
+            raise ValueError(f"{self.path}: has no tensor {name!r}") from None
+
+    def get(self, name: str, out: torch.Tensor | None = None) -> torch.Tensor:
+        info = self.info(name)
+        if self._pickled is not None:
+            t = self._pickled[name]
+            return t if out is None else out.copy_(t)
+        return read_tensor(info, out)
+
+
+def _padded_header(entries: Mapping[str, tuple[torch.dtype, tuple[int, ...]]], metadata: Mapping[str, str] | None) -> tuple[bytes, dict[str, int]]:
+    header: dict[str, object] = {}
+    if metadata:
+        header["__metadata__"] = dict(metadata)
+    offsets: dict[str, int] = {}
+    pos = 0
+    for name, (dtype, shape) in entries.items():
+        if dtype not in _CODES:
+            raise ValueError(f"tensor {name!r}: dtype {dtype} cannot be stored in safetensors")
+        nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        header[name] = {"dtype": _CODES[dtype], "shape": list(shape), "data_offsets": [pos, pos + nbytes]}
+        offsets[name] = pos
+        pos += nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    return raw, offsets
+
+
+class StreamingWriter:
+    """Write tensors one at a time into ``model.safetensors`` or shards plus an index, in a declared order.
+
+    The full plan (names, dtypes, shapes) is given up front so every header can be written before any data,
+    then :meth:`write` is called once per tensor in plan order and nothing but the current tensor is held.
+    """
+
+    def __init__(
+        self,
+        out_dir: str | os.PathLike[str],
+        plan: Mapping[str, tuple[torch.dtype, tuple[int, ...]]],
+        *,
+        max_shard_bytes: int = 5 * 1024**3,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        shards: list[dict[str, tuple[torch.dtype, tuple[int, ...]]]] = [{}]
+        size = 0
+        for name, (dtype, shape) in plan.items():
+            nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+            if shards[-1] and size + nbytes > max_shard_bytes:
+                shards.append({})
+                size = 0
+            shards[-1][name] = (dtype, tuple(shape))
+            size += nbytes
+        n = len(shards)
+        names = [SINGLE_FILE] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+        self._order = list(plan)
+        self._expected = {k: (v[0], tuple(v[1])) for k, v in plan.items()}
+        self._next = 0
+        self._files = []
+        self._shard_of: dict[str, int] = {}
+        meta = {"format": "pt", **(metadata or {})}
+        for i, (fname, entries) in enumerate(zip(names, shards, strict=True)):
+            raw, _ = _padded_header(entries, meta)
+            f = open(self.out_dir / fname, "wb")  # noqa: SIM115 - closed in close()
+            f.write(struct.pack("<Q", len(raw)))
+            f.write(raw)
+            self._files.append(f)
+            for name in entries:
+                self._shard_of[name] = i
+        if n > 1:
+            total = sum(math.prod(s) * torch.empty((), dtype=d).element_size() for d, s in plan.values())
+            index = {"metadata": {"total_size": total}, "weight_map": {k: names[self._shard_of[k]] for k in plan}}
+            (self.out_dir / INDEX_FILE).write_text(json.dumps(index, indent=2))
+        self.files = [self.out_dir / f for f in names]
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        if self._next >= len(self._order) or self._order[self._next] != name:
+            want = self._order[self._next] if self._next < len(self._order) else "nothing"
+            raise ValueError(f"writer expected tensor {want!r} next, got {name!r}")
+        dtype, shape = self._expected[name]
+        if tensor.dtype != dtype or tuple(tensor.shape) != shape:
+            raise ValueError(f"tensor {name!r} is {tensor.dtype} {tuple(tensor.shape)}, planned {dtype} {shape}")
+        t = tensor.detach().contiguous().cpu()
+        if t.numel():
+            self._files[self._shard_of[name]].write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+        self._next += 1
+
+    def close(self) -> None:
+        for f in self._files:
+            f.close()
+        if self._next != len(self._order):
+            raise ValueError(f"writer closed after {self._next} of {len(self._order)} tensors")
+
+    def __enter__(self) -> StreamingWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            for f in self._files:
+                f.close()
+
+
+def save_state_dict(state: Mapping[str, torch.Tensor], out_dir: str | os.PathLike[str], **kwargs) -> list[Path]:
+    """Write an in-memory state dict as a (sharded) Hugging Face weights folder."""
+    plan = {k: (v.dtype, tuple(v.shape)) for k, v in state.items()}
+    with StreamingWriter(out_dir, plan, **kwargs) as w:
+        for k, v in state.items():
+            w.write(k, v)
+    return w.files
+
+
+def load_state_dict(path: str | os.PathLike[str], *, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
+    ckpt = Checkpoint(path, allow_pickle=allow_pickle)
+    return {k: ckpt.get(k) for k in ckpt.tensors}
+
+
+def iter_tensors(ckpt: Checkpoint, names: Iterable[str]) -> Iterator[tuple[str, torch.Tensor]]:
+    for name in names:
+        yield name, ckpt.get(name)

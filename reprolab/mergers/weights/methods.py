@@ -1,0 +1,220 @@
+"""The built-in merge methods (see :mod:`registry` for the shared signature).
+
+mergekit-compatible semantics for ``linear``, ``task_arithmetic``, ``ties``, ``dare_linear`` and
+``dare_ties`` (same defaults: ``normalize`` on for ties/linear and off for the others, ``lambda`` 1, ``density``
+1, DARE ``rescale`` restoring the L1 norm), plus ``trim_scope: model`` (the TIES paper), DARE's paper rescale,
+Fisher, directional consensus and NeuroMerging. AdaMerging needs a model and data, so it lives in
+:mod:`adamerging` and produces coefficients for ``task_arithmetic``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from reprolab.mergers.weights.registry import Workspace, register
+from reprolab.mergers.weights.sparsify import dare_drop, trim_stack
+
+
+def _bcast(weights: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return weights.view(-1, *([1] * (like.dim() - 1)))
+
+
+def _per_source(params: Mapping[str, Any], key: str, k: int) -> torch.Tensor:
+    v = params[key]
+    t = torch.as_tensor(v, dtype=torch.float32).reshape(-1)
+    if t.numel() == 1:
+        t = t.expand(k)
+    if t.numel() != k:
+        raise ValueError(f"parameter {key!r} has {t.numel()} values for {k} sources")
+    return t
+
+
+def elect_and_mix(
+    stack: torch.Tensor,
+    weights: torch.Tensor,
+    *,
+    consensus: str | None,
+    normalize: bool,
+    ws: Workspace | None = None,
+) -> torch.Tensor:
+    """Weighted sum of task vectors, optionally with TIES sign election and the (disjoint) weighted mean.
+
+    Mirrors mergekit's order of operations (weight, elect sign of the weighted sum with ties -> +, keep agreeing
+    non-zero entries, divide by the kept weights) so results match it to float32 rounding. Scales ``stack`` in
+    place; the result may be a workspace view.
+    """
+    ws = ws or Workspace()
+    shape = stack.shape[1:]
+    stack.mul_(_bcast(weights, stack))
+    mixed = ws.get("mixed", shape)
+    if consensus is None:
+        torch.sum(stack, dim=0, out=mixed)
+        if normalize:
+            div = weights.sum()
+            mixed /= div if div.abs() >= 1e-8 else 1.0
+        return mixed
+    majority = ws.get("majority", shape)  # +1 / -1
+    if consensus == "sum":
+        torch.sum(stack, dim=0, out=mixed)
+    elif consensus == "count":
+        torch.sum(torch.sign(stack), dim=0, out=mixed)
+    else:
+        raise ValueError(f"consensus must be 'sum' or 'count', got {consensus!r}")
+    pos = ws.get("pos", shape, torch.bool)
+    torch.ge(mixed, 0, out=pos)
+    majority.copy_(pos).mul_(2).sub_(1)
+    mixed.zero_()
+    div = ws.get("div", shape)
+    div.zero_()
+    tmp = ws.get("abs", shape)  # the trim's |tau| buffer is free by now
+    agree = ws.get("agree", shape)
+    for i in range(stack.shape[0]):
+        torch.mul(stack[i], majority, out=tmp)
+        agree.copy_(torch.gt(tmp, 0, out=pos))
+        mixed.addcmul_(stack[i], agree)
+        div.add_(agree, alpha=float(weights[i]))
+    if normalize:
+        if bool((weights > 0).all()):
+            # div is 0 only where no entry agrees, and there mixed is 0 too: 0 / tiny = 0, as mergekit's 0 / 1
+            div.clamp_min_(torch.finfo(torch.float32).tiny)
+        else:
+            div.masked_fill_(div == 0, 1.0)
+        mixed /= div
+    return mixed
+
+
+@register("linear", uses_task_vectors=False, defaults={"normalize": True}, per_source=("weight",))
+def linear(base, stack, weights, params, ctx):
+    """Weighted average of the source weights (mergekit ``linear``)."""
+    mixed = (stack * _bcast(weights, stack)).sum(dim=0)
+    if params["normalize"]:
+        mixed /= weights.sum()
+    return mixed
+
+
+@register("task_arithmetic", uses_task_vectors=True, defaults={"lambda": 1.0, "normalize": False}, per_source=("weight",))
+def task_arithmetic(base, stack, weights, params, ctx):
+    """theta_base + lambda * sum_i w_i tau_i."""
+    return elect_and_mix(stack, weights, consensus=None, normalize=params["normalize"]) * params["lambda"]
+
+
+@register(
+    "ties",
+    uses_task_vectors=True,
+    defaults={"density": 1.0, "lambda": 1.0, "normalize": True, "int8_mask": False, "trim_scope": "tensor",
+              "consensus": "sum", "tie_break": "index"},
+    per_source=("weight", "density"),
+    needs_global_threshold=True,
+)
+def ties(base, stack, weights, params, ctx):
+    """TIES: trim (per tensor or whole model), elect sign by weighted sum, disjoint weighted mean, lambda."""
+    dens = _per_source(params, "density", stack.shape[0])
+    if params["trim_scope"] not in ("tensor", "model"):
+        raise ValueError(f"trim_scope must be 'tensor' or 'model', got {params['trim_scope']!r}")
+    trim_stack(stack, dens, ctx.thresholds if params["trim_scope"] == "model" else None, ctx.ws, params["tie_break"])
+    out = elect_and_mix(stack, weights, consensus=params["consensus"], normalize=params["normalize"], ws=ctx.ws)
+    return out.mul_(params["lambda"]) if params["lambda"] != 1 else out
+
+
+def _dare(stack, params, ctx):
+    dens = _per_source(params, "density", stack.shape[0])
+    rescale = params["rescale"]
+    if rescale is True:
+        rescale = "l1"
+    elif rescale is False or rescale is None:
+        rescale = "none"
+    for i in range(stack.shape[0]):
+        stack[i] = dare_drop(stack[i], float(dens[i]), rescale=rescale, generator=ctx.generator)
+    return stack
+
+
+_DARE_DEFAULTS = {"density": 1.0, "lambda": 1.0, "normalize": False, "rescale": True, "int8_mask": False}
+
+
+@register("dare_linear", uses_task_vectors=True, defaults=_DARE_DEFAULTS, per_source=("weight", "density"), stochastic=True)
+def dare_linear(base, stack, weights, params, ctx):
+    """DARE drop-and-rescale on task arithmetic."""
+    return elect_and_mix(_dare(stack, params, ctx), weights, consensus=None, normalize=params["normalize"]) * params["lambda"]
+
+
+@register("dare_ties", uses_task_vectors=True, defaults=_DARE_DEFAULTS, per_source=("weight", "density"), stochastic=True)
+def dare_ties(base, stack, weights, params, ctx):
+    """DARE drop-and-rescale, then TIES sign election and (optionally normalised) mixing."""
+    return elect_and_mix(_dare(stack, params, ctx), weights, consensus="sum", normalize=params["normalize"]) * params["lambda"]
+
+
+@register("fisher", uses_task_vectors=False, defaults={"floor": 1e-6}, per_source=("weight",), needs_fisher=True)
+def fisher(base, stack, weights, params, ctx):
+    """Fisher merging: sum_i w_i F_i theta_i / sum_i w_i F_i with a floor on F (diagonal empirical Fisher)."""
+    if ctx.fisher is None:
+        raise ValueError(f"fisher merge of {ctx.name!r} needs per-source Fisher diagonals")
+    f = ctx.fisher.to(torch.float32).clamp_min(0) + float(params["floor"])
+    wf = f * _bcast(weights, stack)
+    return (wf * stack).sum(dim=0) / wf.sum(dim=0)
+
+
+@register("directional_consensus", uses_task_vectors=True, defaults={"lambda": 1.0, "normalize": True}, per_source=("weight",))
+def directional_consensus(base, stack, weights, params, ctx):
+    """Project each task vector on d = normalize(sum_i tau_i) of the tensor, then weighted mix (note 004)."""
+    flat = stack.reshape(stack.shape[0], -1)
+    s = flat.sum(dim=0)
+    norm = s.norm()
+    if norm == 0:
+        return torch.zeros_like(stack[0])
+    d = s / norm
+    aligned = (flat @ d)[:, None] * d[None, :]
+    return elect_and_mix(aligned.view_as(stack), weights, consensus=None, normalize=params["normalize"]) * params["lambda"]
+
+
+_NON_NEURONAL = re.compile(r"(embed|norm|\bln|layernorm|position|token_type|wte|wpe)", re.IGNORECASE)
+
+
+def is_neuronal(name: str, shape: torch.Size) -> bool:
+    """Dense-layer weight matrices (rows are neurons); embeddings, norms and biases are not."""
+    return len(shape) == 2 and name.endswith("weight") and not _NON_NEURONAL.search(name)
+
+
+@register(
+    "neuromerging",
+    uses_task_vectors=True,
+    defaults={"density": 0.85, "lambda": 1.0, "lambda1": 0.0, "trim_scope": "model", "variant": "official",
+              "normalize": True},
+    per_source=("weight", "density"),
+    needs_global_threshold=True,
+)
+def neuromerging(base, stack, weights, params, ctx):
+    """NeuroMerging (Fang et al. 2025): trim, split each neuron's tau into parts parallel and orthogonal to its
+    pretrained row, TIES elect + mean each part, theta0 + lambda1 * parallel + lambda * orthogonal.
+
+    ``variant: port`` is the third-party port used by note 004: per-tensor trim and, for lambda, 1 / (1 - masked
+    L1 share) computed per tensor.
+    """
+    variant = params["variant"]
+    if variant not in ("official", "port"):
+        raise ValueError(f"neuromerging variant must be 'official' or 'port', got {variant!r}")
+    k = stack.shape[0]
+    dens = _per_source(params, "density", k)
+    l1_before = stack.abs().sum()
+    scope_model = variant == "official" and params["trim_scope"] == "model"
+    trim_stack(stack, dens, ctx.thresholds if scope_model else None)
+    lam = float(params["lambda"])
+    if variant == "port":
+        l1_after = stack.abs().sum()
+        share = float(1 - l1_after / l1_before) if l1_before > 0 else 0.0
+        lam = 1.0 / max(1.0 - share, 1e-6)
+    norm = bool(params["normalize"])
+    if not is_neuronal(ctx.name, base.shape):
+        return elect_and_mix(stack, weights, consensus="sum", normalize=norm) * lam
+    w0 = base.to(torch.float32)
+    denom = (w0 * w0).sum(dim=1, keepdim=True).clamp_min(1e-12)
+    coef = (stack * w0).sum(dim=2, keepdim=True) / denom  # [K, rows, 1]
+    parallel = coef * w0
+    orthogonal = stack - parallel
+    out = elect_and_mix(orthogonal, weights, consensus="sum", normalize=norm) * lam
+    if params["lambda1"]:
+        out += elect_and_mix(parallel, weights, consensus="sum", normalize=norm) * float(params["lambda1"])
+    return out

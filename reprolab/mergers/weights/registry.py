@@ -1,0 +1,123 @@
+"""One registry, one signature for every weight-space merge method (mergekit-like).
+
+Every method is ``fn(base, stack, weights, params, ctx) -> Tensor`` on one tensor, in float32:
+
+- ``base``: the *pretrained* tensor;
+- ``stack``: ``[K, *shape]``; the task vectors ``theta_i - theta_base`` when ``uses_task_vectors`` (the engine
+  computes them, so no method can take them against the wrong model), otherwise the source weights;
+- ``weights``: ``[K]`` per-source weights; ``params``: the method's parameters, per-source ones as ``[K]`` tensors;
+- ``ctx``: the tensor's name and what a method may need beyond the tensor (a seeded generator, per-source
+  whole-model trim thresholds, per-source Fisher diagonals).
+
+A task-vector method returns the merged task vector (the engine adds the base); a weight method returns the
+merged weights. Methods that need a whole-model pass first (global trim) declare ``needs_global_threshold``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+class Workspace:
+    """Reusable scratch buffers, one per key, grown to the largest tensor seen.
+
+    Streaming a model allocates the same few large buffers for every tensor; fresh allocations of that size
+    are page-faulted in each time (the slowest part of a naive merge). Views handed out stay valid only until
+    the same key is requested again.
+    """
+
+    def __init__(self) -> None:
+        self._bufs: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+
+    def get(self, key: str, shape: tuple[int, ...] | torch.Size, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        n = 1
+        for s in shape:
+            n *= int(s)
+        buf = self._bufs.get((key, dtype))
+        if buf is None or buf.numel() < n:
+            buf = torch.empty(n, dtype=dtype)
+            self._bufs[(key, dtype)] = buf
+        return buf[:n].view(tuple(shape))
+
+
+@dataclass
+class TensorContext:
+    name: str = ""
+    ws: Workspace = field(default_factory=Workspace)
+    generator: torch.Generator | None = None
+    thresholds: torch.Tensor | None = None  # [K] per-source magnitude thresholds (trim over the whole model)
+    fisher: torch.Tensor | None = None  # [K, *shape] diagonal Fisher of each source
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+MergeFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Mapping[str, Any], TensorContext], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class MergeMethod:
+    name: str
+    fn: MergeFn
+    uses_task_vectors: bool
+    defaults: Mapping[str, Any]
+    per_source: tuple[str, ...] = ()  # parameters that may differ per source (mergekit "tensor parameters")
+    needs_global_threshold: bool = False  # True when params decide it: see global_trim()
+    needs_fisher: bool = False
+    stochastic: bool = False
+    doc: str = ""
+
+    def resolve(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Defaults overlaid with ``params``; unknown names are errors (a typo must not be ignored)."""
+        params = dict(params or {})
+        unknown = sorted(set(params) - set(self.defaults) - {"weight"})
+        if unknown:
+            raise ValueError(f"merge method {self.name!r}: unknown parameter(s) {unknown}; known: {sorted(self.defaults)}")
+        out = dict(self.defaults)
+        out.update({k: v for k, v in params.items() if k != "weight"})
+        return out
+
+    def global_trim(self, params: Mapping[str, Any]) -> bool:
+        return self.needs_global_threshold and params.get("trim_scope", "tensor") == "model"
+
+
+_METHODS: dict[str, MergeMethod] = {}
+
+
+def register(
+    name: str,
+    *,
+    uses_task_vectors: bool,
+    defaults: Mapping[str, Any] | None = None,
+    per_source: Sequence[str] = (),
+    needs_global_threshold: bool = False,
+    needs_fisher: bool = False,
+    stochastic: bool = False,
+) -> Callable[[MergeFn], MergeFn]:
+    def deco(fn: MergeFn) -> MergeFn:
+        if name in _METHODS:
+            raise ValueError(f"merge method {name!r} registered twice")
+        _METHODS[name] = MergeMethod(
+            name, fn, uses_task_vectors, dict(defaults or {}), tuple(per_source), needs_global_threshold,
+            needs_fisher, stochastic, (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else "",
+        )
+        return fn
+
+    return deco
+
+
+def get_method(name: str) -> MergeMethod:
+    from reprolab.mergers.weights import methods  # noqa: F401  (registers the built-in methods)
+
+    try:
+        return _METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown merge method {name!r}; known: {sorted(_METHODS)}") from None
+
+
+def list_methods() -> list[str]:
+    from reprolab.mergers.weights import methods  # noqa: F401
+
+    return sorted(_METHODS)

@@ -1,0 +1,85 @@
+"""The cross-locale fixture, AdaMerging and the Fisher diagonal on it, and the suite experiment's contract."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from reprolab.data.locales import FIXTURE_DIR, LocaleWorld, WorldSpec, heldout_set, load_fixture, make_model
+from reprolab.mergers.weights import merge_state_dicts
+from reprolab.mergers.weights.adamerging import adamerge
+from reprolab.mergers.weights.fisher import diagonal_fisher
+from reprolab.mergers.weights.task_vectors import task_vector
+
+
+@pytest.fixture(scope="module")
+def fx():
+    return load_fixture()
+
+
+def test_world_is_seeded_and_locales_differ():
+    a, b = LocaleWorld(WorldSpec()), LocaleWorld(WorldSpec())
+    xa, ya = a.sample("A1", 50, np.random.default_rng(0))
+    xb, yb = b.sample("A1", 50, np.random.default_rng(0))
+    assert np.array_equal(xa, xb) and np.array_equal(ya, yb)
+    shared = (a.lexicon[0] == a.lexicon[1]).mean()
+    across = (a.lexicon[0] == a.lexicon[-1]).mean()
+    assert shared > across  # same family shares more vocabulary
+    with pytest.raises(ValueError, match="unknown locale"):
+        a.sample("ZZ", 3, np.random.default_rng(0))
+
+
+def test_fixture_is_committed_intact_and_has_a_transfer_spread(fx):
+    assert fx.path == FIXTURE_DIR, "the committed fixture should be valid (else it was rebuilt into the cache)"
+    diag = np.diag(fx.nxn)
+    off = fx.nxn[~np.eye(len(fx.nxn), dtype=bool)]
+    assert diag.min() > 0.75 and fx.pretrained_acc.max() < 0.3
+    assert off.max() - off.min() > 0.3  # good and poor transfer both exist
+
+
+def test_adamerging_moves_coefficients_and_lowers_entropy(fx):
+    locs = fx.locales[:3]
+    tvs = [task_vector(fx.base, fx.finetuned[loc]) for loc in locs]
+    model = make_model(fx.world)
+    x = torch.from_numpy(heldout_set(fx.world, "A1", 0, n=128)[0])
+
+    def entropy(sd):
+        model.load_state_dict(sd)
+        with torch.no_grad():
+            p = model(x).softmax(-1)
+        return float(-(p * p.log()).sum(-1).mean())
+
+    start = merge_state_dicts(fx.base, [fx.finetuned[loc] for loc in locs], "task_arithmetic", [0.3] * 3)
+    merged, lam = adamerge(model, fx.base, tvs, x, init=0.3, lr=1e-2, steps=20, seed=0)
+    assert lam.shape == (3,) and not torch.allclose(lam, torch.full((3,), 0.3))
+    assert entropy(merged) < entropy(start)
+    _, lam2 = adamerge(model, fx.base, tvs, x, init=0.3, lr=1e-2, steps=20, seed=0)
+    assert torch.equal(lam, lam2)
+    _, lam_layer = adamerge(model, fx.base, tvs, x, granularity="layer", steps=2)
+    assert lam_layer.shape == (3, sum(v.is_floating_point() for v in fx.base.values()))
+    with pytest.raises(ValueError, match="granularity"):
+        adamerge(model, fx.base, tvs, x, granularity="block")
+    with pytest.raises(ValueError, match="empty"):
+        adamerge(model, fx.base, [], x)
+
+
+def test_fisher_diagonal_and_fisher_merge(fx):
+    model = make_model(fx.world)
+    x, y = heldout_set(fx.world, "A1", 0, n=64)
+    f = diagonal_fisher(model, fx.finetuned["A1"], torch.from_numpy(x), torch.from_numpy(y))
+    assert set(f) == {k for k, v in fx.base.items() if v.is_floating_point()}
+    assert all((v >= 0).all() for v in f.values()) and sum(float(v.sum()) for v in f.values()) > 0
+    merged = merge_state_dicts(fx.base, [fx.finetuned["A1"], fx.finetuned["A2"]], "fisher", fisher=[f, f])
+    assert all(torch.isfinite(v).all() for v in merged.values())
+    with pytest.raises(ValueError, match="matching"):
+        diagonal_fisher(model, fx.base, torch.from_numpy(x), torch.from_numpy(y[:3]))
+
+
+def test_suite_rejects_bad_config():
+    from reprolab.experiments.merging import locale_suite
+
+    with pytest.raises(ValueError, match="unknown config key"):
+        locale_suite({"setting": "locales", "num_langs": 3}, 0)
+    with pytest.raises(ValueError, match="setting"):
+        locale_suite({"setting": "mars"}, 0)

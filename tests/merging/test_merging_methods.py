@@ -1,0 +1,155 @@
+"""Semantics of each merge method on small hand-checkable tensors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from reprolab.mergers.weights import get_method, list_methods, merge_state_dicts, merge_tensors
+from reprolab.mergers.weights.methods import is_neuronal
+from reprolab.mergers.weights.sparsify import dare_drop, global_thresholds, magnitude_mask
+
+
+def test_registry_lists_every_method_and_rejects_unknown():
+    names = set(list_methods())
+    assert {"linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "fisher", "directional_consensus",
+            "neuromerging"} <= names
+    with pytest.raises(ValueError, match="unknown merge method 'slerpy'"):
+        get_method("slerpy")
+    with pytest.raises(ValueError, match="unknown parameter"):
+        merge_tensors("ties", torch.zeros(3), [torch.ones(3)], densty=0.5)
+
+
+def test_linear_is_weighted_average():
+    out = merge_tensors("linear", None, [torch.tensor([0.0, 2.0]), torch.tensor([4.0, 6.0])], [1.0, 3.0])
+    assert torch.allclose(out, torch.tensor([3.0, 5.0]))
+
+
+def test_task_arithmetic_adds_scaled_weighted_sum():
+    base = torch.tensor([1.0, 1.0])
+    out = merge_tensors("task_arithmetic", base, [torch.tensor([2.0, 1.0]), torch.tensor([1.0, 3.0])], [1.0, 0.5],
+                        **{"lambda": 2.0})
+    assert torch.allclose(out, base + 2.0 * (torch.tensor([1.0, 0.0]) + 0.5 * torch.tensor([0.0, 2.0])))
+
+
+def test_ties_trim_elect_disjoint_mean_by_hand():
+    base = torch.zeros(4)
+    a = torch.tensor([3.0, -1.0, 0.1, 2.0])
+    b = torch.tensor([-1.0, -2.0, 0.2, -4.0])
+    out = merge_tensors("ties", base, [a, b], [1.0, 1.0], density=0.5)
+    # trim: a keeps {3, 2}, b keeps {-2, -4}; elect: [+, -, +(tie 0 -> +), -]; disjoint mean of agreeing entries
+    assert torch.allclose(out, torch.tensor([3.0, -2.0, 0.0, -4.0]))
+
+
+def test_ties_global_trim_uses_one_threshold_over_the_model():
+    base = {"a": torch.zeros(4), "b": torch.zeros(4)}
+    src = {"a": torch.tensor([5.0, 4.0, 3.0, 2.0]), "b": torch.tensor([0.1, 0.2, 0.3, 0.4])}
+    per_tensor = merge_state_dicts(base, [src], "ties", params={"density": 0.5})
+    whole = merge_state_dicts(base, [src], "ties", params={"density": 0.5, "trim_scope": "model"})
+    assert torch.count_nonzero(per_tensor["b"]) == 2
+    assert torch.count_nonzero(whole["b"]) == 0 and torch.equal(whole["a"], src["a"])
+
+
+def test_global_thresholds_keep_exactly_k():
+    g = torch.Generator().manual_seed(0)
+    tensors = [torch.randn(2, 1000, generator=g), torch.randn(2, 37, 11, generator=g)]
+    th = global_thresholds(lambda: iter(tensors), [0.2, 0.5])
+    for i, d in enumerate([0.2, 0.5]):
+        allv = torch.cat([t[i].reshape(-1).abs() for t in tensors])
+        assert int((allv >= th[i]).sum()) == int(d * allv.numel())
+
+
+def test_magnitude_mask_exact_count_and_min_one():
+    x = torch.arange(10.0) - 4.5
+    assert int(magnitude_mask(x, 0.3).sum()) == 3
+    assert int(magnitude_mask(torch.ones(3), 0.1).sum()) == 1
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.1, 1.5, float("nan")])
+def test_density_outside_unit_interval_is_an_error(bad):
+    with pytest.raises(ValueError, match="density"):
+        merge_tensors("ties", torch.zeros(3), [torch.ones(3)], density=bad)
+
+
+def test_dare_rescales():
+    x = torch.randn(10000, generator=torch.Generator().manual_seed(1))
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    paper = dare_drop(x, 0.1, rescale="paper", generator=g())
+    l1 = dare_drop(x, 0.1, rescale="l1", generator=g())
+    kept = paper != 0
+    assert 0.08 < kept.float().mean() < 0.12
+    assert torch.allclose(paper[kept], x[kept] * 10)
+    assert torch.isclose(l1.abs().sum(), x.abs().sum(), rtol=1e-5)
+    with pytest.raises(ValueError, match="rescale"):
+        dare_drop(x, 0.5, rescale="l2")
+
+
+def test_dare_is_seeded():
+    base = torch.zeros(1000)
+    src = [torch.randn(1000, generator=torch.Generator().manual_seed(0))]
+    a = merge_tensors("dare_linear", base, src, density=0.3, seed=5)
+    b = merge_tensors("dare_linear", base, src, density=0.3, seed=5)
+    c = merge_tensors("dare_linear", base, src, density=0.3, seed=6)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_fisher_weights_by_fisher():
+    base = {"w": torch.zeros(2)}
+    s = [{"w": torch.tensor([1.0, 1.0])}, {"w": torch.tensor([3.0, 3.0])}]
+    f = [{"w": torch.tensor([1.0, 0.0])}, {"w": torch.tensor([3.0, 0.0])}]
+    out = merge_state_dicts(base, s, "fisher", fisher=f, params={"floor": 1e-6})
+    assert torch.allclose(out["w"], torch.tensor([2.5, 2.0]), atol=1e-5)
+    with pytest.raises(ValueError, match="Fisher"):
+        merge_state_dicts(base, s, "fisher")
+
+
+def test_directional_consensus_projects_on_the_mean_direction():
+    base = torch.zeros(2)
+    a, b = torch.tensor([1.0, 1.0]), torch.tensor([1.0, -1.0])
+    out = merge_tensors("directional_consensus", base, [a, b], [0.5, 0.5])
+    # d = (1, 0); projections (1, 0) and (1, 0)
+    assert torch.allclose(out, torch.tensor([1.0, 0.0]))
+
+
+def test_neuromerging_drops_the_parallel_part():
+    w0 = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    tau = torch.tensor([[0.5, 0.3], [0.2, -0.4]])
+    out = merge_state_dicts({"layer.dense.weight": w0}, [{"layer.dense.weight": w0 + tau}], "neuromerging",
+                            params={"density": 1.0})["layer.dense.weight"]
+    # parallel to each pretrained row is removed (lambda1 = 0), the orthogonal rest kept
+    assert torch.allclose(out, w0 + torch.tensor([[0.0, 0.3], [0.2, 0.0]]))
+    assert is_neuronal("encoder.layer.0.dense.weight", torch.Size([2, 2]))
+    assert not is_neuronal("embeddings.word_embeddings.weight", torch.Size([2, 2]))
+    assert not is_neuronal("encoder.layer.0.dense.bias", torch.Size([2]))
+
+
+def test_neuromerging_port_variant_rescales():
+    w0 = torch.eye(4)
+    tau = torch.tensor([[0.0, 1.0, 0.0, 0.0]] * 4)
+    out = merge_state_dicts({"x.weight": w0}, [{"x.weight": w0 + tau}], "neuromerging",
+                            params={"variant": "port", "density": 1.0, "trim_scope": "tensor"})
+    assert torch.isfinite(out["x.weight"]).all()
+    with pytest.raises(ValueError, match="variant"):
+        merge_state_dicts({"x.weight": w0}, [{"x.weight": w0 + tau}], "neuromerging", params={"variant": "x"})
+
+
+@pytest.mark.parametrize("density", [0.01, 0.2, 0.9])
+def test_fast_magnitude_mask_equals_topk_on_large_tensors(density):
+    x = torch.randn(300_000, generator=torch.Generator().manual_seed(2))
+    k = int(density * x.numel())
+    ref = torch.zeros(x.numel(), dtype=torch.bool)
+    ref[torch.topk(x.abs(), k).indices] = True
+    assert torch.equal(magnitude_mask(x, density), ref)
+
+
+@pytest.mark.parametrize("tie_break", ["index", "mergekit"])
+def test_ties_at_the_threshold_keep_exactly_k(tie_break):
+    x = torch.randint(0, 7, (400_000,), generator=torch.Generator().manual_seed(0)).float()
+    m = magnitude_mask(x, 0.3, tie_break=tie_break)
+    assert int(m.sum()) == int(0.3 * x.numel())
+    if tie_break == "mergekit":
+        ref = torch.zeros_like(m)
+        ref[torch.argsort(x.abs(), descending=True)[: int(0.3 * x.numel())]] = True
+        assert torch.equal(m, ref)
+    with pytest.raises(ValueError, match="tie_break"):
+        magnitude_mask(x, 0.3, tie_break="random")
