@@ -46,3 +46,15 @@ class GreedyMerger(ComponentMerger):
             scores[i, :] = scores[:, i] = self._row(state, i)
             scores[i, i] = -np.inf
         return assign.astype(np.int64)
+
+
+class ResponsibilityGreedyMerger(GreedyMerger):
+    """A greedy merger whose group state is the (N, G) matrix of summed responsibilities (entropy, DEMP)."""
+
+    def _init_state(self, resp: NDArray) -> NDArray:
+        return resp.copy()
+
+    def _merge_state(self, t: NDArray, i: int, j: int) -> NDArray:
+        t = t.copy()
+        t[:, i] += t[:, j]
+        return np.delete(t, j, axis=1)

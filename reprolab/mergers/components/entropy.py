@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from reprolab.mergers.components._greedy import GreedyMerger
+from reprolab.mergers.components._greedy import ResponsibilityGreedyMerger
 
 
 def _xlogx(x: NDArray) -> NDArray:
@@ -23,16 +23,8 @@ def entropy_decrease_row(t: NDArray, i: int) -> NDArray[np.float64]:
     return (_xlogx(ti + t) - _xlogx(ti) - _xlogx(t)).sum(axis=0)
 
 
-class EntropyMerger(GreedyMerger):
+class EntropyMerger(ResponsibilityGreedyMerger):
     """Greedy Baudry entropy criterion down to ``n_groups``."""
-
-    def _init_state(self, resp: NDArray) -> NDArray:
-        return resp.copy()
-
-    def _merge_state(self, t: NDArray, i: int, j: int) -> NDArray:
-        t = t.copy()
-        t[:, i] += t[:, j]
-        return np.delete(t, j, axis=1)
 
     def _row(self, t: NDArray, i: int) -> NDArray[np.float64]:
         return entropy_decrease_row(t, i)

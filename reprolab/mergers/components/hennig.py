@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from reprolab.mergers.components._greedy import GreedyMerger
+from reprolab.mergers.components._greedy import GreedyMerger, ResponsibilityGreedyMerger
 from reprolab.mergers.components.kl import check_gaussians
 
 
@@ -32,16 +32,8 @@ def demp_row(t: NDArray, i: int) -> NDArray[np.float64]:
     return np.maximum(p_ij, p_ji)
 
 
-class DEMPMerger(GreedyMerger):
+class DEMPMerger(ResponsibilityGreedyMerger):
     """Greedy DEMP merging down to ``n_groups``."""
-
-    def _init_state(self, resp: NDArray) -> NDArray:
-        return resp.copy()
-
-    def _merge_state(self, t: NDArray, i: int, j: int) -> NDArray:
-        t = t.copy()
-        t[:, i] += t[:, j]
-        return np.delete(t, j, axis=1)
 
     def _row(self, t: NDArray, i: int) -> NDArray[np.float64]:
         return demp_row(t, i)
