@@ -5,11 +5,14 @@ mergekit is a benchmark-only dependency in its own venv: set REPROLAB_MERGEKIT_P
 (default /work/venv-mergekit/bin/python). Without it the mergekit half skips with the reason. Both merges run
 as subprocesses so wall time and peak RSS (ru_maxrss of the child) are measured the same way.
 
-Targets (issue 4): >= 10x faster than mergekit, peak RSS no higher, outputs equal within 1e-6 relative.
+Targets (issue 4): >= 10x faster than mergekit at the same thread setting, peak RSS no higher than mergekit's and
+about (models + 2) x the largest tensor plus the interpreter, outputs equal within 1e-6 relative. Reported in
+benchmark.extra_info: median wall and CPU time of ROUNDS reprolab runs, peak RSS, mergekit's figures, speed-up.
 Equality: tau is quantised to the base's ulps, so in a few tensors entries tied at the trim threshold straddle
 the cut; mergekit keeps whichever ``torch.argsort`` happens to put first. The default ``tie_break: index`` is
 fast and differs from mergekit only in those entries; ``tie_break: mergekit`` is bit-identical and is the run
-the equality assertion uses (its time is reported too).
+the equality assertion uses (its time is reported too). Correctness is always asserted; a speed or memory target
+not recorded as met reliably is a strict xfail carrying the measured figures.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -29,9 +33,18 @@ from reprolab.mergers.weights.io import save_state_dict
 HIDDEN, INTER, LAYERS, VOCAB = 768, 2048, 8, 32000
 CACHE = Path(__file__).resolve().parents[2] / ".reprolab" / "bench" / "llama106m"
 MERGEKIT_PY = os.environ.get("REPROLAB_MERGEKIT_PYTHON", "/work/venv-mergekit/bin/python")
-# Both tools run with the same thread count. On a shared 2-core machine torch's OpenMP threads spin-wait when
-# oversubscribed (a 2-thread merge took 5x the CPU time of a 1-thread one here), so the default is 1.
-THREADS = os.environ.get("REPROLAB_BENCH_THREADS", "1")
+# Both tools run with the same thread count. Default: torch's own default (unset OMP/MKL variables), the setting
+# the issue's ~73 s for mergekit was taken with; REPROLAB_BENCH_THREADS=1 pins both to one thread.
+THREADS = os.environ.get("REPROLAB_BENCH_THREADS", "default")
+ROUNDS = int(os.environ.get("REPROLAB_BENCH_ROUNDS", "3"))
+# Targets (issue 4). Whether each is met reliably on this shared 2-core machine was decided from the runs recorded
+# in docs/merging.md, not from the run at hand: a target not met reliably is a strict xfail, so a run that does
+# meet it fails and asks for the record to be updated (like a claim's recorded verdict).
+SPEEDUP_TARGET = 10.0
+SPEEDUP_MET_RELIABLY = True
+# Peak RSS bound: (models + 2) x the largest tensor, plus the interpreter with torch and numpy (~0.22 GB here).
+RSS_CONSTANT_GB = 0.3
+RSS_BOUND_MET_RELIABLY = True
 
 CONFIG = """models:
   - model: {d}/ft0
@@ -120,12 +133,26 @@ def _mergekit_available() -> str | None:
     return None if r.returncode == 0 else f"mergekit not importable with {MERGEKIT_PY}"
 
 
+def _median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def _target(met_reliably: bool, ok: bool, message: str) -> None:
+    """Hard assertion for a target recorded as met reliably; strict xfail (with the figures) otherwise."""
+    if met_reliably:
+        assert ok, message
+    elif ok:
+        pytest.fail(f"target now met ({message}); set its *_MET_RELIABLY flag and update docs/merging.md")
+    else:
+        pytest.xfail(message)
+
+
 @pytest.mark.benchmark
 def test_bench_ties_vs_mergekit(benchmark, tmp_path):
     root = build_checkpoints()
     out = tmp_path / "reprolab_out"
 
-    runs: list[tuple[float, float]] = []
+    runs: list[tuple[float, float, float]] = []
 
     def setup():
         shutil.rmtree(out, ignore_errors=True)
@@ -134,10 +161,16 @@ def test_bench_ties_vs_mergekit(benchmark, tmp_path):
     def ours():
         runs.append(_time_child(_reprolab_cmd(root / "ties.yaml", out)))
 
-    benchmark.pedantic(ours, setup=setup, rounds=3, iterations=1)
-    wall, rss = min(r[0] for r in runs), max(r[1] for r in runs)
-    benchmark.extra_info.update({"reprolab_wall_s": wall, "reprolab_peak_rss_gb": rss, "threads": THREADS})
-    print(f"\nreprolab: {wall:.1f} s, peak RSS {rss:.2f} GB")
+    benchmark.pedantic(ours, setup=setup, rounds=ROUNDS, iterations=1)
+    wall, rss, cpu = _median([r[0] for r in runs]), max(r[1] for r in runs), _median([r[2] for r in runs])
+    largest_gb = max(torch.Size(s).numel() for s in _shapes().values()) * 4 / 1024**3
+    bound_gb = (3 + 2) * largest_gb + RSS_CONSTANT_GB
+    benchmark.extra_info.update({
+        "threads": THREADS, "reprolab_wall_s_median": wall, "reprolab_wall_s_all": [r[0] for r in runs],
+        "reprolab_cpu_s_median": cpu, "reprolab_peak_rss_gb": rss, "rss_bound_gb": bound_gb,
+    })
+    print(f"\nthreads={THREADS} reprolab: median {wall:.2f} s wall ({', '.join(f'{r[0]:.2f}' for r in runs)}), "
+          f"{cpu:.2f} s CPU, peak RSS {rss:.2f} GB (bound (K+2) x largest + {RSS_CONSTANT_GB} = {bound_gb:.2f} GB)")
     reason = _mergekit_available()
     if reason:
         pytest.skip(f"mergekit side skipped: {reason}")
@@ -145,15 +178,16 @@ def test_bench_ties_vs_mergekit(benchmark, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     mk_cmd = [MERGEKIT_PY, "-m", "mergekit.scripts.run_yaml", str(root / "ties.yaml"), str(mk_out), "--no-lazy-unpickle"]
     _warm_page_cache(root)
-    mk_wall, mk_rss = _time_child(mk_cmd, env)
-    benchmark.extra_info.update({"mergekit_wall_s": mk_wall, "mergekit_peak_rss_gb": mk_rss})
-    print(f"mergekit: {mk_wall:.1f} s, peak RSS {mk_rss:.2f} GB; speed-up {mk_wall / wall:.1f}x")
+    mk_wall, mk_rss, mk_cpu = _time_child(mk_cmd, env)
+    benchmark.extra_info.update({"mergekit_wall_s": mk_wall, "mergekit_cpu_s": mk_cpu, "mergekit_peak_rss_gb": mk_rss,
+                                 "speedup": mk_wall / wall})
+    print(f"mergekit: {mk_wall:.1f} s wall, {mk_cpu:.1f} s CPU, peak RSS {mk_rss:.2f} GB; speed-up {mk_wall / wall:.1f}x")
 
     worst, n_diff = _max_rel_diff(out, mk_out)
     exact_cfg = tmp_path / "ties_exact.yaml"
     exact_cfg.write_text((root / "ties.yaml").read_text().replace("normalize: true", "normalize: true, tie_break: mergekit"))
     _warm_page_cache(root)
-    ex_wall, ex_rss = _time_child(_reprolab_cmd(exact_cfg, tmp_path / "exact_out"))
+    ex_wall, ex_rss, _ = _time_child(_reprolab_cmd(exact_cfg, tmp_path / "exact_out"))
     ex_worst, ex_diff = _max_rel_diff(tmp_path / "exact_out", mk_out)
     benchmark.extra_info.update({"max_rel_diff": worst, "entries_differing": n_diff, "exact_wall_s": ex_wall,
                                  "exact_peak_rss_gb": ex_rss, "exact_max_rel_diff": ex_worst})
@@ -161,18 +195,27 @@ def test_bench_ties_vs_mergekit(benchmark, tmp_path):
     print(f"tie_break mergekit: {ex_wall:.1f} s, peak RSS {ex_rss:.2f} GB, max rel diff {ex_worst:.2e} ({ex_diff} entries)")
     assert ex_worst <= 1e-6
     assert n_diff <= 1e-6 * 106e6, "default mode should differ from mergekit only at tied threshold entries"
-    assert wall * 10 <= mk_wall, f"only {mk_wall / wall:.1f}x faster than mergekit"
     assert rss <= mk_rss, f"peak RSS {rss:.2f} GB above mergekit's {mk_rss:.2f} GB"
+    _target(RSS_BOUND_MET_RELIABLY, rss <= bound_gb, f"peak RSS {rss:.2f} GB vs bound {bound_gb:.2f} GB")
+    _target(SPEEDUP_MET_RELIABLY, wall * SPEEDUP_TARGET <= mk_wall,
+            f"threads={THREADS}: {mk_wall / wall:.1f}x faster than mergekit ({wall:.2f} s vs {mk_wall:.1f} s), "
+            f"target {SPEEDUP_TARGET:.0f}x")
 
 
-def _time_child(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
-    """Run ``cmd`` under a tiny wrapper that reports its own child's peak RSS (independent of earlier runs)."""
+def _time_child(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float]:
+    """Run ``cmd`` under a tiny wrapper that reports its own child's wall time, peak RSS (GB) and CPU time (s)."""
     wrapper = (
         "import resource, subprocess, sys, time, json; t=time.perf_counter(); "
         "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
-        "print(json.dumps([time.perf_counter()-t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))"
+        "u=resource.getrusage(resource.RUSAGE_CHILDREN); "
+        "print(json.dumps([time.perf_counter()-t, u.ru_maxrss, u.ru_utime+u.ru_stime]))"
     )
-    env = {**(env or os.environ), "OMP_NUM_THREADS": THREADS, "MKL_NUM_THREADS": THREADS}
+    env = dict(env or os.environ)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        if THREADS == "default":
+            env.pop(var, None)
+        else:
+            env[var] = THREADS
     r = subprocess.run([sys.executable, "-c", wrapper, *cmd], check=True, capture_output=True, text=True, env=env)
-    wall, kb = json.loads(r.stdout.strip().splitlines()[-1])
-    return wall, kb / 1024**2
+    wall, kb, cpu = json.loads(r.stdout.strip().splitlines()[-1])
+    return wall, kb / 1024**2, cpu

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from reprolab.mergers.weights.io import Checkpoint, StreamingWriter
@@ -109,10 +110,18 @@ def _check_dtypes(base: Any, sources: Sequence[Any], names: Sequence[str], compu
             )
 
 
+def _sum_finite(t: torch.Tensor) -> bool:
+    # numpy for float32: single-threaded, so no OpenMP worker spins on a busy machine for a cheap reduction
+    if t.dtype == torch.float32 and t.is_contiguous():
+        with np.errstate(over="ignore", invalid="ignore"):
+            return bool(np.isfinite(t.reshape(-1).numpy().sum()))
+    return bool(torch.isfinite(t.sum()))
+
+
 def _finite(t: torch.Tensor, name: str, where: str) -> None:
     # A NaN or inf anywhere makes the sum non-finite: one cheap pass, the exact check only on suspicion (a sum
     # can overflow on finite values, so the exact check decides).
-    if t.is_floating_point() and not bool(torch.isfinite(t.sum())) and not bool(torch.isfinite(t).all()):
+    if t.is_floating_point() and not _sum_finite(t) and not bool(torch.isfinite(t).all()):
         raise ValueError(f"tensor {name!r} in {where} has non-finite values (NaN or inf)")
 
 
@@ -234,14 +243,25 @@ def merge_iter(
         if check_finite:
             _finite(b32, name, f"the base {_label(base)}")
         stack = ws.get("stack", (k, *shape))
+        # Task vectors of float32 checkpoints are computed straight from a mapping of the file (the subtraction
+        # is the read: one pass less); a source equals the base exactly where its task vector is zero, and a
+        # finite base with a finite task-vector sum means a finite source (the exact check runs on suspicion).
+        direct = m.uses_task_vectors and work == torch.float32
         for i, s in enumerate(sources):
+            if direct and isinstance(s, Checkpoint) and s.info(name).dtype == torch.float32:
+                s.subtract_into(name, b32, stack[i])
+                if check_finite and not _sum_finite(stack[i]):
+                    _finite(s.get(name), name, _label(s))
+                if identical[i] and bool(stack[i].any()):
+                    identical[i] = False
+                continue
             _read_float(s, name, stack[i], work, ws)
             if check_finite:
                 _finite(stack[i], name, _label(s))
             if identical[i] and not torch.equal(stack[i], b32):
                 identical[i] = False
-        if m.uses_task_vectors:
-            stack -= b32
+            if m.uses_task_vectors:
+                stack[i] -= b32
         ctx = TensorContext(name=name, ws=ws)
         if m.stochastic:
             ctx.generator = torch.Generator().manual_seed(_tensor_seed(plan.seed, name))
@@ -251,7 +271,10 @@ def merge_iter(
             ctx.fisher = torch.stack([f.get(name).to(torch.float32) for f in fisher])
         out = m.fn(b32, stack, plan.weights, params, ctx)
         if m.uses_task_vectors:
-            out = out.add_(b32) if out.dtype == torch.float32 else out + b32
+            if out.dtype == torch.float32 and out.is_contiguous() and b32.is_contiguous():
+                np.add(out.reshape(-1).numpy(), b32.reshape(-1).numpy(), out=out.reshape(-1).numpy())
+            else:
+                out = out.add_(b32) if out.dtype == torch.float32 else out + b32
         yield name, out
     if not allow_source_as_base and m.uses_task_vectors:
         same = [_label(s) for s, flag in zip(sources, identical, strict=True) if flag]
