@@ -131,7 +131,8 @@ class ClaimItem(pytest.Item):
         reason = skip_reason(self.loaded.claim)
         if reason is not None:
             self._publish(skipped_result(self.loaded, reason))
-            pytest.skip(reason)
+            # report the skip at the claim's YAML line, not at this line of the plugin
+            raise pytest.skip.Exception(reason, _use_item_location=True)
         try:
             tasks = claim_tasks(self.loaded)
         except UnknownExperimentError as exc:
