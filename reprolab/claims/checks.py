@@ -39,6 +39,7 @@ class Evaluation:
     ci: tuple[float, float] | None = None
     n_seeds: int = 0
     probability_of_improvement: float | None = None
+    samples: list[float] = field(default_factory=list)  # per seed, what the statistic summarises
     message: str = ""
     warnings: list[str] = field(default_factory=list)
 
@@ -101,5 +102,6 @@ def evaluate(
         ci=ci,
         n_seeds=len(seeds),
         probability_of_improvement=improvement,
+        samples=samples.tolist(),
         warnings=warnings,
     )

@@ -39,22 +39,13 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def plotted_values(result: Mapping[str, Any]) -> list[float]:
-    """What the claim's statistic summarises, per seed: paired differences for two arms, else the values."""
-    values: Mapping[str, Sequence[float]] = result.get("values") or {}
-    arms = result.get("arms") or [""]
-    if len(arms) == 2 and all(arm in values for arm in arms):
-        return [x - y for x, y in zip(values[arms[0]], values[arms[1]], strict=False)]
-    return [v for series in values.values() for v in series]
-
-
 def _finite(values: Sequence[float | None]) -> list[float]:
     return [v for v in values if v is not None and math.isfinite(v)]
 
 
 def strip_plot_svg(result: Mapping[str, Any], width: int = 420, height: int = 64) -> str:
     """Per-seed dots against the accepted band; a bar for the statistic with its CI."""
-    points = plotted_values(result)
+    points = result.get("samples") or []
     low, high = result["bounds"]
     ci = result.get("ci") or (None, None)
     observed = result.get("observed")
@@ -143,8 +134,9 @@ blockquote{{margin:4px 0;color:#57606a;font-style:italic}}tr.mismatch{{backgroun
 <p>{len(results)} claims: {esc(summary)}; <b>{mismatches}</b> differ from their recorded verdict.<br>
 <small>run {esc(run.run_id)} at {esc(run.started_at)} · git {esc(run.git_rev or "n/a")} · {esc(run.machine)}<br>
 {esc(json.dumps(run.versions))}</small></p>
-<p><small>Plot: dots are per-seed values (paired differences for two-arm claims), green is the accepted band,
-the bar is the statistic and the line its CI.</small></p>
+<p><small>Plot: dots are what the statistic summarises, one per seed (the metric; its paired difference for
+two-arm claims; 1/0 for whether a seed satisfies a fraction's predicate), green is the accepted band, the bar is
+the statistic and the line its CI.</small></p>
 <table><tr><th>claim</th><th>expected</th><th>observed</th><th>per seed</th><th>verdict</th><th>notes</th></tr>
 {"".join(rows)}</table></body></html>"""
 

@@ -66,6 +66,7 @@ class ClaimResult:
     seeds: list[int] = field(default_factory=list)
     arms: list[str] = field(default_factory=lambda: [""])  # [treatment, control] for paired claims
     values: dict[str, list[float]] = field(default_factory=dict)
+    samples: list[float] = field(default_factory=list)  # per seed: the value, indicator or paired difference
     probability_of_improvement: float | None = None
     message: str = ""
     warnings: list[str] = field(default_factory=list)
@@ -224,6 +225,7 @@ def assemble(
         ci=evaluation.ci,
         n_seeds=evaluation.n_seeds,
         values=per_arm,
+        samples=evaluation.samples,
         probability_of_improvement=evaluation.probability_of_improvement,
         message=evaluation.message,
         warnings=evaluation.warnings,

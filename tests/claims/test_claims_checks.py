@@ -73,6 +73,7 @@ def test_fraction_and_approx_and_between() -> None:
     frac = expect(statistic="fraction", fraction={"above": 0.0}, approx={"value": 0.75, "abs": 0.01})
     result = evaluate(frac, values, [0, 1, 2, 3], label="c")
     assert result.observed == pytest.approx(0.75) and result.verdict == Verdict.REPRODUCED
+    assert result.samples == [1.0, 1.0, 0.0, 1.0]  # what gets plotted: the per-seed indicators
     assert (
         evaluate(expect(between=[0.0, 0.05]), values, [0, 1, 2, 3], label="c").verdict
         == Verdict.NOT_REPRODUCED
