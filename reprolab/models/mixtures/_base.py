@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from reprolab.models.mixtures._validation import check_data, check_random_state
+from reprolab.models.mixtures._validation import check_data, check_int, check_random_state
 
 
 class NotFittedError(RuntimeError):
@@ -84,3 +84,21 @@ class MixtureModel:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(n_components={getattr(self, 'n_components', '?')})"
+
+
+class FactorMixtureModel(MixtureModel):
+    """A mixture with latent factors (MFA, HMoG): subclasses also set ``_reconstruct_fn``."""
+
+    latent_dim: int
+    _reconstruct_fn: Callable[[Any, jax.Array], jax.Array]
+
+    def _check_latent_dim(self, X: NDArray) -> None:
+        check_int("latent_dim", self.latent_dim, minimum=1)
+        if self.latent_dim >= X.shape[1]:
+            raise ValueError(f"latent_dim={self.latent_dim} must be smaller than the {X.shape[1]} features")
+
+    def reconstruct(self, X: ArrayLike) -> NDArray[np.float32]:
+        """E[x | posterior latents], averaged over components by responsibility (for R² / recon error)."""
+        self._check_fitted()
+        data = check_data(X, n_features=self.n_features_in_)
+        return np.asarray(type(self)._reconstruct_fn(self.params_, jnp.asarray(data)))

@@ -28,10 +28,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import solve_triangular
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import NDArray
 
 from reprolab.models.mixtures._adam import adam_init, adam_update
-from reprolab.models.mixtures._base import MixtureModel
+from reprolab.models.mixtures._base import FactorMixtureModel
 from reprolab.models.mixtures._chunk import chunk_rows, chunked_map, chunked_sum
 from reprolab.models.mixtures._factor import (
     factor_log_prob,
@@ -40,7 +40,7 @@ from reprolab.models.mixtures._factor import (
     solve_regression,
 )
 from reprolab.models.mixtures._init import kmeans_partition, partition_moments
-from reprolab.models.mixtures._validation import check_choice, check_data, check_float, check_int
+from reprolab.models.mixtures._validation import check_choice, check_float, check_int
 
 _LATENT_FLOOR = 1e-4  # added to the latent covariances S_k (in whitened units)
 
@@ -289,7 +289,7 @@ def _reconstruct(p: dict, X: jax.Array) -> jax.Array:
     return chunked_map(lambda x: _reconstruct_rows(p, x), X, _rows(p, X))
 
 
-class HierarchicalMixture(MixtureModel):
+class HierarchicalMixture(FactorMixtureModel):
     """HMoG (``interaction="hierarchical"``) or the full-interaction model (``interaction="full"``).
 
     ``n_iter`` is the number of EM iterations (``trainer="em"``) or of gradient-EM epochs
@@ -297,6 +297,7 @@ class HierarchicalMixture(MixtureModel):
     """
 
     _log_joint_fn = staticmethod(_log_joint)
+    _reconstruct_fn = staticmethod(_reconstruct)
 
     def __init__(
         self,
@@ -329,9 +330,7 @@ class HierarchicalMixture(MixtureModel):
 
     def _validate_params(self, X: NDArray) -> None:
         check_int("n_components", self.n_components, minimum=1)
-        check_int("latent_dim", self.latent_dim, minimum=1)
-        if self.latent_dim >= X.shape[1]:
-            raise ValueError(f"latent_dim={self.latent_dim} must be smaller than the {X.shape[1]} features")
+        self._check_latent_dim(X)
         check_choice("interaction", self.interaction, ("hierarchical", "full"))
         check_choice("trainer", self.trainer, ("em", "gradient"))
         if self.interaction == "full" and self.trainer == "em":
@@ -384,12 +383,6 @@ class HierarchicalMixture(MixtureModel):
             )  # fmt: skip
         self.loglik_history_ = np.asarray(history)
         return p
-
-    def reconstruct(self, X: ArrayLike) -> NDArray[np.float32]:
-        """E[x | posterior latents], averaged over components by responsibility (for R² / recon error)."""
-        self._check_fitted()
-        data = check_data(X, n_features=self.n_features_in_)
-        return np.asarray(_reconstruct(self.params_, jnp.asarray(data)))
 
     def latent_gaussians(self) -> tuple[NDArray, NDArray]:
         """Latent component means m_k (K, L) and covariances S_k (K, L, L) (for the symmetric-KL merger)."""

@@ -10,9 +10,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import NDArray
 
-from reprolab.models.mixtures._base import MixtureModel
+from reprolab.models.mixtures._base import FactorMixtureModel
 from reprolab.models.mixtures._chunk import chunk_rows, chunked_map, chunked_sum
 from reprolab.models.mixtures._factor import (
     factor_posterior,
@@ -21,7 +21,7 @@ from reprolab.models.mixtures._factor import (
     solve_regression,
 )
 from reprolab.models.mixtures._init import kmeans_partition, partition_moments
-from reprolab.models.mixtures._validation import check_data, check_float, check_int
+from reprolab.models.mixtures._validation import check_float, check_int
 
 
 def _rows(params: dict, X: jax.Array) -> int:
@@ -84,7 +84,7 @@ def _reconstruct(params: dict, X: jax.Array) -> jax.Array:
     return chunked_map(lambda x: _reconstruct_rows(params, x), X, _rows(params, X))
 
 
-class MixtureOfFactorAnalyzers(MixtureModel):
+class MixtureOfFactorAnalyzers(FactorMixtureModel):
     """MFA with ``n_components`` components of ``latent_dim`` factors each and per-component diagonal noise.
 
     ``min_variance`` floors the noise variances (pixels that are constant within a component would otherwise
@@ -92,6 +92,7 @@ class MixtureOfFactorAnalyzers(MixtureModel):
     """
 
     _log_joint_fn = staticmethod(_log_joint)
+    _reconstruct_fn = staticmethod(_reconstruct)
 
     def __init__(
         self,
@@ -110,9 +111,7 @@ class MixtureOfFactorAnalyzers(MixtureModel):
 
     def _validate_params(self, X: NDArray) -> None:
         check_int("n_components", self.n_components, minimum=1)
-        check_int("latent_dim", self.latent_dim, minimum=1)
-        if self.latent_dim >= X.shape[1]:
-            raise ValueError(f"latent_dim={self.latent_dim} must be smaller than the {X.shape[1]} features")
+        self._check_latent_dim(X)
         check_int("n_iter", self.n_iter, minimum=0)
         check_float("min_variance", self.min_variance, minimum=0.0, strict=True)
 
@@ -131,12 +130,6 @@ class MixtureOfFactorAnalyzers(MixtureModel):
         params, history = _em(params, X, self.min_variance, self.n_iter)
         self.loglik_history_ = np.asarray(history)
         return params
-
-    def reconstruct(self, X: ArrayLike) -> NDArray[np.float32]:
-        """E[x | posterior factors], averaged over components by responsibility (for R² / recon error)."""
-        self._check_fitted()
-        data = check_data(X, n_features=self.n_features_in_)
-        return np.asarray(_reconstruct(self.params_, jnp.asarray(data)))
 
     def component_gaussians(self) -> tuple[NDArray, NDArray]:
         """Means (K, D) and full covariances (K, D, D) of the components (for KL / Bhattacharyya mergers)."""
