@@ -27,6 +27,24 @@ def _normalise(joint: jax.Array) -> tuple[jax.Array, jax.Array]:
     return jnp.exp(joint - log_px[:, None]), log_px
 
 
+def run_em(
+    step: Callable[[Any, jax.Array, float], tuple[Any, jax.Array]],
+    params: Any,
+    X: jax.Array,
+    min_variance: float,
+    n_iter: int,
+) -> tuple[Any, jax.Array]:
+    """``n_iter`` calls of a jitted EM ``step``; a Python loop, so the iteration count never recompiles.
+
+    Returns the final parameters and the per-iteration mean log-likelihood.
+    """
+    history = []
+    for _ in range(n_iter):
+        params, loglik = step(params, X, min_variance)
+        history.append(loglik)
+    return params, jnp.asarray(history, dtype=X.dtype)
+
+
 class MixtureModel:
     """Base class; subclasses set ``_log_joint_fn`` and implement ``_fit``."""
 

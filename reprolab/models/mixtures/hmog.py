@@ -31,7 +31,7 @@ from jax.scipy.linalg import solve_triangular
 from numpy.typing import NDArray
 
 from reprolab.models.mixtures._adam import adam_init, adam_update
-from reprolab.models.mixtures._base import FactorMixtureModel
+from reprolab.models.mixtures._base import FactorMixtureModel, run_em
 from reprolab.models.mixtures._chunk import chunk_rows, chunked_map, chunked_sum
 from reprolab.models.mixtures._factor import (
     factor_log_prob,
@@ -200,12 +200,7 @@ _em_step_jit = jax.jit(_em_step)
 
 
 def _em(p: dict, X: jax.Array, min_variance: float, n_iter: int) -> tuple[dict, jax.Array]:
-    """``n_iter`` exact-EM steps; a Python loop over one jitted step, so the iteration count never recompiles."""
-    history = []
-    for _ in range(n_iter):
-        p, loglik = _em_step_jit(p, X, min_variance)
-        history.append(loglik)
-    return p, jnp.asarray(history, dtype=X.dtype)
+    return run_em(_em_step_jit, p, X, min_variance, n_iter)
 
 
 def _to_free(p: dict) -> dict:

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpy.typing import NDArray
 
-from reprolab.models.mixtures._base import FactorMixtureModel
+from reprolab.models.mixtures._base import FactorMixtureModel, run_em
 from reprolab.models.mixtures._chunk import chunk_rows, chunked_map, chunked_sum
 from reprolab.models.mixtures._factor import (
     factor_posterior,
@@ -63,12 +63,7 @@ _em_step_jit = jax.jit(_em_step)
 
 
 def _em(params: dict, X: jax.Array, min_variance: float, n_iter: int) -> tuple[dict, jax.Array]:
-    """``n_iter`` EM steps; a Python loop over one jitted step, so the iteration count never recompiles."""
-    history = []
-    for _ in range(n_iter):
-        params, loglik = _em_step_jit(params, X, min_variance)
-        history.append(loglik)
-    return params, jnp.asarray(history, dtype=X.dtype)
+    return run_em(_em_step_jit, params, X, min_variance, n_iter)
 
 
 def _reconstruct_rows(params: dict, X: jax.Array) -> jax.Array:
