@@ -22,7 +22,6 @@ Config keys (defaults in brackets):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,7 +37,7 @@ from reprolab.diagnostics.clustering import (
     r_squared,
     reconstruction_error,
 )
-from reprolab.experiments.registry import config_value, experiment
+from reprolab.experiments.registry import config_value, experiment, get_experiment
 from reprolab.mergers.components import MERGERS, make_merger
 from reprolab.models.mixtures import (
     FullInteractionMixture,
@@ -117,18 +116,6 @@ def _reconstruction(model: MixtureModel, X: np.ndarray) -> np.ndarray:
     ),
 )  # fmt: skip
 def overcluster_then_merge(config: Mapping[str, Any], seed: int) -> dict[str, float]:
-    # Runs are deterministic in (config, seed), so one process computes each at most once: claims that
-    # re-read the same runs (clustering.across_runs below) then cost nothing on a cold cache.
-    key = json.dumps({"config": config, "seed": seed}, sort_keys=True, default=str)
-    if key not in _MEMO:
-        _MEMO[key] = _overcluster_then_merge(config, seed)
-    return dict(_MEMO[key])
-
-
-_MEMO: dict[str, dict[str, float]] = {}
-
-
-def _overcluster_then_merge(config: Mapping[str, Any], seed: int) -> dict[str, float]:
     unknown = set(config) - _KNOWN_KEYS
     if unknown:
         raise ValueError(f"unknown config keys {sorted(unknown)}; known: {sorted(_KNOWN_KEYS)}")
@@ -200,7 +187,8 @@ def across_runs(config: Mapping[str, Any], seed: int) -> dict[str, float]:
     if runs < 1 or not variants or not all(isinstance(v, dict) for v in variants):
         raise ValueError("config needs runs >= 1 and variants a non-empty list of mappings")
     results = [
-        overcluster_then_merge({**base, **variant}, seed * runs + i)
+        # through the registry: runs the claims already made in this process are served from memory
+        get_experiment("clustering.overcluster_then_merge")({**base, **variant}, seed * runs + i)
         for variant in variants
         for i in range(runs)
     ]

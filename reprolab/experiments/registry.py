@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 ExperimentFn = Callable[[Mapping[str, Any], int], dict[str, float]]
 
 _REGISTRY: dict[str, Experiment] = {}
+_RESULTS: dict[tuple[str, str, int], dict[str, float]] = {}
 
 
 class UnknownExperimentError(LookupError):
@@ -35,7 +37,15 @@ class Experiment:
     module: str
 
     def __call__(self, config: Mapping[str, Any], seed: int) -> dict[str, float]:
-        return self.fn(config, seed)
+        """Run the experiment, at most once per (config, seed) in a process.
+
+        Experiments are deterministic in (config, seed), so a repeat, by the engine or by another experiment
+        that summarises existing runs, is served from memory. Failures are not remembered.
+        """
+        key = (self.name, json.dumps(config, sort_keys=True, default=str), seed)
+        if key not in _RESULTS:
+            _RESULTS[key] = dict(self.fn(config, seed))
+        return dict(_RESULTS[key])
 
 
 def experiment(
