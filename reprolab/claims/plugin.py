@@ -50,7 +50,7 @@ class _SessionState:
         report_dir = config.getoption("reprolab_reports")
         self.report_dir = Path(report_dir) if report_dir else root / "reports"
         self.seen_ids: dict[str, LoadedClaim] = {}
-        self.results: list[dict[str, Any]] = []
+        self.results: list[ClaimResult] = []
         self.gpu_reports = 0
         self.gpu_skipped = 0
         self.written: tuple[Path, Path] | None = None
@@ -188,17 +188,16 @@ class _Reporter:
         # user_properties ride on the setup, call and teardown reports alike: take them once, from "call"
         for name, value in report.user_properties if report.when == "call" else ():
             if name == _PROPERTY:
-                state.results.append(value)
+                state.results.append(_result_from_dict(value))
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         state = self.state
         if state.results:
-            results = [_result_from_dict(data) for data in state.results]
             command = "pytest " + " ".join(session.config.invocation_params.args)
             run = RunInfo.current(command=command, cwd=session.config.rootpath)
-            state.history.record(run, results)
+            state.history.record(run, state.results)
             state.written = write_reports(
-                state.report_dir, run, [r.to_dict() for r in results], state.history.verdict_series()
+                state.report_dir, run, [r.to_dict() for r in state.results], state.history.verdict_series()
             )
         if self._nightly_failed():
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -207,7 +206,7 @@ class _Reporter:
         state = self.state
         if state.results:
             terminalreporter.section("reprolab claims")
-            terminalreporter.write_line(summary_line([_result_from_dict(data) for data in state.results]))
+            terminalreporter.write_line(summary_line(state.results))
             if state.written:
                 terminalreporter.write_line(f"reports: {state.written[0]} {state.written[1]}")
         if self._nightly_failed():
