@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 ExperimentFn = Callable[[Mapping[str, Any], int], dict[str, float]]
+MetricRange = tuple[float | None, float | None]
+"""Attainable ``(low, high)`` of a metric; ``None`` is an unbounded side."""
 
 _REGISTRY: dict[str, Experiment] = {}
 _RESULTS: dict[tuple[str, str, int], dict[str, float]] = {}
@@ -35,6 +37,8 @@ class Experiment:
     version: str
     metrics: tuple[str, ...]
     module: str
+    metric_ranges: Mapping[str, MetricRange] | None = None
+    config_keys: tuple[str, ...] | None = None
 
     def __call__(self, config: Mapping[str, Any], seed: int) -> dict[str, float]:
         """Run the experiment, at most once per (config, seed) in a process.
@@ -49,12 +53,19 @@ class Experiment:
 
 
 def experiment(
-    name: str, *, version: str = "1", metrics: tuple[str, ...] = ()
+    name: str,
+    *,
+    version: str = "1",
+    metrics: tuple[str, ...] | Mapping[str, MetricRange] = (),
+    config_keys: tuple[str, ...] | None = None,
 ) -> Callable[[ExperimentFn], ExperimentFn]:
     """Register ``fn`` under ``name`` (``"<module>.<what>"``, module under ``reprolab.experiments``).
 
     ``metrics`` lists the metric names the experiment promises to return, so that a claim naming an unknown
-    metric is caught when the claim file is loaded rather than after a long run.
+    metric is caught when the claim file is loaded rather than after a long run. As a mapping it also gives each
+    metric's attainable ``(low, high)`` range (``None`` for an unbounded side), which lets a static audit prove
+    that a claim's bound can both pass and fail. ``config_keys`` lists every config key the experiment reads, so
+    that an unknown (misspelt) key is refused instead of silently ignored.
     """
     module_name = name.split(".", 1)[0]
     if "." not in name or not module_name.isidentifier():
@@ -65,7 +76,9 @@ def experiment(
             raise ValueError(
                 f"experiment {name!r} is registered twice ({_REGISTRY[name].module} and {fn.__module__})"
             )
-        _REGISTRY[name] = Experiment(name, fn, version, tuple(metrics), fn.__module__)
+        ranges = dict(metrics) if isinstance(metrics, Mapping) else None
+        keys = tuple(config_keys) if config_keys is not None else None
+        _REGISTRY[name] = Experiment(name, fn, version, tuple(metrics), fn.__module__, ranges, keys)
         return fn
 
     return register
