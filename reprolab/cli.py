@@ -184,9 +184,15 @@ def report(since: str | None, report_dir: str) -> None:
     if not latest:
         raise click.ClickException("no runs in the history yet: run `reprolab check` first")
     results = [json.loads(row["payload"]) for row in latest.values()]
+    try:
+        suite, _ = _select((), None, None)
+    except click.UsageError:
+        suite = None  # no expectations/ here: every claim the history knows
     run = RunInfo.current(command="reprolab report" + (f" --since {since}" if since else ""))
-    json_path, html_path = write_reports(Path(report_dir), run, results, history.verdict_series(since))
-    console.print(f"reports: {json_path} {html_path}")
+    written = write_reports(
+        Path(report_dir), run, results, history=history, suite=suite, since=since, write_partial=False
+    )
+    console.print("reports: " + " ".join(str(path) for path in written))
 
 
 @cli.command("history")
@@ -228,6 +234,101 @@ def merge(config: Path, out_dir: Path, quiet: bool) -> None:
         run_merge(config, out_dir, show_progress=not quiet)
     except (ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@cli.group()
+def bench() -> None:
+    """Benchmark tracking: record pytest-benchmark runs, run the benchmark tier, compare kernels with their past."""
+
+
+def _bench_store():  # type: ignore[no-untyped-def]
+    from reprolab.bench.store import BenchStore
+
+    return BenchStore(default_state_dir() / "history.sqlite")
+
+
+@bench.command("record")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+def bench_record(files: tuple[Path, ...]) -> None:
+    """Store pytest-benchmark JSON results (every round, revision, machine) in the history database."""
+    from reprolab.bench.store import BenchFileError, record_files
+
+    try:
+        recorded = record_files(_bench_store(), files)
+    except BenchFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    for path, run, new in recorded:
+        state = "recorded" if new else "already recorded"
+        console.print(f"{state}: {path} ({len(run.kernels)} kernels, git {(run.git_rev or 'n/a')[:10]})",
+                      highlight=False)
+
+
+@bench.command("run")
+@click.option("-k", "keyword", help="pytest -k expression over the benchmarks (the reference kernel always runs)")
+@click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
+def bench_run(keyword: str | None, pytest_args: tuple[str, ...]) -> None:
+    """Run the benchmark tier (pytest -m benchmark benchmarks/) with every round saved, and record it."""
+    import subprocess
+    from datetime import UTC, datetime
+
+    from reprolab.bench.kernels import default_kernel_config_path, load_kernel_config
+    from reprolab.bench.store import BenchFileError, record_files
+
+    root = default_state_dir().parent
+    out = default_state_dir() / "bench" / f"run-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "pytest", "-m", "benchmark", str(root / "benchmarks"), "-p", "no:xdist",
+               "--benchmark-save-data", f"--benchmark-json={out}", "-q"]
+    if keyword:
+        reference = load_kernel_config(default_kernel_config_path(root)).reference
+        command += ["-k", f"({keyword}) or {reference}" if reference else keyword]
+    command += list(pytest_args)
+    err.print("running: " + " ".join(command), highlight=False, soft_wrap=True)
+    status = subprocess.run(command, cwd=root, check=False).returncode
+    if not out.exists():
+        raise click.ClickException(f"pytest wrote no benchmark results (exit {status})")
+    try:
+        record_files(_bench_store(), [out])
+    except BenchFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    console.print(f"recorded: {out}", highlight=False)
+    if status not in (0, 5):
+        sys.exit(status)
+
+
+@bench.command("compare")
+@click.option("--fail-on-regression", is_flag=True, help="exit 1 when a kernel got slower")
+@click.option("-k", "keyword", help="only kernels whose name contains this")
+@click.option("--threshold", type=float, default=None, help="smallest change reported, as a fraction [0.2]")
+@click.option("--alpha", type=float, default=None, help="rank-test significance level [0.01]")
+def bench_compare(fail_on_regression: bool, keyword: str | None, threshold: float | None, alpha: float | None) -> None:
+    """The latest run of each kernel against its own past: faster / same / slower, the factor and its CI."""
+    from reprolab.bench.compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD
+    from reprolab.bench.kernels import KernelConfigError, default_kernel_config_path, load_kernel_config
+    from reprolab.bench.series import compare_all
+
+    runs = _bench_store().runs()
+    if not runs:
+        raise click.ClickException("no benchmark runs recorded yet: run `reprolab bench run` first")
+    try:
+        config = load_kernel_config(default_kernel_config_path(default_state_dir().parent))
+    except KernelConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    results = compare_all(runs, config, threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
+                          alpha=DEFAULT_ALPHA if alpha is None else alpha)
+    regressed = []
+    for item, comparison in results:
+        if keyword and keyword not in item.kernel:
+            continue
+        style = {"slower": "bold red", "faster": "green"}.get(comparison.change, "")
+        line = escape(comparison.line())
+        console.print(f"[{style}]{line}[/]" if style else line, highlight=False, soft_wrap=True)
+        if comparison.regressed:
+            regressed.append(item.kernel)
+    if regressed:
+        console.print(f"regressed: {', '.join(regressed)}", highlight=False, soft_wrap=True)
+        if fail_on_regression:
+            sys.exit(1)
 
 
 def main() -> None:

@@ -159,3 +159,22 @@ class History:
         for claim_id, started_at, verdict, rev in rows:
             series.setdefault(claim_id, []).append((started_at, verdict, rev))
         return series
+
+    def observed_series(self, since: str | None = None) -> dict[str, list[dict[str, Any]]]:
+        """Per claim, every run's observed statistic, oldest first: started_at, git_rev, verdict, observed, CI."""
+        if not self.path.exists():
+            return {}
+        with closing(self._connect()) as db:
+            rows = db.execute(
+                """SELECT results.claim_id, runs.started_at, runs.git_rev, results.verdict, results.observed,
+                          results.ci_low, results.ci_high FROM results JOIN runs USING (run_id)
+                   WHERE runs.started_at >= ? ORDER BY runs.started_at""",
+                (since or "",),
+            ).fetchall()
+        series: dict[str, list[dict[str, Any]]] = {}
+        for claim_id, started_at, rev, verdict, observed, ci_low, ci_high in rows:
+            series.setdefault(claim_id, []).append(
+                {"started_at": started_at, "git_rev": rev, "verdict": verdict, "observed": observed,
+                 "ci": None if ci_low is None else [ci_low, ci_high]}
+            )
+        return series
