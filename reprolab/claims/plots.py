@@ -50,6 +50,8 @@ def format_number(value: float, step: float | None = None) -> str:
     if value is None or not math.isfinite(value):
         return "—" if value is None else str(value)
     magnitude = abs(value)
+    if not step and magnitude < 1e4:
+        return f"{value:.4g}"
     resolution = abs(step) if step else magnitude / 100 or 1.0
     for divisor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if magnitude >= 10 * divisor or (magnitude >= divisor and resolution >= divisor / 100):

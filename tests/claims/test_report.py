@@ -117,7 +117,7 @@ def test_ticks_are_distinct_and_readable(lo: float, hi: float) -> None:
 
 def test_format_number_is_compact() -> None:
     assert format_number(726_014) == "726k"
-    assert format_number(0.16) == "0.160"
+    assert format_number(0.16) == "0.16"
     assert format_number(2_500_000, 500_000) == "2.5M"
 
 
