@@ -22,6 +22,15 @@ def _seconds(value: float | None) -> str:
     return f"{value:.3g} s"
 
 
+def _unit(largest: float) -> tuple[str, float]:
+    """The unit the page plots a kernel's series in, and the factor from seconds."""
+    if largest < 1e-3:
+        return "µs", 1e6
+    if largest < 1:
+        return "ms", 1e3
+    return "s", 1.0
+
+
 def benchmarks_section(database: Path, config_path: Path | None) -> str:
     """HTML for ``#benchmarks``; empty when no benchmark run has been recorded."""
     runs = BenchStore(database).runs()
@@ -47,15 +56,18 @@ def benchmarks_section(database: Path, config_path: Path | None) -> str:
             f'<td class="change-{esc(comparison.change)}">{esc(change)}</td><td>{factor}</td><td>{peer}</td>'
             f"<td>{esc(item.info.target or '')}</td></tr>"
         )
-        lines = [{"values": item.medians, "colour": "#0969da", "name": "reprolab"}]
+        figures = [*item.medians, *(v for v in item.peer if v is not None)]
+        unit, per = _unit(max(figures))
+        lines = [{"values": [v * per for v in item.medians], "colour": "#0969da", "name": "reprolab"}]
         if item.info.peer and any(v is not None for v in item.peer):
-            lines.append({"values": item.peer, "colour": "#8250df", "name": item.info.peer.name, "dash": True})
+            lines.append({"values": [None if v is None else v * per for v in item.peer], "colour": "#8250df",
+                          "name": item.info.peer.name, "dash": True})
         hlines = []
         if item.info.target_seconds is not None:
-            hlines.append((item.info.target_seconds, f"target {_seconds(item.info.target_seconds)}"))
+            hlines.append((item.info.target_seconds * per, f"target {_seconds(item.info.target_seconds)}"))
         svg = series_svg(lines, [r["label"] for r in item.runs], width=640, height=150, hlines=hlines,
-                         title=f"{item.kernel}: median seconds per run")
-        legend = "median seconds per call (blue)" + (
+                         title=f"{item.kernel}: median {unit} per run")
+        legend = f"median {unit} per call (blue)" + (
             f"; {esc(item.info.peer.name)} in the same run (purple, dashed)" if len(lines) > 1 else ""
         )
         cards.append(

@@ -147,19 +147,25 @@ def strip_plot_svg(result: Mapping[str, Any], width: int = 460) -> str:
         f'<rect x="{band_lo:.1f}" y="14" width="{max(band_hi - band_lo, 1):.1f}" height="52" fill="#dafbe1">'
         "<title>accepted band of the statistic</title></rect>"
     )
-    for bound, anchor, side in ((low, "start", "≥"), (high, "end", "≤")):
+    for bound in (low, high):
         if math.isfinite(bound):
             x = axis(bound)
-            label = f"{side} {format_number(bound)}"
-            if math.isfinite(low) and math.isfinite(high):
-                anchor = "end" if side == "≥" else "start"
-                label = format_number(bound)
-            dx = 3 if anchor == "start" else -3
             parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="12" y2="66" stroke="#1a7f37" stroke-width="1.5"/>')
-            parts.append(
-                f'<text x="{x + dx:.1f}" y="10" font-size="10" fill="#1a7f37" text-anchor="{anchor}">'
-                f"bound {html.escape(label)}</text>"
-            )
+    if math.isfinite(low) and math.isfinite(high):
+        label, x, anchor = f"bound [{format_number(low)}, {format_number(high)}]", (band_lo + band_hi) / 2, "middle"
+        x = min(max(x, axis.left + 70), axis.right - 70)
+    elif math.isfinite(low) or math.isfinite(high):
+        bound = low if math.isfinite(low) else high
+        label = f"bound {'≥' if math.isfinite(low) else '≤'} {format_number(bound)}"
+        x = axis(bound)
+        anchor = "start" if x < width / 2 else "end"
+        x += 3 if anchor == "start" else -3
+    else:
+        label = ""
+    if label:
+        parts.append(
+            f'<text x="{x:.1f}" y="10" font-size="10" fill="#1a7f37" text-anchor="{anchor}">{html.escape(label)}</text>'
+        )
     colour = VERDICT_COLOURS.get(str(result.get("verdict", "")), "#444")
     dots = _swarm([axis(v) for v in samples], 34, 6.0, 5)
     for (x, y), value in zip(dots, samples, strict=True):
@@ -212,7 +218,7 @@ def series_svg(
         values.extend(finite(band))
     if not values or n == 0:
         return ""
-    left, right, top, bottom = 48, width - 8, 8, height - 22
+    left, right, top, bottom = 56, width - 8, 8, height - 22
     lo, hi = min(values), max(values)
     pad = (hi - lo) * 0.1 or abs(hi) * 0.05 or 1.0
     ticks = nice_ticks(lo - pad, hi + pad, 4)
