@@ -29,6 +29,9 @@ from scipy.stats import mannwhitneyu
 
 DEFAULT_THRESHOLD = 0.20  # a change under 20% is "same": run-to-run jitter reached 15% on the shared machine
 DEFAULT_ALPHA = 0.01
+# Below this many runs the run-to-run noise cannot be estimated (rounds within one run scatter far less than
+# runs do), so no change is called: two runs 25% apart on this machine are ordinary.
+MIN_RUNS = 5
 _MAD_TO_SD = 1.4826
 
 
@@ -174,6 +177,9 @@ def compare_series(
         change = "slower"
     elif significant and -log_factor > math.log1p(threshold) and ci[1] < 1.0:
         change = "faster"
+    if len(points) < MIN_RUNS and change != "same":
+        change = "same"
+        note = "; ".join(filter(None, [f"{n} runs: too few to call a change (needs {MIN_RUNS})", note]))
     if change == "same" and not stepped:
         note = "; ".join(filter(None, ["no step in the series", note]))
     shifted = change != "same" or stepped

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import sqlite3
 from collections.abc import Iterable, Mapping
 from contextlib import closing
@@ -77,12 +78,18 @@ class BenchRun:
     kernels: tuple[KernelRun, ...]
 
 
+MACHINE_ENV = "REPROLAB_BENCH_MACHINE"
+
+
 def _machine(info: Mapping[str, Any]) -> str:
+    """What a series is kept per: ``$REPROLAB_BENCH_MACHINE`` when set, else the CPU model and count (not the
+    host name, which a CI container changes on every run)."""
+    if os.environ.get(MACHINE_ENV):
+        return os.environ[MACHINE_ENV]
     cpu = info.get("cpu") or {}
     brand = cpu.get("brand_raw") or info.get("processor") or "unknown cpu"
     count = cpu.get("count")
-    node = info.get("node") or "unknown host"
-    return f"{node}: {brand}" + (f" x{count}" if count else "")
+    return f"{brand}" + (f" x{count}" if count else "")
 
 
 def _number(value: Any, where: str) -> float:

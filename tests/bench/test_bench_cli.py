@@ -111,3 +111,12 @@ def test_report_has_a_benchmarks_page_with_peer_and_target(project: Path) -> Non
     assert 'id="benchmarks"' in page and 'href="#benchmarks"' in page
     assert "scikit-learn" in page and "target 50 ms" in page and "stroke-dasharray=\"5 3\"" in page
     assert 'class="change-slower"' in page
+
+
+def test_machine_is_the_cpu_or_the_named_machine(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from reprolab.bench.store import parse_benchmark_json
+
+    path = _write_run(project, 0, np.random.default_rng(0))
+    assert parse_benchmark_json(path).machine == "cpu x2"  # not the host name: CI containers change it
+    monkeypatch.setenv("REPROLAB_BENCH_MACHINE", "nightly-box")
+    assert parse_benchmark_json(path).machine == "nightly-box"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -119,3 +121,17 @@ def test_without_rounds_the_rank_test_is_skipped_and_said() -> None:
 def test_segmentation_finds_one_clean_step() -> None:
     y = np.log([1.0] * 8 + [1.5] * 6)
     assert segment_starts(y, penalty=0.2) == [0, 8]
+
+
+def test_too_few_runs_never_call_a_change() -> None:
+    """Rounds within a run agree to 1%; two runs 30% apart are still ordinary on a shared machine."""
+    rounds = [tuple(v * (1 + 0.01 * e) for e in (-1, 0, 1, 0.5, -0.5)) for v in (0.1, 0.13)]
+    comparison = compare_series("k", [Point(f"r{i}", r, r[1]) for i, r in enumerate(rounds)])
+    assert comparison.change == "same" and "too few" in comparison.note
+
+
+def test_series_are_kept_per_machine() -> None:
+    runs = _runs(1, step={KERNELS[2]: (1.5, 19)})
+    moved = [dataclasses.replace(run, machine="other: cpu") if i == 19 else run for i, run in enumerate(runs)]
+    changes = _changes(moved)
+    assert set(changes.values()) == {"new"}  # the latest run is on another machine: its series starts anew
