@@ -6,6 +6,10 @@
 | ci95  | reproduced when the whole CI does; refuted when none of it does; inside the band's edge: inconclusive when
 |       | the point estimate passes, not-reproduced when it fails |
 NaN or inf on any seed is an ``error`` verdict, never a pass.
+
+Guards (``valid_when``) are checked on the point statistic of another metric of the same runs. A failed guard
+makes a reproduced, not-reproduced or refuted verdict ``inconclusive``: outside the regime the note assumes,
+the run says nothing about the claim either way. An ``error`` stays ``error``.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from reprolab.claims.schema import Expect
+from reprolab.claims.schema import Expect, Guard
 from reprolab.claims.stats import SUMMARIES, bootstrap_ci, probability_of_improvement
 
 MIN_SEEDS_FOR_CI = 5
@@ -42,6 +46,91 @@ class Evaluation:
     samples: list[float] = field(default_factory=list)  # per seed, what the statistic summarises
     message: str = ""
     warnings: list[str] = field(default_factory=list)
+    guards: list[GuardOutcome] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class GuardOutcome:
+    """One guard on one arm: what it asked, the value the runs gave, whether it held."""
+
+    guard: str  # e.g. "mean(hard_fraction) <= 0.95"
+    arm: str  # "" for a claim without arms
+    value: float
+    passed: bool
+    why: str
+
+    def describe(self) -> str:
+        return describe_guard(self.to_dict())
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "guard": self.guard,
+            "arm": self.arm,
+            "value": self.value,
+            "passed": self.passed,
+            "why": self.why,
+        }
+
+
+def describe_guard(outcome: Mapping[str, object]) -> str:
+    """One line for a guard outcome (a :meth:`GuardOutcome.to_dict`, as stored in results and history)."""
+    where = f" on arm {outcome['arm']!r}" if outcome.get("arm") else ""
+    state = "holds" if outcome["passed"] else "FAILED"
+    return f"guard {outcome['guard']}{where} {state}: {float(outcome['value']):.6g}"  # type: ignore[arg-type]
+
+
+Runs = Mapping[str, Sequence[Mapping[str, float]]]
+"""Per arm, the metrics dict of each seed's run (in seed order)."""
+
+
+def check_guards(guards: Sequence[Guard], runs: Runs, seeds: Sequence[int]) -> list[GuardOutcome] | str:
+    """Each guard's point statistic per arm it applies to, or an error message (missing or non-finite metric)."""
+    outcomes: list[GuardOutcome] = []
+    for guard in guards:
+        arms = [guard.arm] if guard.arm is not None else list(runs)
+        for arm in arms:
+            where = f"arm {arm!r}, " if arm else ""
+            values = []
+            for seed, metrics in zip(seeds, runs[arm], strict=True):
+                if guard.metric not in metrics:
+                    return (
+                        f"valid_when: the experiment returned no metric {guard.metric!r} "
+                        f"(it returned {sorted(metrics)})"
+                    )
+                value = float(metrics[guard.metric])
+                if not math.isfinite(value):
+                    return f"valid_when: metric {guard.metric!r} is {value} on {where}seed {seed}"
+                values.append(value)
+            statistic = float(SUMMARIES[guard.statistic](np.asarray(values, dtype=float)))
+            low, high = guard.accepted_interval()
+            outcomes.append(
+                GuardOutcome(guard.describe(), arm, statistic, _satisfies(statistic, low, high), guard.why)
+            )
+    return outcomes
+
+
+def apply_guards(
+    evaluation: Evaluation, guards: Sequence[Guard], runs: Runs, seeds: Sequence[int]
+) -> Evaluation:
+    """Attach guard outcomes; a failed guard turns any verdict but ``error`` into ``inconclusive``."""
+    if not guards or evaluation.verdict == Verdict.ERROR:
+        return evaluation
+    outcomes = check_guards(guards, runs, seeds)
+    if isinstance(outcomes, str):
+        evaluation.verdict, evaluation.message = Verdict.ERROR, outcomes
+        return evaluation
+    evaluation.guards = outcomes
+    failed = [outcome for outcome in outcomes if not outcome.passed]
+    if failed:
+        evaluation.message = "; ".join(
+            [
+                f"outside the note's regime, so inconclusive (the bound alone said {evaluation.verdict}): "
+                + ", ".join(outcome.describe() for outcome in failed),
+                *([evaluation.message] if evaluation.message else []),
+            ]
+        )
+        evaluation.verdict = Verdict.INCONCLUSIVE
+    return evaluation
 
 
 def _satisfies(value: float, low: float, high: float) -> bool:

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from reprolab.claims.checks import describe_guard
 from reprolab.claims.runner import ClaimResult
 
 VERDICT_STYLES = {
@@ -92,6 +93,7 @@ def mismatch_message(result: ClaimResult, *, update_command: str | None = None) 
         )
     if result.message:
         lines.append(f"  {result.message}")
+    lines.extend(f"  {describe_guard(guard)}  ({guard['why']})" for guard in result.guards)
     lines.extend(f"  warning: {warning}" for warning in result.warnings)
     if result.traceback:
         lines.append(

@@ -211,6 +211,14 @@ def _check_experiment(path: Path, claim_node: yaml.Node, claim: Claim) -> None:
             "expect.metric",
             f"experiment {claim.experiment!r} returns no metric {claim.expect.metric!r} (it returns {list(metrics)})",
         )
+    for index, guard in enumerate(claim.valid_when):
+        if metrics and guard.metric not in metrics:
+            raise ClaimFileError(
+                path,
+                _line_of(claim_node, ("valid_when", index, "metric")),
+                f"valid_when[{index}].metric",
+                f"experiment {claim.experiment!r} returns no metric {guard.metric!r} (it returns {list(metrics)})",
+            )
 
 
 # --- node-tree helpers ------------------------------------------------------------------------------------------
