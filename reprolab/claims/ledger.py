@@ -28,7 +28,10 @@ def format_observed(result: ClaimResult) -> str:
     if result.ci is not None and result.n_seeds > 1:
         text += f" [{result.ci[0]:.4g}, {result.ci[1]:.4g}]"
     if result.probability_of_improvement is not None:
-        text += f" P(imp)={result.probability_of_improvement:.2f}"
+        text += f" P(X>Y)={result.probability_of_improvement:.2f}"
+        if result.probability_of_improvement_ci is not None:
+            low, high = result.probability_of_improvement_ci
+            text += f" [{low:.2f}, {high:.2f}]"
     return text
 
 

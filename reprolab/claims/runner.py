@@ -68,6 +68,7 @@ class ClaimResult:
     values: dict[str, list[float]] = field(default_factory=dict)
     samples: list[float] = field(default_factory=list)  # per seed: the value, indicator or paired difference
     probability_of_improvement: float | None = None
+    probability_of_improvement_ci: tuple[float, float] | None = None
     guards: list[dict[str, Any]] = field(default_factory=list)  # valid_when outcomes (GuardOutcome.to_dict)
     message: str = ""
     warnings: list[str] = field(default_factory=list)
@@ -231,6 +232,7 @@ def assemble(
         values=per_arm,
         samples=evaluation.samples,
         probability_of_improvement=evaluation.probability_of_improvement,
+        probability_of_improvement_ci=evaluation.probability_of_improvement_ci,
         guards=[outcome.to_dict() for outcome in evaluation.guards],
         message=evaluation.message,
         warnings=evaluation.warnings,
