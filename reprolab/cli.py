@@ -260,6 +260,39 @@ def audit(paths: tuple[str, ...]) -> None:
         sys.exit(2)
 
 
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--markdown", is_flag=True, help="print the README's state-of-the-claims table (markdown)")
+def summary(paths: tuple[str, ...], markdown: bool) -> None:
+    """Recorded verdicts per research line and kind, from the claim files (runs nothing)."""
+    from reprolab.claims.summary import VERDICTS, render_markdown, summarise
+
+    roots = [Path(p) for p in paths] or _default_paths()
+    try:
+        items, errors = load_claims(roots)
+    except FileNotFoundError as exc:
+        raise click.UsageError(str(exc)) from None
+    for error in errors:
+        err.print(f"[bold red]claim file error[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+    rows = summarise(items, roots)
+    if markdown:
+        click.echo(render_markdown(rows), nl=False)
+    else:
+        table = Table(title=f"{len(items)} claims (recorded verdicts)")
+        for column in ("line", "fast", *VERDICTS, "gpu"):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(
+                row.line,
+                str(sum(row.fast.values())),
+                *(str(row.fast[v]) for v in VERDICTS),
+                str(sum(row.gpu.values())),
+            )
+        console.print(table)
+    if errors:
+        sys.exit(2)
+
+
 def main() -> None:
     cli()
 
