@@ -193,3 +193,12 @@ def test_the_whole_suite_is_falsifiable() -> None:
     issues, errors, _ = audit_paths([ROOT / "expectations"])
     assert errors == []
     assert [str(issue) for issue in issues] == []
+
+
+def test_declared_ranges_are_read_statically_from_the_experiment_module() -> None:
+    from reprolab.claims.loader import declared_experiments, registered_experiments
+
+    declared = declared_experiments("selftest")
+    assert declared is not None and "selftest.constant" in declared
+    assert registered_experiments("selftest")["selftest.constant"] == declared["selftest.constant"].metrics
+    assert declared_experiments("no_such_module_here") is None
