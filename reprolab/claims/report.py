@@ -201,6 +201,11 @@ def _claim_html(claim: Mapping[str, Any], trend: Sequence[Mapping[str, Any]]) ->
             f"<p><b>{_esc(claim.get('statistic'))}</b> = <b>{format_number(observed)}</b>{ci_text} "
             f"<small>over {claim.get('n_seeds', 0)} seed(s)</small></p>"
         )
+    improvement = claim.get("probability_of_improvement")
+    if improvement is not None:
+        poi_ci = claim.get("probability_of_improvement_ci")
+        poi_text = f" [{format_number(poi_ci[0])}, {format_number(poi_ci[1])}]" if poi_ci else ""
+        statistic += f"<p><small>probability of improvement {format_number(improvement)}{poi_text}</small></p>"
     origin = claim.get("from_run")
     origin_text = ""
     if origin and not origin.get("this_run"):
