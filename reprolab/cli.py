@@ -17,7 +17,7 @@ from reprolab.claims.environment import revision_date
 from reprolab.claims.history import History, RunInfo
 from reprolab.claims.ledger import VERDICT_STYLES, print_ledger
 from reprolab.claims.loader import LoadedClaim, load_claims
-from reprolab.claims.report import write_reports
+from reprolab.claims.report import load_suite, write_reports
 from reprolab.claims.runner import default_state_dir, run_claims
 from reprolab.claims.selection import claim_markers, compile_marker_expression
 from reprolab.claims.update import UPDATABLE, update_verdict
@@ -184,10 +184,7 @@ def report(since: str | None, report_dir: str) -> None:
     if not latest:
         raise click.ClickException("no runs in the history yet: run `reprolab check` first")
     results = [json.loads(row["payload"]) for row in latest.values()]
-    try:
-        suite, _ = _select((), None, None)
-    except click.UsageError:
-        suite = None  # no expectations/ here: every claim the history knows
+    suite = load_suite(default_state_dir().parent)  # None without expectations/: every claim the history knows
     run = RunInfo.current(command="reprolab report" + (f" --since {since}" if since else ""))
     written = write_reports(
         Path(report_dir), run, results, history=history, suite=suite, since=since, write_partial=False

@@ -28,7 +28,7 @@ VERDICT_ORDER = ("refuted", "not-reproduced", "error", "inconclusive", "reproduc
 # Research line of each lab note (DESIGN.md): recorded claims sit in expectations/recorded/ but belong to a line.
 NOTE_LINES = {"000": "clustering", "001": "clustering", "002": "lvm", "003": "lvm", "004": "merging"}
 
-__all__ = ["atomic_write_text", "render_html", "strip_plot_svg", "write_reports"]
+__all__ = ["atomic_write_text", "load_suite", "render_html", "strip_plot_svg", "write_reports"]
 
 
 def _umask() -> int:
@@ -60,6 +60,18 @@ def line_of(claim: Mapping[str, Any]) -> str:
     if "expectations" in parts and parts.index("expectations") + 1 < len(parts) - 1:
         return parts[parts.index("expectations") + 1]
     return "other"
+
+
+def load_suite(project_root: Path) -> list[Any] | None:
+    """Every claim of the suite (``<project_root>/expectations``), whatever a run selected; None without one.
+    Malformed files are left out here (the run that loads them reports them)."""
+    from reprolab.claims.loader import load_claims
+
+    directory = Path(project_root) / "expectations"
+    if not directory.is_dir():
+        return None
+    items, _ = load_claims([directory])
+    return list(items)
 
 
 def _suite_entry(item: Any) -> tuple[str, dict[str, Any] | None]:

@@ -145,3 +145,18 @@ def test_strip_plot_of_large_equal_values_has_distinct_tick_labels() -> None:
 def test_line_comes_from_the_note() -> None:
     assert line_of({"document": "003_x.txt", "file": "expectations/recorded/a.yaml"}) == "lvm"
     assert line_of({"document": "zzz.txt", "file": "expectations/merging/a.yaml"}) == "merging"
+
+
+def test_never_run_claims_of_the_suite_are_listed_with_their_quote(tmp_path: Path) -> None:
+    from claimfiles import claim_yaml, write_claims
+
+    from reprolab.claims.report import load_suite
+
+    (tmp_path / "expectations").mkdir()
+    write_claims(tmp_path / "expectations", "a.yaml", claim_yaml("alpha"), claim_yaml("gamma"))
+    suite = load_suite(tmp_path)
+    assert suite is not None and [c.id for c in suite] == ["alpha", "gamma"]
+    write_reports(tmp_path / "r", _run("2026-01-01T00:00:00"), [_result("alpha").to_dict()], suite=suite)
+    claims = {c["id"]: c for c in json.loads((tmp_path / "r" / "latest.json").read_text())["claims"]}
+    assert claims["gamma"]["verdict"] == "never-run" and claims["gamma"]["quote"] == "a quoted sentence"
+    assert load_suite(tmp_path / "nowhere") is None
