@@ -120,3 +120,23 @@ def test_machine_is_the_cpu_or_the_named_machine(project: Path, monkeypatch: pyt
     assert parse_benchmark_json(path).machine == "cpu x2"  # not the host name: CI containers change it
     monkeypatch.setenv("REPROLAB_BENCH_MACHINE", "nightly-box")
     assert parse_benchmark_json(path).machine == "nightly-box"
+
+
+@pytest.mark.slow  # one pytest subprocess
+def test_bench_run_times_the_selection_plus_the_reference_and_records_it(project: Path) -> None:
+    (project / "benchmarks" / "test_tiny.py").write_text(
+        "import pytest\n"
+        "pytestmark = pytest.mark.benchmark\n"
+        "def test_bench_reference_kernel(benchmark):\n"
+        "    benchmark.pedantic(sum, args=(range(1000),), rounds=3)\n"
+        "def test_bench_wanted(benchmark):\n"
+        "    benchmark.pedantic(sum, args=(range(100),), rounds=3)\n"
+        "def test_bench_other(benchmark):\n"
+        "    benchmark.pedantic(sum, args=(range(10),), rounds=3)\n"
+    )
+    (project / "pyproject.toml").write_text('[tool.pytest.ini_options]\nmarkers = ["benchmark: b"]\n')
+    result = CliRunner().invoke(cli, ["bench", "run", "-k", "wanted"])
+    assert result.exit_code == 0, result.output
+    (run,) = BenchStore(project / ".reprolab" / "history.sqlite").runs()
+    assert sorted(k.name for k in run.kernels) == ["test_bench_reference_kernel", "test_bench_wanted"]
+    assert all(len(k.rounds) == 3 for k in run.kernels)  # every round saved
