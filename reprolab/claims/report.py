@@ -160,6 +160,13 @@ def _from(claim: Mapping[str, Any]) -> str:
     return "never" if origin is None else ("this" if origin.get("this_run") else "earlier")
 
 
+def _short_path(file: Any) -> str:
+    """``expectations/...`` rather than the absolute path of whichever checkout ran it."""
+    text = str(file or "")
+    index = text.rfind("expectations/")
+    return text[index:] if index >= 0 else text
+
+
 def _guards_html(guards: Any) -> str:
     if not guards:
         return ""
@@ -237,6 +244,8 @@ def _claim_html(claim: Mapping[str, Any], trend: Sequence[Mapping[str, Any]]) ->
         if claim.get("evidence") else ""
     )
     plot = strip_plot_svg(claim) if verdict != "never-run" else ""
+    observed_text = f" · observed {format_number(observed)}" if observed is not None else ""
+    headline = f"<code>{_esc(claim.get('expected'))}</code>{observed_text}"
     return f"""<article class="claim {status}" id="c-{_esc(claim['id'])}" data-verdict="{_esc(verdict)}"
  data-note="{_esc(_note(claim))}" data-line="{_esc(line_of(claim))}" data-kind="{_esc(claim.get('kind'))}"
  data-scale="{_esc(claim.get('scale'))}" data-status="{status}" data-from="{_from(claim)}"
@@ -245,12 +254,13 @@ def _claim_html(claim: Mapping[str, Any], trend: Sequence[Mapping[str, Any]]) ->
 <span class="badge" style="background:{colour}">{_esc(verdict)}</span>
 <span class="tag">recorded: {_esc(claim.get('recorded'))}</span>{'<span class="tag bad">MISMATCH</span>' if status == "mismatch" else ""}
 {origin_text}<br><small>{_esc(claim.get('document'))} · {_esc(line_of(claim))} · {_esc(claim.get('kind'))} · {_esc(claim.get('scale'))}
- · <code>{_esc(claim.get('file'))}:{_esc(claim.get('line'))}</code></small></header>
+ · <code>{_esc(_short_path(claim.get('file')))}:{_esc(claim.get('line'))}</code></small></header>
+<details class="more"{" open" if status == "mismatch" or verdict != "reproduced" else ""}><summary>{headline}</summary>
 <div class="body"><div class="text"><blockquote>{render_markdown(str(claim.get('quote') or ''))}</blockquote>
 <p>{_esc(claim.get('statement'))}</p>
 <p><b>Expects</b> <code>{_esc(claim.get('expected'))}</code><br><small><b>why:</b> {_esc(claim.get('why'))}</small></p>
 {evidence}{_guards_html(claim.get('guards'))}{details}</div>
-<div class="figs">{plot}{statistic}{_trend_html(claim, trend)}</div></div></article>"""
+<div class="figs">{plot}{statistic}{_trend_html(claim, trend)}</div></div></details></article>"""
 
 
 def _count_table(title: str, key: str, claims: Sequence[Mapping[str, Any]], value_of: Any) -> str:
@@ -297,6 +307,7 @@ table.counts th:first-child{text-align:left}
 .controls input{width:260px;padding:4px}
 .claim{background:#fff;border:1px solid #d0d7de;border-radius:6px;margin:10px 0;padding:10px 14px}
 .claim[hidden]{display:none}
+details.more>summary{cursor:pointer;color:#57606a;font-size:13px;margin:4px 0}
 .claim.mismatch{border-left:5px solid #cf222e}
 .claim header .cid{font-weight:700;font-size:15px;color:#0969da;text-decoration:none}
 .badge{color:#fff;border-radius:10px;padding:1px 8px;font-size:12px;margin-left:6px}
@@ -348,6 +359,11 @@ _JS = """
   document.getElementById('f-reset').addEventListener('click', function () {
     filters.forEach(function (f) { f.value = ''; }); search.value = ''; apply();
   });
+  function expand(open) {
+    rows.forEach(function (row) { if (!row.hidden) row.querySelector('details.more').open = open; });
+  }
+  document.getElementById('f-open').addEventListener('click', function () { expand(true); });
+  document.getElementById('f-close').addEventListener('click', function () { expand(false); });
   Array.prototype.forEach.call(document.querySelectorAll('[data-set]'), function (link) {
     link.addEventListener('click', function () {
       filters.forEach(function (f) { f.value = ''; }); search.value = '';
@@ -426,7 +442,8 @@ coloured by that run's verdict. <small>{versions}</small></small></p></section>
 {_options("from", ["this", "earlier", "never"], "result from")}
 <label>sort <select id="f-sort"><option value="mismatch">mismatches first</option><option value="verdict">verdict</option>
 <option value="note">note</option><option value="line">line</option><option value="id">id</option></select></label>
-<button id="f-reset" type="button">reset</button> <span><b id="shown">{len(claims)}</b> of {len(claims)} shown</span></div>
+<button id="f-reset" type="button">reset</button> <button id="f-open" type="button">expand all</button>
+<button id="f-close" type="button">collapse all</button> <span><b id="shown">{len(claims)}</b> of {len(claims)} shown</span></div>
 <div id="claims-list">{body}</div></section>
 {benchmarks_html}
 </main><script>{_JS}</script></body></html>"""

@@ -117,4 +117,6 @@ def test_verdict_filter_search_and_summary_links_show_the_json_counts(driver, re
     first = driver.find_element(By.CSS_SELECTOR, "article.claim:not([hidden])")
     assert first.get_attribute("data-status") == "mismatch" and first.is_displayed()
     assert not driver.find_element(By.CSS_SELECTOR, "article.claim[hidden]").is_displayed()
+    driver.find_element(By.ID, "f-close").click()
+    assert driver.execute_script("return document.querySelectorAll('details.more[open]').length") == 0
     assert (ARTIFACTS / "report-summary.png").stat().st_size > 1000
