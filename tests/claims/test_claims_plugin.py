@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from claimfiles import SOURCE, claim_yaml
+from claimfiles import PROJECT, SOURCE, claim_yaml, write_note
 
 GPU_CLAIM = claim_yaml("big", verdict="untested").replace("scale: fast", "scale: gpu")
 DATA_CLAIM = claim_yaml("needs-data", extra="requires: [REPROLAB_TEST_DATA_DIR]\n")
 
 
 def _make(pytester: pytest.Pytester, name: str, *claims: str) -> None:
+    """A claim file in a reprolab project (pyproject.toml with [tool.reprolab], the cited note)."""
+    (pytester.path / "pyproject.toml").write_text(PROJECT)
+    write_note(pytester.path)
     pytester.makefile(".yaml", **{f"expectations/{name}": SOURCE + "claims:\n" + "".join(claims)})
 
 
