@@ -79,6 +79,10 @@ def read_claim_text(path: Path) -> str:
         ) from None
 
 
+def _codepoint(character: str | int) -> int:
+    return character if isinstance(character, int) else ord(character)  # libyaml gives an int, PyYAML a str
+
+
 def load_claim_file(
     path: Path | str, *, notes: Path | None = None, search: Iterable[str] = ()
 ) -> list[LoadedClaim]:
@@ -107,7 +111,7 @@ def load_claim_file(
     except yaml.reader.ReaderError as exc:
         line = text.count("\n", 0, exc.position) + 1
         raise ClaimFileError(
-            path, line, None, f"YAML cannot contain control character {ord(exc.character):#04x}"
+            path, line, None, f"YAML cannot contain control character {_codepoint(exc.character):#04x}"
         ) from None
     except yaml.YAMLError as exc:
         raise ClaimFileError(path, None, None, f"YAML: {str(exc).splitlines()[0]}") from None

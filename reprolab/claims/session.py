@@ -66,9 +66,11 @@ class ClaimSession:
         self.history = History(self.project.state / "history.sqlite")
         self.seen_ids: dict[str, LoadedClaim] = {}
         self._executor: IsolatedExecutor | None = None
+        self._added_path: str | None = None
         root = str(self.project.root)
         if root not in sys.path:  # the lab's own packages import from the project root, as under pytest
             sys.path.insert(0, root)
+            self._added_path = root
 
     # --- selection ----------------------------------------------------------------------------------------------
 
@@ -175,6 +177,9 @@ class ClaimSession:
         if self._executor is not None:
             self._executor.close()
             self._executor = None
+        if self._added_path is not None and self._added_path in sys.path:
+            sys.path.remove(self._added_path)
+            self._added_path = None
 
     def __enter__(self) -> ClaimSession:
         return self
