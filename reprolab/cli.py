@@ -217,6 +217,23 @@ def history_command(claim_id: str, limit: int) -> None:
 
 
 @cli.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=".")
+@click.option("--package", help="the lab's Python package for experiments (default: from the directory name)")
+def init(directory: Path, package: str | None) -> None:
+    """Scaffold a lab's project: [tool.reprolab], notes/, a claims folder with a working example, CI."""
+    from reprolab.claims.scaffold import scaffold
+
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        lines = scaffold(directory, package)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--package") from None
+    for line in lines:
+        console.print(line, highlight=False)
+    console.print(f"next: cd {directory} && reprolab check   (or: pytest claims)", highlight=False)
+
+
+@cli.command()
 @click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--quiet", is_flag=True, help="no progress bar")

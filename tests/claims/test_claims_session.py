@@ -238,3 +238,28 @@ def test_warm_keys_import_no_experiment_module(tmp_path: Path) -> None:
     subprocess.run(
         [sys.executable, "-c", script], cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
     )
+
+
+def test_short_names_from_an_entry_point(tmp_path: Path) -> None:
+    from reprolab.claims.resolve import entry_point_modules
+
+    root = build_lab(tmp_path)
+    pyproject = root / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace('experiments = ["mylab.calib", "mylab.faults", "mylab.broken"]\n', "")
+    )
+    with _session(root) as session:
+        entry_point_modules.cache_clear()
+        assert "calib.ece" in str(session.select().errors[0])  # not listed anywhere: unknown
+    info = root / "mylab-0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mylab\nVersion: 0\n")
+    (info / "entry_points.txt").write_text("[reprolab.experiments]\nmylab = mylab.calib\n")
+    entry_point_modules.cache_clear()
+    try:
+        with _session(root) as session:
+            selection = session.select()
+            assert selection.errors == []
+            assert [r.verdict for r in session.run(selection.claims)] == ["reproduced", "reproduced"]
+    finally:
+        entry_point_modules.cache_clear()
