@@ -62,15 +62,15 @@ def line_of(claim: Mapping[str, Any]) -> str:
     return "other"
 
 
-def load_suite(project_root: Path) -> list[Any] | None:
-    """Every claim of the suite (``<project_root>/expectations``), whatever a run selected; None without one.
+def load_suite(claim_dirs: Iterable[Path]) -> list[Any] | None:
+    """Every claim of the suite (the project's claim folders), whatever a run selected; None without any.
     Malformed files are left out here (the run that loads them reports them)."""
     from reprolab.claims.loader import load_claims
 
-    directory = Path(project_root) / "expectations"
-    if not directory.is_dir():
+    directories = [Path(d) for d in claim_dirs if Path(d).is_dir()]
+    if not directories:
         return None
-    items, _ = load_claims([directory])
+    items, _ = load_claims(directories)
     return list(items)
 
 

@@ -154,9 +154,9 @@ def test_never_run_claims_of_the_suite_are_listed_with_their_quote(tmp_path: Pat
 
     (tmp_path / "expectations").mkdir()
     write_claims(tmp_path / "expectations", "a.yaml", claim_yaml("alpha"), claim_yaml("gamma"))
-    suite = load_suite(tmp_path)
+    suite = load_suite([tmp_path / "expectations"])
     assert suite is not None and [c.id for c in suite] == ["alpha", "gamma"]
     write_reports(tmp_path / "r", _run("2026-01-01T00:00:00"), [_result("alpha").to_dict()], suite=suite)
     claims = {c["id"]: c for c in json.loads((tmp_path / "r" / "latest.json").read_text())["claims"]}
     assert claims["gamma"]["verdict"] == "never-run" and claims["gamma"]["quote"] == "a quoted sentence"
-    assert load_suite(tmp_path / "nowhere") is None
+    assert load_suite([tmp_path / "nowhere"]) is None
