@@ -17,7 +17,6 @@ from reprolab.claims.history import RunInfo
 from reprolab.claims.ledger import VERDICT_STYLES, print_ledger
 from reprolab.claims.loader import LoadedClaim
 from reprolab.claims.project import ProjectConfigError, find_project
-from reprolab.claims.report import load_suite, write_reports
 from reprolab.claims.session import ClaimSession
 
 # Logs (CI) get a wide ledger; a terminal keeps its own width.
@@ -102,7 +101,7 @@ def check(
     for message in [*session.cache.problems, *recorded.messages]:
         err.print(f"[yellow]warning[/] {escape(message)}", highlight=False, soft_wrap=True)
     if recorded.reports:
-        console.print(f"reports: {recorded.reports[0]} {recorded.reports[1]}")
+        console.print("reports: " + " ".join(str(path) for path in recorded.reports))
     mismatched = [r for r in results if not r.matches]
     if update_verdicts:
         for line in session.update_verdicts(results):
@@ -185,12 +184,8 @@ def report(since: str | None, report_dir: str | None) -> None:
     if not latest:
         raise click.ClickException("no runs in the history yet: run `reprolab check` first")
     results = [json.loads(row["payload"]) for row in latest.values()]
-    suite = load_suite(session.project.claims)  # None without claim folders: every claim the history knows
     run = RunInfo.current(command="reprolab report" + (f" --since {since}" if since else ""))
-    written = write_reports(
-        session.report_dir, run, results, history=history, suite=suite, since=since, write_partial=False,
-        bench_config=session.project.root / "benchmarks" / "kernels.yaml",
-    )
+    written = session.write_reports(run, results, history=history, since=since, write_partial=False)
     console.print("reports: " + " ".join(str(path) for path in written))
 
 

@@ -53,7 +53,7 @@ class _PluginState:
         self.results: dict[Path, list[ClaimResult]] = {}
         self.gpu_reports = 0
         self.gpu_skipped = 0
-        self.written: list[tuple[Path, Path]] = []
+        self.written: list[tuple[Path, ...]] = []
         self.messages: list[str] = []
 
     def session(self, project: Project) -> ClaimSession:
@@ -246,8 +246,8 @@ class _Reporter:
             terminalreporter.write_line(summary_line(results))
             for message in state.messages:
                 terminalreporter.write_line(f"warning: {message}", yellow=True)
-            for json_path, html_path in state.written:
-                terminalreporter.write_line(f"reports: {json_path} {html_path}")
+            for paths in state.written:
+                terminalreporter.write_line("reports: " + " ".join(str(path) for path in paths))
         if self._nightly_failed():
             terminalreporter.write_line(
                 f"{NIGHTLY_ENV}=1: {state.gpu_reports} gpu item(s) reported, {state.gpu_skipped} skipped; "

@@ -28,7 +28,7 @@ VERDICT_ORDER = ("refuted", "not-reproduced", "error", "inconclusive", "reproduc
 # Research line of each lab note (DESIGN.md): recorded claims sit in expectations/recorded/ but belong to a line.
 NOTE_LINES = {"000": "clustering", "001": "clustering", "002": "lvm", "003": "lvm", "004": "merging"}
 
-__all__ = ["atomic_write_text", "load_suite", "render_html", "strip_plot_svg", "write_reports"]
+__all__ = ["atomic_write_text", "render_html", "strip_plot_svg", "write_reports"]
 
 
 def _umask() -> int:
@@ -60,18 +60,6 @@ def line_of(claim: Mapping[str, Any]) -> str:
     if "expectations" in parts and parts.index("expectations") + 1 < len(parts) - 1:
         return parts[parts.index("expectations") + 1]
     return "other"
-
-
-def load_suite(claim_dirs: Iterable[Path]) -> list[Any] | None:
-    """Every claim of the suite (the project's claim folders), whatever a run selected; None without any.
-    Malformed files are left out here (the run that loads them reports them)."""
-    from reprolab.claims.loader import load_claims
-
-    directories = [Path(d) for d in claim_dirs if Path(d).is_dir()]
-    if not directories:
-        return None
-    items, _ = load_claims(directories)
-    return list(items)
 
 
 def _suite_entry(item: Any) -> tuple[str, dict[str, Any] | None]:

@@ -23,6 +23,7 @@ from reprolab.claims.loader import (
     check_unique_ids,
     iter_claim_paths,
     load_claim_file,
+    load_claims,
 )
 from reprolab.claims.project import Project, find_project
 from reprolab.claims.runner import ClaimResult, ProgressCallback, run_claims
@@ -42,7 +43,7 @@ class Selection:
 class Recorded:
     """What :meth:`ClaimSession.record` wrote, and what went wrong on the way (never raised)."""
 
-    reports: tuple[Path, Path] | None
+    reports: tuple[Path, ...] | None  # latest.json, latest.html, then a partial run's own files
     messages: list[str] = field(default_factory=list)
 
 
@@ -149,27 +150,54 @@ class ClaimSession:
         """Append the run to the history and write the reports. A damaged history never stops the reports."""
         run = RunInfo.current(command=command, cwd=self.project.root)
         messages: list[str] = []
-        series: Mapping[str, list[tuple[str, str, str | None]]] | None = None
+        history: History | None = self.history
         try:
             self.history.record(run, results)
-            series = self.history.verdict_series()
         except Exception as exc:  # a disk problem, a lock held for too long: report it, still write reports
             messages.append(f"history not updated ({type(exc).__name__}: {exc})")
+            history = None
         if self.history.recovered:
             messages.append(self.history.recovered)
-        reports = self.write_reports(run, [r.to_dict() for r in results], series)
+        reports = self.write_reports(run, [r.to_dict() for r in results], history=history)
         return Recorded(reports, messages)
+
+    def suite(self) -> list[LoadedClaim] | None:
+        """Every claim of the project's claim folders, whatever was selected (None without any folder).
+
+        Malformed files are left out here: the selection that loads them reports them.
+        """
+        folders = [p for p in self.project.claims if p.is_dir()]
+        if not folders:
+            return None
+        items, _ = load_claims(folders, search=self.project.experiments)
+        return items
 
     def write_reports(
         self,
         run: RunInfo,
         results: Sequence[Mapping[str, Any]],
-        series: Mapping[str, list[tuple[str, str, str | None]]] | None,
-    ) -> tuple[Path, Path]:
-        """The one place reports are written from (check, pytest, `reprolab report`)."""
+        *,
+        history: History | None,
+        since: str | None = None,
+        write_partial: bool = True,
+    ) -> tuple[Path, ...]:
+        """The one place reports are written from (check, pytest, `reprolab report`).
+
+        ``latest.*`` holds the newest result of every suite claim (merged from ``history``); a run that checked
+        only part of the suite also writes its own ``run-*`` report beside it.
+        """
         from reprolab.claims.report import write_reports
 
-        return write_reports(self.report_dir, run, results, series)
+        return write_reports(
+            self.report_dir,
+            run,
+            results,
+            history=history,
+            suite=self.suite(),
+            since=since,
+            write_partial=write_partial,
+            bench_config=self.project.root / "benchmarks" / "kernels.yaml",
+        )
 
     # --- lifetime -----------------------------------------------------------------------------------------------
 

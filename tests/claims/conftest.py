@@ -6,6 +6,10 @@ from pathlib import Path
 
 import pytest
 
+# pytester's in-process runs restore sys.modules afterwards; a C extension that the engine imports lazily
+# (scipy.special, for intervals) would then be loaded a second time and fail. Import it before any snapshot.
+import scipy.special  # noqa: F401
+
 
 @pytest.fixture
 def expectations(tmp_path: Path) -> Path:

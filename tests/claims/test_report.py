@@ -150,13 +150,19 @@ def test_line_comes_from_the_note() -> None:
 def test_never_run_claims_of_the_suite_are_listed_with_their_quote(tmp_path: Path) -> None:
     from claimfiles import claim_yaml, write_claims
 
-    from reprolab.claims.report import load_suite
+    from reprolab.claims.project import find_project
+    from reprolab.claims.session import ClaimSession
 
     (tmp_path / "expectations").mkdir()
+    (tmp_path / "pyproject.toml").write_text("")
     write_claims(tmp_path / "expectations", "a.yaml", claim_yaml("alpha"), claim_yaml("gamma"))
-    suite = load_suite([tmp_path / "expectations"])
+    with ClaimSession(find_project(tmp_path)) as session:
+        suite = session.suite()
     assert suite is not None and [c.id for c in suite] == ["alpha", "gamma"]
     write_reports(tmp_path / "r", _run("2026-01-01T00:00:00"), [_result("alpha").to_dict()], suite=suite)
     claims = {c["id"]: c for c in json.loads((tmp_path / "r" / "latest.json").read_text())["claims"]}
     assert claims["gamma"]["verdict"] == "never-run" and claims["gamma"]["quote"] == "a quoted sentence"
-    assert load_suite([tmp_path / "nowhere"]) is None
+    (tmp_path / "expectations" / "a.yaml").unlink()
+    (tmp_path / "expectations").rmdir()
+    with ClaimSession(find_project(tmp_path)) as session:
+        assert session.suite() is None
