@@ -74,19 +74,41 @@ def _closure(module: str, root: Path | None) -> dict[str, Path]:
 
 
 def _closure_stamp(module: str, root: Path | None) -> tuple[tuple[str, int, int], ...]:
-    """(file, mtime, size) of the closure: a cheap key under which a digest is reused within a process."""
+    """(module, mtime, size) over the closure: under an unchanged stamp the digest is reused in a process.
+
+    The closure itself is remembered with the stamp it was found under; an edit to any file in it (the only
+    way to add an import) changes the stamp, and the closure is walked again.
+    """
+    remembered = _CLOSURES.get((module, root))
+    if remembered is not None:
+        closure, stamp = remembered
+        if _stamp(closure) == stamp:
+            return stamp
+    closure = _closure(module, root)
+    stamp = _stamp(closure)
+    _CLOSURES[(module, root)] = (closure, stamp)
+    return stamp
+
+
+def _stamp(closure: dict[str, Path]) -> tuple[tuple[str, int, int], ...]:
     stamp = []
-    for name, path in sorted(_closure(module, root).items()):
-        info = path.stat()
+    for name, path in sorted(closure.items()):
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            return ()
         stamp.append((name, info.st_mtime_ns, info.st_size))
     return tuple(stamp)
+
+
+_CLOSURES: dict[tuple[str, Path | None], tuple[dict[str, Path], tuple[tuple[str, int, int], ...]]] = {}
 
 
 @cache
 def _code_version(module: str, root: Path | None, stamp: tuple[tuple[str, int, int], ...]) -> str:
     del stamp  # cache key only
     digest = hashlib.sha256()
-    for name, path in sorted(_closure(module, root).items()):
+    for name, path in sorted(_CLOSURES[(module, root)][0].items()):
         digest.update(name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
@@ -126,12 +148,17 @@ def cache_key(
     config: Mapping[str, Any],
     seed: int,
     project_root: Path | str | None = None,
+    *,
+    code: str | None = None,
 ) -> str:
-    """Identity of one experiment run: name, declared version, code (see :func:`code_version`), config, seed."""
+    """Identity of one experiment run: name, declared version, code (see :func:`code_version`), config, seed.
+
+    ``code``: the module's code version when the caller has it already (one per claim, not per task).
+    """
     payload = {
         "experiment": experiment,
         "version": version,
-        "code": code_version(module, project_root),
+        "code": code if code is not None else code_version(module, project_root),
         "config": config,
         "seed": seed,
     }

@@ -245,6 +245,7 @@ class IsolatedExecutor:
             job = worker.job
             outcome = self._receive(worker)
             if outcome is None:  # the worker died on this job
+                worker.process.join(5)  # reap it, so that its exit status is known
                 exitcode = worker.process.exitcode
                 self._retire(worker)
                 cause = _death_cause(exitcode)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reprolab.claims.cache import ResultCache, cache_key
+from reprolab.claims.cache import ResultCache, cache_key, code_version
 from reprolab.claims.checks import Evaluation, Verdict, evaluate
 from reprolab.claims.environment import skip_reason
 from reprolab.claims.executor import IsolatedExecutor, Job, TaskOutcome
@@ -99,10 +99,11 @@ def claim_tasks(
     """The (arm, seed) tasks of a claim, keyed statically. Raises UnknownExperimentError before anything runs."""
     spec = resolve_experiment(item.claim.experiment, search)
     timeout = getattr(item.claim, "timeout_s", None) or timeout_s
+    code = code_version(spec.module, project_root)
     tasks = {}
     for arm, config in item.claim.arm_configs().items():
         for seed in item.claim.seed_list:
-            key = cache_key(spec.name, spec.version, spec.module, config, seed, project_root)
+            key = cache_key(spec.name, spec.version, spec.module, config, seed, code=code)
             tasks[(arm, seed)] = Task(spec.name, spec.version, config, seed, key, spec, timeout)
     return tasks
 

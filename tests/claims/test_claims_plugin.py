@@ -65,7 +65,7 @@ def test_mismatch_message_and_update_verdicts(pytester: pytest.Pytester) -> None
 
 
 def test_error_verdict_fails_with_traceback(pytester: pytest.Pytester) -> None:
-    _make(pytester, "a", claim_yaml("boom", experiment="selftest.fails"), claim_yaml("fine"))
+    _make(pytester, "a", claim_yaml("boom", experiment="selftest.fails", config="{}"), claim_yaml("fine"))
     result = pytester.runpytest()
     result.assert_outcomes(failed=1, passed=1)
     result.stdout.fnmatch_lines(["*observed 'error'*", "*RuntimeError: selftest.fails raised on purpose*"])
