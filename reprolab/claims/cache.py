@@ -36,33 +36,35 @@ def code_version(module: str, project_root: Path | str | None = None) -> str:
     return _code_version(module, root, _closure_stamp(module, root))
 
 
-def _in_project(name: str, top: str, root: Path | None) -> Path | None:
+def _in_project(name: str, top: str, root: Path | None, tops: dict[str, bool]) -> Path | None:
     if name.startswith(_ENGINE) or not name:
         return None
     first = name.split(".", 1)[0]
-    if first not in {"reprolab", top} and root is None:
+    if first not in tops:  # judge a top-level package once: numpy's submodules are not looked up one by one
+        if first in {"reprolab", top}:
+            tops[first] = True
+        else:
+            origin = module_origin(first) if root is not None else None
+            resolved = origin.resolve() if origin is not None else None
+            tops[first] = (
+                resolved is not None and root in resolved.parents and "site-packages" not in resolved.parts
+            )
+    if not tops[first]:
         return None
-    origin = module_origin(name)
-    if origin is None:
-        return None
-    if first in {"reprolab", top}:
-        return origin
-    resolved = origin.resolve()
-    if root in resolved.parents and "site-packages" not in resolved.parts:
-        return origin
-    return None
+    return module_origin(name)
 
 
 def _closure(module: str, root: Path | None) -> dict[str, Path]:
     top = module.split(".", 1)[0]
     seen: dict[str, Path] = {}
     rejected: set[str] = set()
+    tops: dict[str, bool] = {}
     stack = [module]
     while stack:
         name = stack.pop()
         if name in seen or name in rejected:
             continue
-        path = _in_project(name, top, root)
+        path = _in_project(name, top, root, tops)
         if path is None:  # outside the project, or an imported attribute (a class, a function)
             rejected.add(name)
             continue
