@@ -225,6 +225,14 @@ def _check_experiment(path: Path, claim_node: yaml.Node, claim: Claim, search: t
             "expect.metric",
             f"experiment {claim.experiment!r} returns no metric {claim.expect.metric!r} (it returns {list(spec.metrics)})",
         )
+    for index, guard in enumerate(claim.valid_when):
+        if spec.metrics and guard.metric not in spec.metrics:
+            raise ClaimFileError(
+                path,
+                _line_of(claim_node, ("valid_when", index, "metric")),
+                f"valid_when[{index}].metric",
+                f"experiment {claim.experiment!r} returns no metric {guard.metric!r} (it returns {list(spec.metrics)})",
+            )
     if spec.config_keys is None:  # declares none: not checked (yet)
         return
     given = [(("config", key), key) for key in claim.config]

@@ -1,7 +1,7 @@
 """Find a claim's experiment statically: from its name to module, function, version, metrics and config keys.
 
 Nothing here imports an experiment module (no torch, no JAX at collection or when building cache keys):
-modules are located with :class:`importlib.machinery.PathFinder` and their ``@experiment(...)`` decorators read
+modules are located by asking the finders on ``sys.meta_path`` (no import) and their ``@experiment(...)`` decorators read
 with :mod:`ast`. Where a name is looked for, in order:
 
 1. ``package.module:function``: that function of any importable module (a lab's own package);
@@ -53,15 +53,27 @@ class _Declared:
 # --- locating modules without importing them ------------------------------------------------------------------
 
 
+def _find_spec(name: str, path: list[str] | None) -> importlib.machinery.ModuleSpec | None:
+    """Ask every finder on ``sys.meta_path`` (the path finder, and e.g. an editable install's), importing nothing."""
+    for finder in sys.meta_path:
+        find = getattr(finder, "find_spec", None)
+        if find is None:
+            continue
+        spec = find(name, path)
+        if spec is not None:
+            return spec
+    return None
+
+
 def _spec_of(name: str) -> importlib.machinery.ModuleSpec | None:
     parent, _, _ = name.rpartition(".")
     if not parent:
-        return importlib.machinery.PathFinder.find_spec(name, None)
+        return _find_spec(name, None)
     parent_spec = _spec_of(parent)
     locations = parent_spec.submodule_search_locations if parent_spec is not None else None
     if not locations:
         return None
-    return importlib.machinery.PathFinder.find_spec(name, list(locations))
+    return _find_spec(name, list(locations))
 
 
 def module_origin(name: str) -> Path | None:

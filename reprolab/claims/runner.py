@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from reprolab.claims.cache import ResultCache, cache_key, code_version
-from reprolab.claims.checks import Evaluation, Verdict, evaluate
+from reprolab.claims.checks import Evaluation, Verdict, apply_guards, evaluate
 from reprolab.claims.environment import skip_reason
 from reprolab.claims.executor import IsolatedExecutor, Job, TaskOutcome
 from reprolab.claims.loader import LoadedClaim
@@ -63,6 +63,8 @@ class ClaimResult:
     values: dict[str, list[float]] = field(default_factory=dict)
     samples: list[float] = field(default_factory=list)  # per seed: the value, indicator or paired difference
     probability_of_improvement: float | None = None
+    probability_of_improvement_ci: tuple[float, float] | None = None
+    guards: list[dict[str, Any]] = field(default_factory=list)  # valid_when outcomes (GuardOutcome.to_dict)
     message: str = ""
     warnings: list[str] = field(default_factory=list)
     traceback: str | None = None
@@ -83,7 +85,7 @@ class ClaimResult:
     def from_dict(cls, data: Mapping[str, Any]) -> ClaimResult:
         """The inverse of :meth:`to_dict` (results cross process boundaries as plain data)."""
         fields = {key: value for key, value in data.items() if key != "matches"}
-        for key in ("bounds", "ci"):
+        for key in ("bounds", "ci", "probability_of_improvement_ci"):
             if fields.get(key) is not None:
                 fields[key] = tuple(fields[key])
         return cls(**fields)
@@ -219,6 +221,7 @@ def assemble(
     claim = item.claim
     metric = claim.expect.metric
     per_arm: dict[str, list[float]] = {}
+    runs: dict[str, list[dict[str, float]]] = {}  # every metric of each run, for the guards
     seconds = sum(outcomes[t.key].seconds for t in tasks.values())
     cached = sum(outcomes[t.key].cached for t in tasks.values())
     for (arm, seed), task in tasks.items():
@@ -236,7 +239,9 @@ def assemble(
                 f"(it returned {sorted(outcome.metrics)})",
             )
         per_arm.setdefault(arm, []).append(outcome.metrics[metric])
+        runs.setdefault(arm, []).append(outcome.metrics)
     evaluation: Evaluation = evaluate(claim.expect, per_arm, claim.seed_list, label=claim.id)
+    evaluation = apply_guards(evaluation, claim.valid_when, runs, claim.seed_list)
     cache_warnings = [w for t in tasks.values() for w in outcomes[t.key].warnings]
     return _base_result(
         item,
@@ -247,6 +252,8 @@ def assemble(
         values=per_arm,
         samples=evaluation.samples,
         probability_of_improvement=evaluation.probability_of_improvement,
+        probability_of_improvement_ci=evaluation.probability_of_improvement_ci,
+        guards=[outcome.to_dict() for outcome in evaluation.guards],
         message=evaluation.message,
         warnings=[*evaluation.warnings, *dict.fromkeys(cache_warnings)],
         seconds=seconds,
