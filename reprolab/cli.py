@@ -9,7 +9,14 @@ from pathlib import Path
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from reprolab.claims.environment import revision_date
@@ -73,6 +80,20 @@ def cli() -> None:
     help="seconds per experiment run (default: [tool.reprolab] timeout_s; a claim's timeout_s wins)",
 )
 @click.option("--report-dir", type=click.Path(), default=None, help="default: [tool.reprolab] reports")
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default=None,
+    help="where experiment runs go (default: [tool.reprolab] executor, else local processes)",
+)
+@click.option("--address", help="Ray cluster address ('auto' on a head node); none: an embedded local Ray")
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="ray: retries of a dead worker",
+)
 def check(
     paths: tuple[str, ...],
     marker: str | None,
@@ -82,20 +103,27 @@ def check(
     no_cache: bool,
     timeout_s: float | None,
     report_dir: str | None,
+    executor: str | None,
+    address: str | None,
+    retries: int,
 ) -> None:
     """Run claims, print the ledger, write reports/latest.{json,html}, record the run in the history.
 
     Exit status: 0 when every observed verdict equals the recorded one, 1 when any differs or errs,
     2 when a claim file is malformed (the valid ones still run).
     """
+    options = {"executor": executor, "address": address, "retries": retries}
     with _session(
-        workers=workers, use_cache=not no_cache, timeout_s=timeout_s, report_dir=report_dir
+        workers=workers, use_cache=not no_cache, timeout_s=timeout_s, report_dir=report_dir, **options
     ) as session:
         items, n_errors = _select(session, paths, marker, keyword)
         if not items:
             err.print("no claims selected")
             sys.exit(2 if n_errors else 5)
-        results = _run_with_progress(session, items)
+        try:
+            results = _run_with_progress(session, items)
+        except RuntimeError as exc:  # e.g. the ray executor without Ray installed
+            raise click.ClickException(str(exc)) from None
         print_ledger(results, console)
         recorded = session.record(results, command="reprolab " + " ".join(sys.argv[1:]))
     for message in [*session.cache.problems, *recorded.messages]:
@@ -118,6 +146,7 @@ def _run_with_progress(session: ClaimSession, items: list[LoadedClaim]):  # type
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TimeRemainingColumn(),
         console=err,
         transient=True,
         disable=not err.is_terminal,  # logs get one plain line per finished run instead

@@ -36,33 +36,35 @@ def code_version(module: str, project_root: Path | str | None = None) -> str:
     return _code_version(module, root, _closure_stamp(module, root))
 
 
-def _in_project(name: str, top: str, root: Path | None) -> Path | None:
+def _in_project(name: str, top: str, root: Path | None, tops: dict[str, bool]) -> Path | None:
     if name.startswith(_ENGINE) or not name:
         return None
     first = name.split(".", 1)[0]
-    if first not in {"reprolab", top} and root is None:
+    if first not in tops:  # judge a top-level package once: numpy's submodules are not looked up one by one
+        if first in {"reprolab", top}:
+            tops[first] = True
+        else:
+            origin = module_origin(first) if root is not None else None
+            resolved = origin.resolve() if origin is not None else None
+            tops[first] = (
+                resolved is not None and root in resolved.parents and "site-packages" not in resolved.parts
+            )
+    if not tops[first]:
         return None
-    origin = module_origin(name)
-    if origin is None:
-        return None
-    if first in {"reprolab", top}:
-        return origin
-    resolved = origin.resolve()
-    if root in resolved.parents and "site-packages" not in resolved.parts:
-        return origin
-    return None
+    return module_origin(name)
 
 
 def _closure(module: str, root: Path | None) -> dict[str, Path]:
     top = module.split(".", 1)[0]
     seen: dict[str, Path] = {}
     rejected: set[str] = set()
+    tops: dict[str, bool] = {}
     stack = [module]
     while stack:
         name = stack.pop()
         if name in seen or name in rejected:
             continue
-        path = _in_project(name, top, root)
+        path = _in_project(name, top, root, tops)
         if path is None:  # outside the project, or an imported attribute (a class, a function)
             rejected.add(name)
             continue
@@ -74,19 +76,41 @@ def _closure(module: str, root: Path | None) -> dict[str, Path]:
 
 
 def _closure_stamp(module: str, root: Path | None) -> tuple[tuple[str, int, int], ...]:
-    """(file, mtime, size) of the closure: a cheap key under which a digest is reused within a process."""
+    """(module, mtime, size) over the closure: under an unchanged stamp the digest is reused in a process.
+
+    The closure itself is remembered with the stamp it was found under; an edit to any file in it (the only
+    way to add an import) changes the stamp, and the closure is walked again.
+    """
+    remembered = _CLOSURES.get((module, root))
+    if remembered is not None:
+        closure, stamp = remembered
+        if _stamp(closure) == stamp:
+            return stamp
+    closure = _closure(module, root)
+    stamp = _stamp(closure)
+    _CLOSURES[(module, root)] = (closure, stamp)
+    return stamp
+
+
+def _stamp(closure: dict[str, Path]) -> tuple[tuple[str, int, int], ...]:
     stamp = []
-    for name, path in sorted(_closure(module, root).items()):
-        info = path.stat()
+    for name, path in sorted(closure.items()):
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            return ()
         stamp.append((name, info.st_mtime_ns, info.st_size))
     return tuple(stamp)
+
+
+_CLOSURES: dict[tuple[str, Path | None], tuple[dict[str, Path], tuple[tuple[str, int, int], ...]]] = {}
 
 
 @cache
 def _code_version(module: str, root: Path | None, stamp: tuple[tuple[str, int, int], ...]) -> str:
     del stamp  # cache key only
     digest = hashlib.sha256()
-    for name, path in sorted(_closure(module, root).items()):
+    for name, path in sorted(_CLOSURES[(module, root)][0].items()):
         digest.update(name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
@@ -126,12 +150,17 @@ def cache_key(
     config: Mapping[str, Any],
     seed: int,
     project_root: Path | str | None = None,
+    *,
+    code: str | None = None,
 ) -> str:
-    """Identity of one experiment run: name, declared version, code (see :func:`code_version`), config, seed."""
+    """Identity of one experiment run: name, declared version, code (see :func:`code_version`), config, seed.
+
+    ``code``: the module's code version when the caller has it already (one per claim, not per task).
+    """
     payload = {
         "experiment": experiment,
         "version": version,
-        "code": code_version(module, project_root),
+        "code": code if code is not None else code_version(module, project_root),
         "config": config,
         "seed": seed,
     }

@@ -25,7 +25,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from reprolab.claims.resolve import ExperimentSpec
 
@@ -40,6 +40,7 @@ class Job:
     config: Mapping[str, Any]
     seed: int
     timeout_s: float | None = None
+    resources: Mapping[str, float] | None = None  # gpus / cpus / memory_gb, for schedulers (Ray)
 
 
 @dataclass
@@ -50,6 +51,14 @@ class TaskOutcome:
     cached: bool = False
     cause: str | None = None  # one line: why there are no metrics
     warnings: tuple[str, ...] = ()
+
+
+class Executor(Protocol):
+    """Runs jobs and reports each outcome as it arrives; ``close`` leaves nothing running."""
+
+    def run(self, jobs: Iterable[Job], on_done: Callable[[Job, TaskOutcome], None]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 def missing_dependency_hint(spec: ExperimentSpec, missing: str | None) -> str:
@@ -245,6 +254,7 @@ class IsolatedExecutor:
             job = worker.job
             outcome = self._receive(worker)
             if outcome is None:  # the worker died on this job
+                worker.process.join(5)  # reap it, so that its exit status is known
                 exitcode = worker.process.exitcode
                 self._retire(worker)
                 cause = _death_cause(exitcode)

@@ -8,16 +8,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from reprolab.claims.checks import describe_guard
+from reprolab.claims.checks import Verdict, describe_guard
 from reprolab.claims.runner import ClaimResult
 
-VERDICT_STYLES = {
-    "reproduced": "green",
-    "not-reproduced": "yellow",
-    "refuted": "red",
-    "inconclusive": "magenta",
-    "error": "bold red",
-    "skipped": "dim",
+VERDICT_STYLES: dict[str, str] = {
+    Verdict.REPRODUCED: "green",
+    Verdict.NOT_REPRODUCED: "yellow",
+    Verdict.REFUTED: "red",
+    Verdict.INCONCLUSIVE: "magenta",
+    Verdict.ERROR: "bold red",
+    Verdict.SKIPPED: "dim",
 }
 
 
@@ -47,7 +47,7 @@ def ledger_table(results: Sequence[ClaimResult], *, title: str = "reprolab claim
     for result in results:
         style = VERDICT_STYLES.get(result.verdict, "")
         verdict = f"[{style}]{result.verdict}[/]"
-        if result.verdict == "skipped":
+        if result.verdict == Verdict.SKIPPED:
             verdict += f"\n[dim]{escape(result.message)}[/]"
         for guard in result.guards:  # name the guard that made the verdict inconclusive
             if not guard["passed"]:
@@ -106,7 +106,7 @@ def mismatch_message(result: ClaimResult, *, update_command: str | None = None) 
             "  experiment traceback:\n"
             + "\n".join("    " + line for line in result.traceback.rstrip().splitlines())
         )
-    if result.verdict not in ("error", "skipped"):
+    if result.verdict not in (Verdict.ERROR, Verdict.SKIPPED):
         command = update_command or f"reprolab check {result.file} --update-verdicts"
         lines.append(
             f"  if this is the new truth, record it: {command}  (that run still fails; review the YAML diff)"

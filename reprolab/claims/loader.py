@@ -99,7 +99,8 @@ def load_claim_file(
             node = loader.get_single_node()
             if node is None:
                 raise ClaimFileError(path, 1, None, "file is empty")
-            _bound_aliases(path, node)
+            if "&" in text:  # no anchor, no alias: nothing to bound
+                _bound_aliases(path, node)
             _reject_duplicate_keys(path, node, set())
             data = loader.construct_document(node)
         finally:

@@ -8,6 +8,7 @@ state = ".reprolab"            # cache and history (default)
 reports = "reports"            # latest.json / latest.html (default)
 timeout_s = 3600               # per experiment run; a claim's own timeout_s wins (default: none)
 experiments = ["mylab.experiments"]  # modules whose @experiment names claims may use unqualified
+executor = "local"             # or "ray": experiment runs as Ray tasks (see docs/scaling.md)
 ```
 
 Every path is relative to the directory holding ``pyproject.toml``. A project without the table is not a
@@ -22,7 +23,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-_KNOWN_KEYS = {"claims", "notes", "state", "reports", "timeout_s", "experiments"}
+_KNOWN_KEYS = {"claims", "notes", "state", "reports", "timeout_s", "experiments", "executor"}
+EXECUTORS = ("local", "ray")
 
 
 class ProjectConfigError(ValueError):
@@ -38,6 +40,7 @@ class Project:
     reports: Path = Path("reports")
     timeout_s: float | None = None
     experiments: tuple[str, ...] = ()
+    executor: str = "local"
     configured: bool = False  # False: no [tool.reprolab] table, defaults only
     pyproject: Path | None = field(default=None, compare=False)
 
@@ -75,6 +78,9 @@ def _defaults(root: Path, pyproject: Path | None, configured: bool, table: dict[
     experiments = table.get("experiments", [])
     if not isinstance(experiments, list) or not all(isinstance(m, str) and m for m in experiments):
         raise ProjectConfigError(f"{where}: experiments must be a list of module names, got {experiments!r}")
+    executor = table.get("executor", "local")
+    if executor not in EXECUTORS:
+        raise ProjectConfigError(f"{where}: executor must be one of {list(EXECUTORS)}, got {executor!r}")
     return Project(
         root=root,
         claims=path_list("claims", ["expectations"]),
@@ -83,6 +89,7 @@ def _defaults(root: Path, pyproject: Path | None, configured: bool, table: dict[
         reports=one_path("reports", "reports"),
         timeout_s=float(timeout) if timeout is not None else None,
         experiments=tuple(experiments),
+        executor=executor,
         configured=configured,
         pyproject=pyproject,
     )

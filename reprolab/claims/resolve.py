@@ -83,13 +83,23 @@ def module_origin(name: str) -> Path | None:
     loaded = sys.modules.get(name)
     if loaded is not None and getattr(loaded, "__file__", None):
         return Path(loaded.__file__)  # type: ignore[arg-type]
+    key = (name, tuple(sys.path))
+    if key in _ORIGINS:
+        found = _ORIGINS[key]
+        if found is None or found.is_file():
+            return found
     try:
         spec = _spec_of(name)
     except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-        return None
-    return Path(spec.origin)
+        spec = None
+    found = Path(spec.origin) if spec is not None and spec.origin and spec.origin.endswith(".py") else None
+    _ORIGINS[key] = found
+    return found
+
+
+# Found origins per (module, sys.path): finding costs a few directory scans, and keys are built per claim.
+# A hit is re-checked (the file must still exist); a miss is remembered only for this sys.path.
+_ORIGINS: dict[tuple[str, tuple[str, ...]], Path | None] = {}
 
 
 # --- reading @experiment declarations ---------------------------------------------------------------------------
@@ -164,6 +174,12 @@ def _registered_in(module: str) -> dict[str, ExperimentSpec] | None:
     origin = module_origin(module)
     if origin is None:
         return None
+    return _registered_map(module, origin, origin.stat().st_mtime_ns)
+
+
+@cache
+def _registered_map(module: str, origin: Path, mtime_ns: int) -> dict[str, ExperimentSpec]:
+    del mtime_ns  # cache key only
     return {
         d.name: _spec(d.name, module, None, d, origin)
         for d in declared_experiments(origin)

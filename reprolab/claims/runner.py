@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reprolab.claims.cache import ResultCache, cache_key
+from reprolab.claims.cache import ResultCache, cache_key, code_version
 from reprolab.claims.checks import Evaluation, Verdict, apply_guards, evaluate
 from reprolab.claims.environment import skip_reason
-from reprolab.claims.executor import IsolatedExecutor, Job, TaskOutcome
+from reprolab.claims.executor import Executor, IsolatedExecutor, Job, TaskOutcome
 from reprolab.claims.loader import LoadedClaim
 from reprolab.claims.resolve import ExperimentSpec, resolve_experiment
 from reprolab.experiments.registry import UnknownExperimentError
@@ -33,6 +33,7 @@ class Task:
     key: str
     spec: ExperimentSpec | None = None
     timeout_s: float | None = None
+    resources: Mapping[str, float] | None = None
 
 
 @dataclass
@@ -101,11 +102,14 @@ def claim_tasks(
     """The (arm, seed) tasks of a claim, keyed statically. Raises UnknownExperimentError before anything runs."""
     spec = resolve_experiment(item.claim.experiment, search)
     timeout = getattr(item.claim, "timeout_s", None) or timeout_s
+    code = code_version(spec.module, project_root)
+    declared = getattr(item.claim, "resources", None)
+    resources = declared.model_dump(exclude_none=True) if declared is not None else None
     tasks = {}
     for arm, config in item.claim.arm_configs().items():
         for seed in item.claim.seed_list:
-            key = cache_key(spec.name, spec.version, spec.module, config, seed, project_root)
-            tasks[(arm, seed)] = Task(spec.name, spec.version, config, seed, key, spec, timeout)
+            key = cache_key(spec.name, spec.version, spec.module, config, seed, code=code)
+            tasks[(arm, seed)] = Task(spec.name, spec.version, config, seed, key, spec, timeout, resources)
     return tasks
 
 
@@ -118,7 +122,7 @@ def run_tasks(
     *,
     workers: int = 1,
     progress: ProgressCallback | None = None,
-    executor: IsolatedExecutor | None = None,
+    executor: Executor | None = None,
 ) -> dict[str, TaskOutcome]:
     """Run every distinct task once (by cache key); cached ones are not re-run.
 
@@ -167,7 +171,7 @@ def run_tasks(
 
     if not pending:
         return outcomes
-    jobs = [Job(t.key, _spec_of(t), t.config, t.seed, t.timeout_s) for t in pending.values()]
+    jobs = [Job(t.key, _spec_of(t), t.config, t.seed, t.timeout_s, t.resources) for t in pending.values()]
     if executor is not None:
         executor.run(jobs, finish)
     else:
@@ -270,7 +274,7 @@ def run_claims(
     search: Iterable[str] = (),
     project_root: Path | None = None,
     timeout_s: float | None = None,
-    executor: IsolatedExecutor | None = None,
+    executor: Executor | None = None,
 ) -> list[ClaimResult]:
     """Check ``items``: skip the ones whose hardware or data is absent, run the rest's tasks pooled."""
     results: dict[str, ClaimResult] = {}

@@ -151,6 +151,14 @@ class Expect(_Bounded):
         return f"{stat} {self.describe_bound()}{suffix}"
 
 
+class Resources(_Strict):
+    """What one experiment run of a claim needs (Ray resource requests under `--executor ray`)."""
+
+    gpus: float = Field(default=0, ge=0, le=64, allow_inf_nan=False)
+    cpus: float = Field(default=1, gt=0, le=1024, allow_inf_nan=False)
+    memory_gb: float | None = Field(default=None, gt=0, le=65536, allow_inf_nan=False)
+
+
 class Claim(_Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=120)
     quote: str = Field(min_length=1)
@@ -172,6 +180,7 @@ class Claim(_Strict):
     finding: Finding | None = None
     evidence: str | None = None
     timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)  # per experiment run
+    resources: Resources | None = None  # per experiment run, for executors that schedule them (Ray)
 
     @field_validator("seeds")
     @classmethod

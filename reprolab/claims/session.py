@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from reprolab.claims.cache import ResultCache
-from reprolab.claims.executor import IsolatedExecutor
+from reprolab.claims.executor import Executor, IsolatedExecutor
 from reprolab.claims.history import History, RunInfo
 from reprolab.claims.loader import (
     ClaimFileError,
@@ -58,6 +58,9 @@ class ClaimSession:
         use_cache: bool = True,
         timeout_s: float | None = None,
         report_dir: Path | str | None = None,
+        executor: str | None = None,
+        address: str | None = None,
+        retries: int = 1,
     ) -> None:
         self.project = project if project is not None else find_project()
         self.workers = workers
@@ -66,7 +69,10 @@ class ClaimSession:
         self.cache = ResultCache(self.project.state / "cache", enabled=use_cache)
         self.history = History(self.project.state / "history.sqlite")
         self.seen_ids: dict[str, LoadedClaim] = {}
-        self._executor: IsolatedExecutor | None = None
+        self.executor_kind = executor or self.project.executor
+        self.address = address
+        self.retries = retries
+        self._executor: Executor | None = None
         self._added_path: str | None = None
         root = str(self.project.root)
         if root not in sys.path:  # the lab's own packages import from the project root, as under pytest
@@ -111,9 +117,15 @@ class ClaimSession:
     # --- running ------------------------------------------------------------------------------------------------
 
     @property
-    def executor(self) -> IsolatedExecutor:
+    def executor(self) -> Executor:
+        """Local isolated processes (default), or Ray tasks (imported only when asked)."""
         if self._executor is None:
-            self._executor = IsolatedExecutor(self.workers)
+            if self.executor_kind == "ray":
+                from reprolab.claims.ray_executor import RayExecutor
+
+                self._executor = RayExecutor(self.address, retries=self.retries)
+            else:
+                self._executor = IsolatedExecutor(self.workers)
         return self._executor
 
     def run(

@@ -55,6 +55,13 @@ MODULES = {
             time.sleep(600)
 
 
+        @experiment("faults.exit_on_one", metrics={"x": (0, 1)}, config_keys=())
+        def exit_on_one(config, seed):
+            if seed == 1:
+                os._exit(3)
+            return {"x": 1.0}
+
+
         @experiment("faults.missing", metrics={"x": (0, 1)}, config_keys=())
         def missing(config, seed):
             import nosuchpkg_for_reprolab_tests  # noqa: F401

@@ -1,0 +1,113 @@
+"""Run experiment tasks as Ray tasks: the same claims on a laptop (an embedded local Ray) or on a cluster.
+
+Selected with ``reprolab check --executor ray [--address ADDR]`` or ``[tool.reprolab] executor = "ray"``; the
+default stays :class:`~reprolab.claims.executor.IsolatedExecutor`. Ray is imported only here, only when asked
+(``pip install "reprolab[ray]"``).
+
+- Each (claim arm, seed) task not served from the cache is one Ray task, with the claim's ``resources``
+  (``gpus``, ``cpus``, ``memory_gb``) as its resource request. Results come back to the driver, which alone
+  writes the cache, the history and the reports: workers need no shared filesystem for state.
+- Faults: an exception, ``sys.exit`` or failed import inside the task is an outcome naming its cause, as locally.
+  A worker that dies (``os._exit``, a segfault, out of memory, a lost node) is retried ``retries`` times
+  (default 1) by Ray, then the task is an ``error`` naming the Ray failure. A task past its timeout is
+  cancelled (force) and is an ``error``.
+- Ctrl-C (or any interruption) cancels every outstanding task before it propagates; an embedded Ray is shut
+  down on close, so no worker outlives the run.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from reprolab.claims.executor import Job, TaskOutcome, execute
+
+INSTALL_HINT = 'the ray executor needs Ray: pip install "reprolab[ray]"'
+
+
+def _run_job(job: Job, path: list[str]) -> TaskOutcome:
+    """The Ray task: make the driver's import path visible (the lab's package), then run like a local worker."""
+    sys.path[:0] = [entry for entry in path if entry not in sys.path]
+    return execute(job.spec, job.config, job.seed)
+
+
+def _request(resources: Mapping[str, float] | None) -> dict[str, Any]:
+    resources = resources or {}
+    options: dict[str, Any] = {
+        "num_cpus": float(resources.get("cpus", 1)),
+        "num_gpus": float(resources.get("gpus", 0)),
+    }
+    if resources.get("memory_gb"):
+        options["memory"] = int(float(resources["memory_gb"]) * 1024**3)
+    return options
+
+
+def _failure_cause(exc: BaseException) -> str:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"ray task failed: {type(exc).__name__}" + (f": {first[:300]}" if first else "")
+
+
+class RayExecutor:
+    """Ray tasks instead of local worker processes; ``address=None`` starts an embedded local Ray."""
+
+    def __init__(self, address: str | None = None, *, retries: int = 1, num_cpus: int | None = None) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise RuntimeError(INSTALL_HINT) from None
+        self._ray = ray
+        self.retries = retries
+        self._started = False
+        if not ray.is_initialized():
+            ray.init(
+                address=address,
+                num_cpus=num_cpus if address is None else None,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+            self._started = True
+        self._remote = ray.remote(_run_job)
+
+    def run(self, jobs: Iterable[Job], on_done: Callable[[Job, TaskOutcome], None]) -> None:
+        ray = self._ray
+        path = list(sys.path)
+        pending: dict[Any, tuple[Job, float]] = {}
+        for job in jobs:
+            ref = self._remote.options(max_retries=self.retries, **_request(job.resources)).remote(job, path)
+            pending[ref] = (job, time.monotonic())
+        try:
+            while pending:
+                deadlines = [s + j.timeout_s for j, s in pending.values() if j.timeout_s is not None]
+                wait = max(0.0, min(deadlines) - time.monotonic()) + 0.05 if deadlines else None
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=wait)
+                for ref in ready:
+                    job, started = pending.pop(ref)
+                    on_done(job, self._outcome(ref, started))
+                now = time.monotonic()
+                for ref, (job, started) in list(pending.items()):
+                    if job.timeout_s is not None and now - started > job.timeout_s:
+                        ray.cancel(ref, force=True)
+                        del pending[ref]
+                        cause = f"timed out after {job.timeout_s:g} s (ray task cancelled)"
+                        on_done(job, TaskOutcome(None, error=cause, cause=cause, seconds=now - started))
+        except BaseException:
+            for ref in pending:  # interrupted: nothing may keep running for a driver that no longer waits
+                ray.cancel(ref, force=True)
+            raise
+
+    def _outcome(self, ref: Any, started: float) -> TaskOutcome:
+        try:
+            return self._ray.get(ref)
+        except (
+            Exception
+        ) as exc:  # the worker died (after its retries), the node was lost, the task was cancelled
+            cause = _failure_cause(exc)
+            return TaskOutcome(None, error=str(exc), cause=cause, seconds=time.monotonic() - started)
+
+    def close(self) -> None:
+        if self._started and self._ray.is_initialized():
+            self._ray.shutdown()
+            self._started = False
