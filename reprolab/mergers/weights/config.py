@@ -21,7 +21,8 @@ error): ``slices``/``modules`` layouts and per-layer parameter lists (``filter``
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,8 @@ from reprolab.mergers.weights.params import check_param
 from reprolab.mergers.weights.registry import get_method
 
 _TOP = {"models", "merge_method", "base_model", "dtype", "out_dtype", "parameters", "tokenizer_source", "tokenizer",
-        "chat_template", "seed", "max_shard_size", "allow_source_as_base", "allow_pickle", "slices", "modules"}
+        "chat_template", "seed", "max_shard_size", "allow_source_as_base", "allow_pickle", "slices", "modules",
+        "compute_dtype"}
 _MODEL_KEYS = {"model", "parameters", "fisher"}
 # mergekit parameters that only steer its own execution and do not change the result.
 _MERGEKIT_NOOP = {"int8_mask"}
@@ -58,7 +60,7 @@ class MergeConfig:
     max_shard_bytes: int = 5 * 1024**3
     allow_source_as_base: bool = False
     allow_pickle: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    native_arithmetic: bool = True  # mergekit's arithmetic in the 16-bit dtype; `compute_dtype: float32` turns it off
 
 
 def _where(path: Path, what: str) -> str:
@@ -115,7 +117,8 @@ def _params(method: Any, given: dict[str, Any], where: str, *, per_model: bool) 
     return out
 
 
-def _decode(config_path: Path) -> Any:
+def load_documents(config_path: Path) -> list[Any]:
+    """The YAML documents of a config file (several for a mergekit-multi config); errors name the file."""
     try:
         data = config_path.read_bytes()
     except FileNotFoundError:
@@ -127,13 +130,9 @@ def _decode(config_path: Path) -> Any:
     except UnicodeDecodeError:
         raise ValueError(f"{config_path}: not a UTF-8 text file (a YAML merge config was expected)") from None
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        return [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:
         raise ValueError(f"{config_path}: invalid YAML ({' '.join(str(exc).split())})") from None
-    if len(docs) > 1:
-        raise ValueError(f"{config_path}: holds {len(docs)} YAML documents (a mergekit-multi config); "
-                         "reprolab merge runs one merge per config file: split it into one file per document")
-    return docs[0] if docs else None
 
 
 def _size(value: Any, where: str) -> int:
@@ -146,9 +145,11 @@ def _size(value: Any, where: str) -> int:
     return size
 
 
-def _resolve_path(ref: Any, config_dir: Path, where: str) -> Path:
+def _resolve_path(ref: Any, config_dir: Path, where: str, aliases: Mapping[str, Path] | None = None) -> Path:
     if not isinstance(ref, str) or not ref:
         raise ValueError(f"{where}: model must be a path string, got {ref!r}")
+    if aliases and ref in aliases:  # an earlier merge of a multi-document config, by its `name`
+        return aliases[ref]
     if "+" in ref and not Path(ref).exists():
         raise ValueError(f"{where}: LoRA references ({ref!r}) are not supported")
     p = Path(ref).expanduser()
@@ -159,10 +160,20 @@ def _resolve_path(ref: Any, config_dir: Path, where: str) -> Path:
     return p.resolve()
 
 
-def parse_config(config_path: Path) -> MergeConfig:
-    """Read and validate a merge config; every error is one line naming the file, the model and the field."""
+def parse_config(config_path: Path, document: Any = None, aliases: Mapping[str, Path] | None = None) -> MergeConfig:
+    """Read and validate a merge config; every error is one line naming the file, the model and the field.
+
+    ``document``: one already-loaded document of the file (multi-document configs; see :mod:`multi`), whose
+    model references may name earlier merges (``aliases``: name -> output folder).
+    """
     config_path = Path(config_path)
-    raw = _decode(config_path)
+    if document is None:
+        docs = load_documents(config_path)
+        if len(docs) > 1:
+            raise ValueError(f"{config_path}: holds {len(docs)} YAML documents (a mergekit-multi config); "
+                             "run it with `reprolab merge CONFIG OUT --intermediate-dir DIR`")
+        document = docs[0] if docs else None
+    raw = document
     if not isinstance(raw, dict):
         raise ValueError(f"{config_path}: the config must be a mapping")
     unknown = sorted(map(str, set(raw) - _TOP))
@@ -179,7 +190,8 @@ def parse_config(config_path: Path) -> MergeConfig:
         raise ValueError(_where(config_path, "missing `merge_method`"))
     method = get_method(_string(raw["merge_method"], f"{config_path}: merge_method"))
     cdir = config_path.parent
-    base = _resolve_path(raw["base_model"], cdir, f"{config_path}: base_model") if raw.get("base_model") is not None else None
+    base = (_resolve_path(raw["base_model"], cdir, f"{config_path}: base_model", aliases)
+            if raw.get("base_model") is not None else None)
     models = raw.get("models")
     if not isinstance(models, list) or not models:
         raise ValueError(_where(config_path, "`models` must be a non-empty list"))
@@ -196,7 +208,7 @@ def parse_config(config_path: Path) -> MergeConfig:
         bad = sorted(map(str, set(entry) - _MODEL_KEYS))
         if bad:
             raise ValueError(f"{where}: unknown key(s) {bad}")
-        path = _resolve_path(entry["model"], cdir, where)
+        path = _resolve_path(entry["model"], cdir, where, aliases)
         params = _params(method, _mapping(entry.get("parameters"), f"{where}: parameters"), where, per_model=True)
         if method.uses_task_vectors and base is not None and path == base:
             continue  # mergekit lets the base appear in `models`; it is the base, not a source
@@ -225,6 +237,16 @@ def parse_config(config_path: Path) -> MergeConfig:
         out = dtype_from_name(_string(raw["out_dtype"], "out_dtype")) if raw.get("out_dtype") is not None else compute
     except ValueError as exc:
         raise ValueError(f"{config_path}: {exc}") from None
+    native = True
+    if raw.get("compute_dtype") is not None:
+        try:
+            arith = dtype_from_name(_string(raw["compute_dtype"], "compute_dtype"))
+        except ValueError as exc:
+            raise ValueError(f"{config_path}: compute_dtype: {exc}") from None
+        if arith not in (torch.float32, compute):
+            raise ValueError(_where(config_path, "compute_dtype must be float32 (the precise path) or the same as "
+                                                 f"dtype (mergekit's arithmetic), got {raw['compute_dtype']!r}"))
+        native = arith != torch.float32
     return MergeConfig(
         method=method.name,
         base=base if base is not None else sources[0],
@@ -236,4 +258,5 @@ def parse_config(config_path: Path) -> MergeConfig:
         max_shard_bytes=_size(raw.get("max_shard_size", 5 * 1024**3), f"{config_path}: max_shard_size"),
         allow_source_as_base=_bool(raw, "allow_source_as_base", config_path),
         allow_pickle=_bool(raw, "allow_pickle", config_path),
+        native_arithmetic=native,
     )

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from reprolab.mergers.weights.io import Checkpoint, StreamingWriter, inside_folder
+from reprolab.mergers.weights.native import SIXTEEN_BIT
 from reprolab.mergers.weights.output import OutputFolder, check_separate
 from reprolab.mergers.weights.registry import MergeMethod, TensorContext, Workspace, get_method
 from reprolab.mergers.weights.sparsify import check_density, global_thresholds
@@ -212,8 +213,12 @@ def merge_iter(
     fisher: Sequence[Any] | None = None,
     allow_source_as_base: bool = False,
     check_finite: bool = True,
+    native_arithmetic: bool = False,
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield ``(name, merged float32 tensor)`` in the base's order; non-float tensors pass through the base's.
+
+    ``native_arithmetic``: mergekit-family methods do their arithmetic in the 16-bit dtype of the merge
+    (``compute_dtype``, else the stored dtype of each tensor) as mergekit does (:mod:`native`); otherwise in float32.
 
     Raises ValueError (naming tensor and model) on any mismatch, non-finite value, or a base equal to a source.
     """
@@ -264,7 +269,8 @@ def merge_iter(
                 identical[i] = False
             if m.uses_task_vectors:
                 stack[i] -= b32
-        ctx = TensorContext(name=name, ws=ws)
+        arith = (compute_dtype or binfo.dtype) if native_arithmetic else None
+        ctx = TensorContext(name=name, ws=ws, arith_dtype=arith if arith in SIXTEEN_BIT else None)
         if m.stochastic:
             ctx.generator = torch.Generator().manual_seed(_tensor_seed(plan.seed, name))
         if thresholds is not None:
@@ -272,7 +278,7 @@ def merge_iter(
         if fisher is not None:
             ctx.fisher = torch.stack([f.get(name).to(torch.float32) for f in fisher])
         out = m.fn(b32, stack, plan.weights, params, ctx)
-        if m.uses_task_vectors:
+        if m.uses_task_vectors and not ctx.returns_weights:
             if out.dtype == torch.float32 and out.is_contiguous() and b32.is_contiguous():
                 np.add(out.reshape(-1).numpy(), b32.reshape(-1).numpy(), out=out.reshape(-1).numpy())
             else:
@@ -419,6 +425,7 @@ def merge_checkpoints(
     copy_files: bool = True,
     progress: Callable[[int, int, str], None] | None = None,
     overwrite: bool = False,
+    native_arithmetic: bool = False,
 ) -> list[Path]:
     """Stream-merge checkpoints on disk into ``out_dir`` (a Hugging Face folder); returns the weight files.
 
@@ -446,7 +453,8 @@ def merge_checkpoints(
                                  metadata={"merged_by": "reprolab"}, output=output)
         with writer:
             for i, (name, t) in enumerate(
-                merge_iter(b, srcs, plan, compute_dtype=compute_dtype, fisher=fis, allow_source_as_base=allow_source_as_base)
+                merge_iter(b, srcs, plan, compute_dtype=compute_dtype, fisher=fis,
+                           allow_source_as_base=allow_source_as_base, native_arithmetic=native_arithmetic)
             ):
                 writer.write(name, t.to(out_type(name)))
                 if progress is not None:

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from reprolab.mergers.weights.registry import Workspace, register
+from reprolab.mergers.weights.native import SIXTEEN_BIT, gta_in_dtype
+from reprolab.mergers.weights.registry import TensorContext, Workspace, register
 from reprolab.mergers.weights.sparsify import dare_drop, trim_stack
 
 
@@ -170,9 +171,17 @@ def linear(base, stack, weights, params, ctx):
     return mixed
 
 
+def _native(ctx: TensorContext) -> bool:
+    """mergekit's 16-bit arithmetic for this tensor (the result is then the merged weights)."""
+    ctx.returns_weights = ctx.arith_dtype in SIXTEEN_BIT
+    return ctx.returns_weights
+
+
 @register("task_arithmetic", uses_task_vectors=True, defaults={"lambda": 1.0, "normalize": False}, per_source=("weight",))
 def task_arithmetic(base, stack, weights, params, ctx):
     """theta_base + lambda * sum_i w_i tau_i."""
+    if _native(ctx):
+        return gta_in_dtype(base, stack, weights, params, ctx, sparsify=None, consensus=None)
     return elect_and_mix(stack, weights, consensus=None, normalize=params["normalize"]) * params["lambda"]
 
 
@@ -189,6 +198,9 @@ def ties(base, stack, weights, params, ctx):
     dens = _per_source(params, "density", stack.shape[0])
     if params["trim_scope"] not in ("tensor", "model"):
         raise ValueError(f"trim_scope must be 'tensor' or 'model', got {params['trim_scope']!r}")
+    if _native(ctx):
+        return gta_in_dtype(base, stack, weights, {**params, "density": dens}, ctx, sparsify="magnitude",
+                            consensus=params["consensus"])
     trim_stack(stack, dens, ctx.thresholds if params["trim_scope"] == "model" else None, ctx.ws, params["tie_break"])
     out = elect_and_mix(stack, weights, consensus=params["consensus"], normalize=params["normalize"], ws=ctx.ws)
     return out.mul_(params["lambda"]) if params["lambda"] != 1 else out
@@ -212,12 +224,18 @@ _DARE_DEFAULTS = {"density": 1.0, "lambda": 1.0, "normalize": False, "rescale": 
 @register("dare_linear", uses_task_vectors=True, defaults=_DARE_DEFAULTS, per_source=("weight", "density"), stochastic=True)
 def dare_linear(base, stack, weights, params, ctx):
     """DARE drop-and-rescale on task arithmetic."""
+    if _native(ctx):
+        dens = _per_source(params, "density", stack.shape[0])
+        return gta_in_dtype(base, stack, weights, {**params, "density": dens}, ctx, sparsify="random", consensus=None)
     return elect_and_mix(_dare(stack, params, ctx), weights, consensus=None, normalize=params["normalize"]) * params["lambda"]
 
 
 @register("dare_ties", uses_task_vectors=True, defaults=_DARE_DEFAULTS, per_source=("weight", "density"), stochastic=True)
 def dare_ties(base, stack, weights, params, ctx):
     """DARE drop-and-rescale, then TIES sign election and (optionally normalised) mixing."""
+    if _native(ctx):
+        dens = _per_source(params, "density", stack.shape[0])
+        return gta_in_dtype(base, stack, weights, {**params, "density": dens}, ctx, sparsify="random", consensus="sum")
     return elect_and_mix(_dare(stack, params, ctx), weights, consensus="sum", normalize=params["normalize"]) * params["lambda"]
 
 

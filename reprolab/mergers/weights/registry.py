@@ -52,6 +52,9 @@ class TensorContext:
     thresholds: torch.Tensor | None = None  # [K] per-source magnitude thresholds (trim over the whole model)
     fisher: torch.Tensor | None = None  # [K, *shape] diagonal Fisher of each source
     extra: dict[str, Any] = field(default_factory=dict)
+    # 16-bit dtype in which mergekit-family methods do their arithmetic (native.py); None: float32
+    arith_dtype: torch.dtype | None = None
+    returns_weights: bool = False  # set by a task-vector method that returned merged weights, not a task vector
 
 
 MergeFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Mapping[str, Any], TensorContext], torch.Tensor]

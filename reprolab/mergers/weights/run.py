@@ -55,6 +55,7 @@ def run_merge(config_path: Path, out_dir: Path, *, show_progress: bool = True, o
                 compute_dtype=cfg.compute_dtype, out_dtype=cfg.out_dtype, fisher=cfg.fisher,
                 allow_source_as_base=cfg.allow_source_as_base, allow_pickle=cfg.allow_pickle,
                 max_shard_bytes=cfg.max_shard_bytes, progress=progress, overwrite=overwrite,
+                native_arithmetic=cfg.native_arithmetic,
             )
         except OSError as exc:  # a full disk, a read-only or vanished folder: one line, no traceback
             where = exc.filename or out_dir
