@@ -222,7 +222,9 @@ def history_command(claim_id: str, limit: int) -> None:
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.option("--overwrite", is_flag=True,
               help="merge into a non-empty OUT_DIR, replacing only the files an earlier reprolab merge wrote there")
-def merge(config: Path, out_dir: Path, quiet: bool, overwrite: bool) -> None:
+@click.option("--intermediate-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="multi-document (mergekit-multi) configs: folder for the named merges")
+def merge(config: Path, out_dir: Path, quiet: bool, overwrite: bool, intermediate_dir: Path | None) -> None:
     """Weight-space merge of real checkpoints (mergekit-style YAML CONFIG), streamed tensor by tensor into OUT_DIR.
 
     OUT_DIR must be empty (or hold an earlier reprolab merge, with --overwrite) and apart from every input;
@@ -231,7 +233,7 @@ def merge(config: Path, out_dir: Path, quiet: bool, overwrite: bool) -> None:
     from reprolab.mergers.weights.run import run_merge
 
     try:
-        run_merge(config, out_dir, show_progress=not quiet, overwrite=overwrite)
+        run_merge(config, out_dir, show_progress=not quiet, overwrite=overwrite, intermediate_dir=intermediate_dir)
     except (ValueError, FileNotFoundError) as exc:
         raise click.ClickException(" ".join(str(exc).split())) from None
     except KeyboardInterrupt:

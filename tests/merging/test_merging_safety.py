@@ -331,3 +331,50 @@ def test_output_folder_unit_rules(tmp_path):
     again.temp("config.json").write_text("{}")
     again.abort()
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [MANIFEST, "model.safetensors"]
+
+
+# --- multi-document (mergekit-multi) configs (issue 14, item 5) -----------------------------------------------
+
+MULTI = """name: step1
+merge_method: task_arithmetic
+base_model: base
+models: [{model: ft0}]
+---
+merge_method: linear
+models: [{model: step1, parameters: {weight: 0.5}}, {model: ft1, parameters: {weight: 0.5}}]
+"""
+
+
+def test_a_multi_document_config_runs_in_order_like_mergekit_multi(models):
+    cfg = _config(models, MULTI, "multi.yaml")
+    assert _cli(cfg, models / "out", "--intermediate-dir", models / "inter")[0] == 0
+    step1 = _config(models, "merge_method: task_arithmetic\nbase_model: base\nmodels: [{model: ft0}]\n", "s1.yaml")
+    run_merge(step1, models / "s1", show_progress=False)
+    final = _config(models, "merge_method: linear\nmodels: [{model: s1, parameters: {weight: 0.5}}, "
+                            "{model: ft1, parameters: {weight: 0.5}}]\n", "s2.yaml")
+    run_merge(final, models / "s2", show_progress=False)
+    assert _snapshot(models / "inter" / "step1") == _snapshot(models / "s1")
+    got, want = load_file(models / "out" / "model.safetensors"), load_file(models / "s2" / "model.safetensors")
+    assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
+
+
+@pytest.mark.parametrize("text,args,match", [
+    (MULTI, (), "pass --intermediate-dir"),
+    (MULTI.replace("name: step1", "name: step1\nparameters: {lambda: x}"), ("--intermediate-dir", "inter"),
+     "[step1]: parameters.lambda must be a number"),
+    (MULTI + "---\nname: step1\nmerge_method: linear\nmodels: [{model: ft0}]\n", ("--intermediate-dir", "inter"),
+     "merge name 'step1' appears twice"),
+    (MULTI.replace("models: [{model: ft0}]", "models: [{model: later}]") + "---\nname: later\nmerge_method: linear\n"
+     "models: [{model: step1}]\n", ("--intermediate-dir", "inter"), "circular dependency"),
+    (MULTI.replace("models: [{model: step1,", "name: two\nmodels: [{model: step1,"), ("--intermediate-dir", "inter"),
+     "no unnamed document"),
+    (MULTI + "---\nname: extra\nmerge_method: linear\nmodels: [{model: nowhere}]\n", ("--intermediate-dir", "inter"),
+     "does not exist"),
+    (MULTI + "---\nmerge_method: linear\nmodels: [{model: ft0}]\n", ("--intermediate-dir", "inter"),
+     "several unnamed (final) merges"),
+])
+def test_bad_multi_document_configs_fail_before_any_merge(models, text, args, match):
+    cfg = _config(models, text, "multi.yaml")
+    args = tuple(models / a if a == "inter" else a for a in args)
+    _refused((cfg, models / "out", *args), match)
+    assert not (models / "inter").exists() and not (models / "out").exists()
