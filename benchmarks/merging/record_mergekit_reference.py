@@ -4,7 +4,7 @@ tests/merging/data/mergekit_ref/, compared by tests/merging/test_merging_mergeki
 mergekit stays out of the project's venv: run it from its own (see docs/merging.md, "Benchmark")::
 
     REPROLAB_MERGEKIT_PYTHON=/path/to/venv-mergekit/bin/python \\
-        PYTHONPATH=. python benchmarks/merging/record_mergekit_reference.py
+        PYTHONPATH=. python benchmarks/merging/record_mergekit_reference.py [CONFIG_NAME ...]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def main() -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     with tempfile.TemporaryDirectory() as d:
         root = build_models(Path(d))
-        for name in [*CONFIGS, *DARE_CONFIGS]:
+        for name in sys.argv[1:] or [*CONFIGS, *DARE_CONFIGS]:  # names given: record only those
             out = root / f"out_{name}"
             subprocess.run([MERGEKIT_PY, "-m", "mergekit.scripts.run_yaml", str(write_config(root, name)), str(out),
                             "--no-lazy-unpickle", "--no-copy-tokenizer"], check=True, env=env,

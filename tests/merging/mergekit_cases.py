@@ -121,8 +121,47 @@ models:
 merge_method: ties
 base_model: {d}/base
 """,
+    "breadcrumbs_bf16": """
+models:
+  - model: {d}/ft0
+    parameters: {{density: 0.6, gamma: 0.05, weight: 0.5}}
+  - model: {d}/ft1
+    parameters: {{density: 0.5, gamma: 0.02, weight: 0.5}}
+merge_method: breadcrumbs
+base_model: {d}/base
+dtype: bfloat16
+""",
+    "breadcrumbs_ties_f32": """
+models:
+  - model: {d}/ft0
+    parameters: {{density: 0.7, gamma: 0.01, weight: 0.6}}
+  - model: {d}/ft1
+    parameters: {{density: 0.7, gamma: 0.01, weight: 0.4}}
+  - model: {d}/ft2
+    parameters: {{density: 0.5, gamma: 0.03, weight: 0.4}}
+merge_method: breadcrumbs_ties
+base_model: {d}/base
+parameters: {{normalize: true, rescale: true}}
+dtype: float32
+""",
+    "passthrough_bf16": """
+models:
+  - model: {d}/ft1
+    parameters: {{scale: 0.7}}
+merge_method: passthrough
+dtype: bfloat16
+""",
+    "nearswap_bf16": """
+models:
+  - model: {d}/base
+  - model: {d}/ft2
+merge_method: nearswap
+base_model: {d}/base
+parameters: {{t: 0.004}}
+dtype: bfloat16
+""",
 }
-# DARE draws its drop masks from an unseeded generator in mergekit: only mask statistics can be compared.
+# DARE and DELLA draw their drop masks from an unseeded generator in mergekit: only mask statistics compare.
 DARE_CONFIGS: dict[str, str] = {
     "dare_ties_bf16": """
 models:
@@ -133,6 +172,17 @@ models:
 merge_method: dare_ties
 base_model: {d}/base
 parameters: {{int8_mask: true}}
+dtype: bfloat16
+""",
+    "della_bf16": """
+models:
+  - model: {d}/ft0
+    parameters: {{density: 0.5, epsilon: 0.1, weight: 0.5}}
+  - model: {d}/ft1
+    parameters: {{density: 0.5, epsilon: 0.1, weight: 0.5}}
+merge_method: della
+base_model: {d}/base
+parameters: {{lambda: 1.0}}
 dtype: bfloat16
 """,
 }

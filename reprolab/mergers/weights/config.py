@@ -31,6 +31,7 @@ import yaml
 
 from reprolab.mergers.weights.engine import MergePlan
 from reprolab.mergers.weights.io import dtype_from_name
+from reprolab.mergers.weights.native import check_della_range
 from reprolab.mergers.weights.params import check_param
 from reprolab.mergers.weights.registry import get_method
 
@@ -210,7 +211,7 @@ def parse_config(config_path: Path, document: Any = None, aliases: Mapping[str, 
             raise ValueError(f"{where}: unknown key(s) {bad}")
         path = _resolve_path(entry["model"], cdir, where, aliases)
         params = _params(method, _mapping(entry.get("parameters"), f"{where}: parameters"), where, per_model=True)
-        if method.uses_task_vectors and base is not None and path == base:
+        if (method.uses_task_vectors or method.needs_base) and base is not None and path == base:
             continue  # mergekit lets the base appear in `models`; it is the base, not a source
         sources.append(path)
         per.append(params)
@@ -218,7 +219,10 @@ def parse_config(config_path: Path, document: Any = None, aliases: Mapping[str, 
             fisher.append(_resolve_path(entry["fisher"], cdir, f"{where}.fisher"))
     if not sources:
         raise ValueError(_where(config_path, "no source models to merge (only the base is listed)"))
-    if method.uses_task_vectors and base is None:
+    if method.n_sources is not None and len(sources) != method.n_sources:
+        raise ValueError(_where(config_path, f"method {method.name!r} takes exactly {method.n_sources} model(s) "
+                                             f"besides the base, got {len(sources)}"))
+    if (method.uses_task_vectors or method.needs_base) and base is None:
         raise ValueError(_where(config_path, f"method {method.name!r} needs `base_model` (the pretrained model)"))
     if fisher and len(fisher) != len(sources):
         raise ValueError(_where(config_path, "give a `fisher:` path for every source or for none"))
@@ -230,6 +234,7 @@ def parse_config(config_path: Path, document: Any = None, aliases: Mapping[str, 
         raise ValueError(_where(config_path, f"seed must be an integer, got {seed!r}"))
     try:
         plan = MergePlan.build(method, len(sources), None, top, per, seed)
+        check_della_range(plan.tensor_params())
     except ValueError as exc:
         raise ValueError(f"{config_path}: {exc}") from None
     try:

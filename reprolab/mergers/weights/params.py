@@ -61,6 +61,10 @@ RULES: Mapping[str, Rule] = {
     "lambda": Number(),
     "lambda1": Number(),
     "floor": Number(0.0),
+    "gamma": Number(0.0, 1.0),
+    "scale": Number(),  # passthrough
+    "t": Number(0.0),  # nearswap: similarity threshold  # breadcrumbs: share of largest entries dropped as outliers
+    "epsilon": Number(0.0, 1.0, high_open=True),  # DELLA: half-width of the keep-probability range
     "normalize": Boolean(),
     "int8_mask": Boolean(),
     "trim_scope": Choice(("tensor", "model")),
