@@ -1,7 +1,7 @@
 """The YAML merge configuration: mergekit's own format plus reprolab's extra methods and options.
 
-A mergekit config for ``linear``, ``task_arithmetic``, ``ties``, ``dare_ties`` or ``dare_linear`` works
-unchanged::
+A mergekit config for ``linear``, ``task_arithmetic``, ``ties``, ``dare_ties``, ``dare_linear``,
+``breadcrumbs(_ties)``, ``della(_linear)``, ``passthrough`` or ``nearswap`` runs with mergekit's arithmetic::
 
     models:
       - model: ./ft-a
@@ -14,8 +14,10 @@ unchanged::
 
 Extras: any registered method (``fisher`` with a per-model ``fisher:`` path, ``neuromerging``,
 ``directional_consensus``, ...), method parameters such as ``trim_scope: model`` or ``rescale: paper``, and
-top-level ``seed``, ``max_shard_size`` (bytes or "2GB") and ``allow_source_as_base``. Not supported (clear
-error): ``slices``/``modules`` layouts and per-layer parameter lists (``filter``/gradients).
+top-level ``seed``, ``max_shard_size`` (bytes or "2GB"), ``compute_dtype: float32``, ``allow_source_as_base``.
+Not supported (clear error naming the key): ``slices``/``modules`` layouts, per-layer parameter lists
+(``filter``/gradients), ``tokenizer_source``/``tokenizer``/``chat_template``. Every field is typed and checked
+(``params.py``); multi-document configs are run by :mod:`multi`.
 """
 
 from __future__ import annotations
