@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from reprolab.mergers.weights import load_state_dict, merge_state_dicts, save_state_dict
+from reprolab.mergers.weights import save_state_dict
 from reprolab.mergers.weights.output import MANIFEST, TMP_PREFIX
 from reprolab.mergers.weights.run import run_merge
 
@@ -103,22 +103,20 @@ def test_sigkill_at_any_moment_leaves_no_incomplete_file(big_models, forkserver,
     for fraction in (0.0, 0.3, 0.9):  # while reading the headers, mid-weights, nearly all written
         killed.append(_poll_kill(_child(forkserver, big_models, out), out, fraction))
         assert _assert_no_incomplete_final_file(out) == [] or not killed[-1]
-    for n in (1, 2, 3):  # mid-commit: after the manifest, after the weights, after config.json
+    for n in (1, 2):  # mid-commit: after the manifest's rename, after the weights' (config.json not yet renamed)
         proc = _child(forkserver, big_models, out, kill_after_renames=n)
         proc.join()
         assert proc.exitcode == -signal.SIGKILL
         finals = _assert_no_incomplete_final_file(out)
-        assert MANIFEST in finals
-        if n >= 2:
-            assert "model.safetensors" in finals
+        assert MANIFEST in finals and "config.json" not in finals
+        assert ("model.safetensors" in finals) == (n == 2)
     assert sum(killed) >= 2, f"the merge finished before most kills landed ({killed}); the test did not test"
-    # the next merge into that OUT removes the temporaries and completes
+    # the next merge into that OUT removes the temporaries and completes (base + 0.01: task arithmetic, weight 1)
     run_merge(big_models / "merge.yaml", out, show_progress=False, overwrite=True)
     assert not list(out.rglob(f"{TMP_PREFIX}*"))
     assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "config.json", "model.safetensors"]
-    want = merge_state_dicts(load_state_dict(big_models / "base"), [load_state_dict(big_models / "ft")])
-    got = load_state_dict(out)
-    assert all(torch.equal(got[k], want[k]) for k in SHAPES)
+    got, ft = load_file(out / "model.safetensors"), load_file(big_models / "ft" / "model.safetensors")
+    assert all(torch.allclose(got[k], ft[k], atol=1e-6) for k in SHAPES)
 
 
 def test_sigterm_removes_the_temporaries(big_models, forkserver, tmp_path):
