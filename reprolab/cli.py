@@ -218,7 +218,7 @@ def history_command(claim_id: str, limit: int) -> None:
 
 @cli.command()
 @click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(path_type=Path))
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.option("--overwrite", is_flag=True,
               help="merge into a non-empty OUT_DIR, replacing only the files an earlier reprolab merge wrote there")

@@ -123,11 +123,13 @@ def test_overwrite_replaces_only_an_earlier_merges_files(models):
     assert not list(out.glob(f"{TMP_PREFIX}*"))
 
 
-@pytest.mark.parametrize("where", ["file", "sys"])
+@pytest.mark.parametrize("where", ["under a file", "a file", "sys"])
 def test_out_that_cannot_be_a_folder_is_one_line(models, where):
     (models / "plain").write_text("a regular file")
-    out = models / "plain" / "out" if where == "file" else Path("/sys/reprolab-merge-out")
-    _refused((_config(models), out), "not a folder" if where == "file" else "cannot create the folder")
+    out = {"under a file": models / "plain" / "out", "a file": models / "plain",
+           "sys": Path("/sys/reprolab-merge-out")}[where]
+    _refused((_config(models), out), "cannot create the folder" if where == "sys" else "is not a folder")
+    assert (models / "plain").read_text() == "a regular file"
 
 
 def test_manifest_that_points_outside_is_refused(models):
