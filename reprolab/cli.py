@@ -264,16 +264,27 @@ def init(directory: Path, package: str | None) -> None:
 
 @cli.command()
 @click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(path_type=Path))
 @click.option("--quiet", is_flag=True, help="no progress bar")
-def merge(config: Path, out_dir: Path, quiet: bool) -> None:
-    """Weight-space merge of real checkpoints (mergekit-style YAML CONFIG), streamed tensor by tensor into OUT_DIR."""
+@click.option("--overwrite", is_flag=True,
+              help="merge into a non-empty OUT_DIR, replacing only the files an earlier reprolab merge wrote there")
+@click.option("--intermediate-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="multi-document (mergekit-multi) configs: folder for the named merges")
+def merge(config: Path, out_dir: Path, quiet: bool, overwrite: bool, intermediate_dir: Path | None) -> None:
+    """Weight-space merge of real checkpoints (mergekit-style YAML CONFIG), streamed tensor by tensor into OUT_DIR.
+
+    OUT_DIR must be empty (or hold an earlier reprolab merge, with --overwrite) and apart from every input;
+    files appear under their final names only once all are complete.
+    """
     from reprolab.mergers.weights.run import run_merge
 
     try:
-        run_merge(config, out_dir, show_progress=not quiet)
+        run_merge(config, out_dir, show_progress=not quiet, overwrite=overwrite, intermediate_dir=intermediate_dir)
     except (ValueError, FileNotFoundError) as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(" ".join(str(exc).split())) from None
+    except KeyboardInterrupt:
+        click.echo("merge interrupted; its temporary files were removed", err=True)
+        raise SystemExit(130) from None
 
 
 @cli.command()

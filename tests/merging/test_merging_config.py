@@ -128,10 +128,13 @@ def test_unknown_per_model_parameter_is_an_error_for_every_method(models):
         run_merge(cfg, tmp / "out", show_progress=False)
 
 
-def test_rerun_into_the_same_folder_replaces_stale_shards(models):
+def test_a_stale_shard_nobody_merged_is_never_deleted(models):
     tmp, _, _ = models
     (tmp / "out").mkdir()
     (tmp / "out" / "model-00001-of-00002.safetensors").write_bytes(b"stale")
     cfg = _write(tmp, "merge_method: task_arithmetic\nbase_model: base\nmodels: [{model: ft0}, {model: ft1}]\n")
-    run_merge(cfg, tmp / "out", show_progress=False)
-    assert sorted(p.name for p in (tmp / "out").glob("*.safetensors")) == ["model.safetensors"]
+    with pytest.raises(ValueError, match="not empty"):
+        run_merge(cfg, tmp / "out", show_progress=False)
+    with pytest.raises(ValueError, match="no reprolab merge wrote"):
+        run_merge(cfg, tmp / "out", show_progress=False, overwrite=True)
+    assert (tmp / "out" / "model-00001-of-00002.safetensors").read_bytes() == b"stale"

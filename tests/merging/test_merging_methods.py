@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reprolab.mergers.weights import get_method, list_methods, merge_state_dicts, merge_tensors
+from reprolab.mergers.weights import (
+    get_method,
+    list_methods,
+    merge_state_dicts,
+    merge_tensors,
+    save_state_dict,
+)
 from reprolab.mergers.weights.methods import is_neuronal
 from reprolab.mergers.weights.sparsify import dare_drop, global_thresholds, magnitude_mask
 
@@ -153,3 +159,37 @@ def test_ties_at_the_threshold_keep_exactly_k(tie_break):
         assert torch.equal(m, ref)
     with pytest.raises(ValueError, match="tie_break"):
         magnitude_mask(x, 0.3, tie_break="random")
+
+
+def test_mergekit_gta_family_methods_are_registered_with_validated_parameters(tmp_path):
+    from reprolab.mergers.weights.run import run_merge
+
+    assert {"breadcrumbs", "breadcrumbs_ties", "della", "della_linear", "passthrough", "nearswap"} <= set(list_methods())
+    g = torch.Generator().manual_seed(0)
+    base = {"w": torch.randn(8, 8, generator=g)}
+    save_state_dict(base, tmp_path / "base")
+    save_state_dict({"w": base["w"] + 0.1 * torch.randn(8, 8, generator=g)}, tmp_path / "ft")
+    for method, params, match in [("della", "{density: 0.9, epsilon: 0.2}", "density \\+/- epsilon"),
+                                  ("breadcrumbs", "{gamma: 1.5}", "gamma must lie in"),
+                                  ("della_linear", "{epsilon: x}", "epsilon must be a number"),
+                                  ("nearswap", "{}", "needs parameter\\(s\\) \\['t'\\]"),
+]:
+        cfg = tmp_path / "m.yaml"
+        cfg.write_text(f"merge_method: {method}\nbase_model: base\nmodels: [{{model: ft, parameters: {params}}}]\n")
+        with pytest.raises(ValueError, match=match):
+            run_merge(cfg, tmp_path / "out", show_progress=False)
+    cfg.write_text("merge_method: nearswap\nbase_model: base\nmodels: [{model: ft}]\nparameters: {t: -1}\n")
+    with pytest.raises(ValueError, match=r"parameters\.t must lie in"):
+        run_merge(cfg, tmp_path / "out", show_progress=False)
+    cfg.write_text("merge_method: passthrough\nmodels: [{model: ft}, {model: base}]\n")
+    with pytest.raises(ValueError, match="takes exactly 1 model"):
+        run_merge(cfg, tmp_path / "out", show_progress=False)
+
+
+@pytest.mark.parametrize("method", ["breadcrumbs", "breadcrumbs_ties", "della", "della_linear"])
+def test_mergekit_gta_family_density_one_is_task_arithmetic(method):
+    g = torch.Generator().manual_seed(1)
+    base = {"w": torch.randn(6, 7, generator=g)}
+    src = {"w": base["w"] + 0.1 * torch.randn(6, 7, generator=g)}
+    out = merge_state_dicts(base, [src], method, [1.0], params={"density": 1.0})
+    assert torch.allclose(out["w"], src["w"], atol=1e-6)

@@ -1,7 +1,7 @@
 """The YAML merge configuration: mergekit's own format plus reprolab's extra methods and options.
 
-A mergekit config for ``linear``, ``task_arithmetic``, ``ties``, ``dare_ties`` or ``dare_linear`` works
-unchanged::
+A mergekit config for ``linear``, ``task_arithmetic``, ``ties``, ``dare_ties``, ``dare_linear``,
+``breadcrumbs(_ties)``, ``della(_linear)``, ``passthrough`` or ``nearswap`` runs with mergekit's arithmetic::
 
     models:
       - model: ./ft-a
@@ -14,14 +14,17 @@ unchanged::
 
 Extras: any registered method (``fisher`` with a per-model ``fisher:`` path, ``neuromerging``,
 ``directional_consensus``, ...), method parameters such as ``trim_scope: model`` or ``rescale: paper``, and
-top-level ``seed``, ``max_shard_size`` (bytes or "2GB") and ``allow_source_as_base``. Not supported (clear
-error): ``slices``/``modules`` layouts and per-layer parameter lists (``filter``/gradients).
+top-level ``seed``, ``max_shard_size`` (bytes or "2GB"), ``compute_dtype: float32``, ``allow_source_as_base``.
+Not supported (clear error naming the key): ``slices``/``modules`` layouts, per-layer parameter lists
+(``filter``/gradients), ``tokenizer_source``/``tokenizer``/``chat_template``. Every field is typed and checked
+(``params.py``); multi-document configs are run by :mod:`multi`.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +33,22 @@ import yaml
 
 from reprolab.mergers.weights.engine import MergePlan
 from reprolab.mergers.weights.io import dtype_from_name
+from reprolab.mergers.weights.native import check_della_range
+from reprolab.mergers.weights.params import check_param
 from reprolab.mergers.weights.registry import get_method
 
 _TOP = {"models", "merge_method", "base_model", "dtype", "out_dtype", "parameters", "tokenizer_source", "tokenizer",
-        "chat_template", "seed", "max_shard_size", "allow_source_as_base", "allow_pickle", "slices", "modules"}
+        "chat_template", "seed", "max_shard_size", "allow_source_as_base", "allow_pickle", "slices", "modules",
+        "compute_dtype"}
 _MODEL_KEYS = {"model", "parameters", "fisher"}
 # mergekit parameters that only steer its own execution and do not change the result.
 _MERGEKIT_NOOP = {"int8_mask"}
+# mergekit settings reprolab does not implement yet: refused by name, never read and then ignored.
+_NOT_IMPLEMENTED = {
+    "tokenizer_source": "the base's tokenizer files are copied as they are; embeddings are not re-aligned",
+    "tokenizer": "token overrides and pad_to_multiple_of are not applied",
+    "chat_template": "no chat template is written",
+}
 
 
 @dataclass
@@ -51,7 +63,7 @@ class MergeConfig:
     max_shard_bytes: int = 5 * 1024**3
     allow_source_as_base: bool = False
     allow_pickle: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    native_arithmetic: bool = True  # mergekit's arithmetic in the 16-bit dtype; `compute_dtype: float32` turns it off
 
 
 def _where(path: Path, what: str) -> str:
@@ -64,18 +76,83 @@ def _scalar(value: Any, where: str) -> Any:
     return value
 
 
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} must be a mapping of name: value, got a {type(value).__name__} ({value!r})")
+    return value
+
+
+def _bool(raw: dict[str, Any], key: str, config_path: Path) -> bool:
+    value = raw.get(key, False)
+    if not isinstance(value, bool):
+        raise ValueError(_where(config_path, f"{key} must be a YAML boolean (true/false, unquoted), got {value!r}"))
+    return value
+
+
+def _string(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{where} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _params(method: Any, given: dict[str, Any], where: str, *, per_model: bool) -> dict[str, Any]:
+    """Type- and range-check a `parameters` mapping (``where``: the config, and the model for per-model ones).
+
+    Per-layer lists are refused; unknown top-level names are left to MergePlan.build, which lists the known ones.
+    """
+    out = {}
+    for key, value in given.items():
+        field = f"parameters.{key}"
+        value = _scalar(value, f"{where}: {field}")
+        known = key in method.defaults or key in method.per_source or key == "weight" or key in _MERGEKIT_NOOP
+        if not known:
+            if per_model:
+                raise ValueError(f"{where}: unknown per-model parameter {key!r} for {method.name!r}; "
+                                 f"known: {list(method.per_source)}")
+            out[key] = value
+            continue
+        value = check_param(field, value, method.defaults.get(key, False if key in _MERGEKIT_NOOP else 1.0), where)
+        if key in _MERGEKIT_NOOP and key not in method.defaults:
+            continue
+        out[key] = value
+    return out
+
+
+def load_documents(config_path: Path) -> list[Any]:
+    """The YAML documents of a config file (several for a mergekit-multi config); errors name the file."""
+    try:
+        data = config_path.read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"merge config {config_path} does not exist") from None
+    except OSError as exc:
+        raise ValueError(f"merge config {config_path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{config_path}: not a UTF-8 text file (a YAML merge config was expected)") from None
+    try:
+        return [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{config_path}: invalid YAML ({' '.join(str(exc).split())})") from None
+
+
 def _size(value: Any, where: str) -> int:
-    if isinstance(value, int) and value > 0:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*", str(value), re.IGNORECASE)
-    if not m:
-        raise ValueError(f"{where}: max_shard_size must be bytes or like '2GB', got {value!r}")
-    return int(float(m.group(1)) * 1024 ** "_KMGT".index(m.group(2).upper() or "_"))
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*", value, re.IGNORECASE) if isinstance(value, str) else None
+    size = int(float(m.group(1)) * 1024 ** "_KMGT".index(m.group(2).upper() or "_")) if m else 0
+    if size <= 0:
+        raise ValueError(f"{where}: max_shard_size must be a positive number of bytes or like '2GB', got {value!r}")
+    return size
 
 
-def _resolve_path(ref: Any, config_dir: Path, where: str) -> Path:
+def _resolve_path(ref: Any, config_dir: Path, where: str, aliases: Mapping[str, Path] | None = None) -> Path:
     if not isinstance(ref, str) or not ref:
         raise ValueError(f"{where}: model must be a path string, got {ref!r}")
+    if aliases and ref in aliases:  # an earlier merge of a multi-document config, by its `name`
+        return aliases[ref]
     if "+" in ref and not Path(ref).exists():
         raise ValueError(f"{where}: LoRA references ({ref!r}) are not supported")
     p = Path(ref).expanduser()
@@ -86,28 +163,38 @@ def _resolve_path(ref: Any, config_dir: Path, where: str) -> Path:
     return p.resolve()
 
 
-def parse_config(config_path: Path) -> MergeConfig:
-    """Read and validate a merge config; every error names the file and the field."""
+def parse_config(config_path: Path, document: Any = None, aliases: Mapping[str, Path] | None = None) -> MergeConfig:
+    """Read and validate a merge config; every error is one line naming the file, the model and the field.
+
+    ``document``: one already-loaded document of the file (multi-document configs; see :mod:`multi`), whose
+    model references may name earlier merges (``aliases``: name -> output folder).
+    """
     config_path = Path(config_path)
-    try:
-        raw = yaml.safe_load(config_path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"merge config {config_path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{config_path}: invalid YAML ({exc})") from None
+    if document is None:
+        docs = load_documents(config_path)
+        if len(docs) > 1:
+            raise ValueError(f"{config_path}: holds {len(docs)} YAML documents (a mergekit-multi config); "
+                             "run it with `reprolab merge CONFIG OUT --intermediate-dir DIR`")
+        document = docs[0] if docs else None
+    raw = document
     if not isinstance(raw, dict):
         raise ValueError(f"{config_path}: the config must be a mapping")
-    unknown = sorted(set(raw) - _TOP)
+    unknown = sorted(map(str, set(raw) - _TOP))
     if unknown:
         raise ValueError(_where(config_path, f"unknown top-level key(s) {unknown}"))
     for key in ("slices", "modules"):
         if raw.get(key):
             raise ValueError(_where(config_path, f"`{key}` layouts are not supported; list whole models under `models`"))
+    for key, what in _NOT_IMPLEMENTED.items():
+        if key in raw:
+            raise ValueError(_where(config_path, f"`{key}` is not implemented by reprolab merge ({what}); "
+                                                 "remove it to merge with the base's tokenizer"))
     if "merge_method" not in raw:
         raise ValueError(_where(config_path, "missing `merge_method`"))
-    method = get_method(str(raw["merge_method"]))
+    method = get_method(_string(raw["merge_method"], f"{config_path}: merge_method"))
     cdir = config_path.parent
-    base = _resolve_path(raw["base_model"], cdir, f"{config_path}: base_model") if raw.get("base_model") else None
+    base = (_resolve_path(raw["base_model"], cdir, f"{config_path}: base_model", aliases)
+            if raw.get("base_model") is not None else None)
     models = raw.get("models")
     if not isinstance(models, list) or not models:
         raise ValueError(_where(config_path, "`models` must be a non-empty list"))
@@ -120,40 +207,53 @@ def parse_config(config_path: Path) -> MergeConfig:
             entry = {"model": entry}
         if not isinstance(entry, dict) or "model" not in entry:
             raise ValueError(f"{where}: each model needs a `model:` path")
-        bad = sorted(set(entry) - _MODEL_KEYS)
+        where = f"{where} ({entry['model']})"
+        bad = sorted(map(str, set(entry) - _MODEL_KEYS))
         if bad:
             raise ValueError(f"{where}: unknown key(s) {bad}")
-        path = _resolve_path(entry["model"], cdir, where)
-        if method.uses_task_vectors and base is not None and path == base:
+        path = _resolve_path(entry["model"], cdir, where, aliases)
+        params = _params(method, _mapping(entry.get("parameters"), f"{where}: parameters"), where, per_model=True)
+        if (method.uses_task_vectors or method.needs_base) and base is not None and path == base:
             continue  # mergekit lets the base appear in `models`; it is the base, not a source
-        params = {k: _scalar(v, f"{where}.parameters.{k}") for k, v in (entry.get("parameters") or {}).items()}
-        params = {k: v for k, v in params.items() if k not in _MERGEKIT_NOOP}
         sources.append(path)
         per.append(params)
         if "fisher" in entry:
             fisher.append(_resolve_path(entry["fisher"], cdir, f"{where}.fisher"))
     if not sources:
         raise ValueError(_where(config_path, "no source models to merge (only the base is listed)"))
-    if method.uses_task_vectors and base is None:
+    if method.n_sources is not None and len(sources) != method.n_sources:
+        raise ValueError(_where(config_path, f"method {method.name!r} takes exactly {method.n_sources} model(s) "
+                                             f"besides the base, got {len(sources)}"))
+    if (method.uses_task_vectors or method.needs_base) and base is None:
         raise ValueError(_where(config_path, f"method {method.name!r} needs `base_model` (the pretrained model)"))
     if fisher and len(fisher) != len(sources):
         raise ValueError(_where(config_path, "give a `fisher:` path for every source or for none"))
     if method.needs_fisher and not fisher:
         raise ValueError(_where(config_path, f"method {method.name!r} needs a `fisher:` path per model"))
-    top = {k: _scalar(v, f"{config_path}: parameters.{k}") for k, v in (raw.get("parameters") or {}).items()}
-    top = {k: v for k, v in top.items() if k not in _MERGEKIT_NOOP or k in method.defaults}
+    top = _params(method, _mapping(raw.get("parameters"), f"{config_path}: parameters"), str(config_path), per_model=False)
     seed = raw.get("seed", 0)
-    if not isinstance(seed, int):
+    if not isinstance(seed, int) or isinstance(seed, bool):
         raise ValueError(_where(config_path, f"seed must be an integer, got {seed!r}"))
     try:
         plan = MergePlan.build(method, len(sources), None, top, per, seed)
+        check_della_range(plan.tensor_params())
     except ValueError as exc:
         raise ValueError(f"{config_path}: {exc}") from None
     try:
-        compute = dtype_from_name(raw["dtype"]) if raw.get("dtype") else None
-        out = dtype_from_name(raw["out_dtype"]) if raw.get("out_dtype") else compute
+        compute = dtype_from_name(_string(raw["dtype"], "dtype")) if raw.get("dtype") is not None else None
+        out = dtype_from_name(_string(raw["out_dtype"], "out_dtype")) if raw.get("out_dtype") is not None else compute
     except ValueError as exc:
         raise ValueError(f"{config_path}: {exc}") from None
+    native = True
+    if raw.get("compute_dtype") is not None:
+        try:
+            arith = dtype_from_name(_string(raw["compute_dtype"], "compute_dtype"))
+        except ValueError as exc:
+            raise ValueError(f"{config_path}: compute_dtype: {exc}") from None
+        if arith not in (torch.float32, compute):
+            raise ValueError(_where(config_path, "compute_dtype must be float32 (the precise path) or the same as "
+                                                 f"dtype (mergekit's arithmetic), got {raw['compute_dtype']!r}"))
+        native = arith != torch.float32
     return MergeConfig(
         method=method.name,
         base=base if base is not None else sources[0],
@@ -163,7 +263,7 @@ def parse_config(config_path: Path) -> MergeConfig:
         out_dtype=out,
         fisher=fisher or None,
         max_shard_bytes=_size(raw.get("max_shard_size", 5 * 1024**3), f"{config_path}: max_shard_size"),
-        allow_source_as_base=bool(raw.get("allow_source_as_base", False)),
-        allow_pickle=bool(raw.get("allow_pickle", False)),
-        extra={k: raw[k] for k in ("tokenizer_source", "tokenizer", "chat_template") if raw.get(k) is not None},
+        allow_source_as_base=_bool(raw, "allow_source_as_base", config_path),
+        allow_pickle=_bool(raw, "allow_pickle", config_path),
+        native_arithmetic=native,
     )

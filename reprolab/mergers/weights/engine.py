@@ -8,6 +8,7 @@ then turned into task vectors in place) and the result, so peak memory is about 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -18,7 +19,9 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from reprolab.mergers.weights.io import Checkpoint, StreamingWriter
+from reprolab.mergers.weights.io import Checkpoint, StreamingWriter, inside_folder
+from reprolab.mergers.weights.native import SIXTEEN_BIT
+from reprolab.mergers.weights.output import OutputFolder, check_separate
 from reprolab.mergers.weights.registry import MergeMethod, TensorContext, Workspace, get_method
 from reprolab.mergers.weights.sparsify import check_density, global_thresholds
 from reprolab.mergers.weights.task_vectors import BaseIsSourceError
@@ -210,8 +213,12 @@ def merge_iter(
     fisher: Sequence[Any] | None = None,
     allow_source_as_base: bool = False,
     check_finite: bool = True,
+    native_arithmetic: bool = False,
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield ``(name, merged float32 tensor)`` in the base's order; non-float tensors pass through the base's.
+
+    ``native_arithmetic``: mergekit-family methods do their arithmetic in the 16-bit dtype of the merge
+    (``compute_dtype``, else the stored dtype of each tensor) as mergekit does (:mod:`native`); otherwise in float32.
 
     Raises ValueError (naming tensor and model) on any mismatch, non-finite value, or a base equal to a source.
     """
@@ -262,7 +269,8 @@ def merge_iter(
                 identical[i] = False
             if m.uses_task_vectors:
                 stack[i] -= b32
-        ctx = TensorContext(name=name, ws=ws)
+        arith = (compute_dtype or binfo.dtype) if native_arithmetic else None
+        ctx = TensorContext(name=name, ws=ws, arith_dtype=arith if arith in SIXTEEN_BIT else None)
         if m.stochastic:
             ctx.generator = torch.Generator().manual_seed(_tensor_seed(plan.seed, name))
         if thresholds is not None:
@@ -270,7 +278,7 @@ def merge_iter(
         if fisher is not None:
             ctx.fisher = torch.stack([f.get(name).to(torch.float32) for f in fisher])
         out = m.fn(b32, stack, plan.weights, params, ctx)
-        if m.uses_task_vectors:
+        if m.uses_task_vectors and not ctx.returns_weights:
             if out.dtype == torch.float32 and out.is_contiguous() and b32.is_contiguous():
                 np.add(out.reshape(-1).numpy(), b32.reshape(-1).numpy(), out=out.reshape(-1).numpy())
             else:
@@ -334,18 +342,72 @@ def merge_tensors(
     return sd[name]
 
 
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl", ".index.json")
+_MODEL_CONFIG = "config.json"
 
 
-def copy_model_files(src: Path, dst: Path) -> None:
-    """Copy a model folder's non-weight files (config, tokenizer, ...) next to the merged weights."""
-    if not src.is_dir():
+def _model_files(folder: Path, rel: str = "", seen: frozenset[Path] = frozenset()) -> Iterator[tuple[str, Path]]:
+    """(relative name, resolved file) of every non-weight file of a model folder, each checked to stay inside it."""
+    real = folder.resolve()
+    if real in seen:  # a symlink loop
         return
-    for f in src.iterdir():
-        if f.is_file() and not f.name.endswith(_WEIGHT_SUFFIXES) and f.name != "model.safetensors.index.json":
-            shutil.copy2(f, dst / f.name)
-        elif f.is_dir() and not f.name.startswith("."):
-            shutil.copytree(f, dst / f.name, dirs_exist_ok=True)
+    for entry in sorted(folder.iterdir()):
+        name = f"{rel}{entry.name}"
+        if entry.name.startswith(".") or entry.name.endswith(_WEIGHT_SUFFIXES):
+            continue  # dot-files (VCS, caches, reprolab's own manifest) and weights (merged, not copied)
+        target = inside_folder(folder, entry.name, f"{folder}: file") if not entry.is_dir() else entry.resolve()
+        if entry.is_dir():
+            if real not in target.parents:
+                raise ValueError(f"{folder}: folder {entry.name!r} resolves to {target}, outside the model folder; refused")
+            yield from _model_files(target, f"{name}/", seen | {real})
+        else:
+            yield name, target
+
+
+def _config_with_dtype(src: Path, dtype: torch.dtype | None) -> bytes:
+    """The base's config.json with ``torch_dtype`` (and transformers' newer ``dtype``) set to the dtype written."""
+    try:
+        cfg = json.loads(src.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{src}: not valid JSON ({exc}); cannot write a config.json that states the merged dtype") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{src}: config.json must be a JSON object")
+    if dtype is not None:
+        name = str(dtype).removeprefix("torch.")
+        cfg["torch_dtype"] = name
+        if "dtype" in cfg:
+            cfg["dtype"] = name
+    return (json.dumps(cfg, indent=2, sort_keys=False) + "\n").encode()
+
+
+def copy_model_files(src: Path, dst: Path | OutputFolder, dtype: torch.dtype | None = None) -> list[str]:
+    """Copy a model folder's non-weight files (config, tokenizer, ...) next to the merged weights.
+
+    Every file must resolve inside ``src`` (symlinks followed); ``config.json`` states ``dtype`` (the dtype of
+    the merged float tensors). Written through ``dst``'s temporaries when it is an :class:`OutputFolder`.
+    """
+    src = Path(src)
+    if not src.is_dir():
+        return []
+    names = []
+    for name, file in _model_files(src):
+        target = dst.temp(name) if isinstance(dst, OutputFolder) else Path(dst) / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if name == _MODEL_CONFIG:
+            target.write_bytes(_config_with_dtype(file, dtype))
+        else:
+            shutil.copyfile(file, target)
+        names.append(name)
+    return names
+
+
+def _written_dtype(plan_shapes: Mapping[str, tuple[torch.dtype, tuple[int, ...]]]) -> torch.dtype | None:
+    """The float dtype holding most parameters of the output (what ``torch_dtype`` means to transformers)."""
+    count: dict[torch.dtype, int] = {}
+    for dt, shape in plan_shapes.values():
+        if dt in _FLOATS:
+            count[dt] = count.get(dt, 0) + int(np.prod(shape, dtype=np.int64))
+    return max(count, key=count.__getitem__) if count else None
 
 
 def merge_checkpoints(
@@ -362,37 +424,45 @@ def merge_checkpoints(
     max_shard_bytes: int = 5 * 1024**3,
     copy_files: bool = True,
     progress: Callable[[int, int, str], None] | None = None,
+    overwrite: bool = False,
+    native_arithmetic: bool = False,
 ) -> list[Path]:
-    """Stream-merge checkpoints on disk into ``out_dir`` (a Hugging Face folder); returns the weight files."""
+    """Stream-merge checkpoints on disk into ``out_dir`` (a Hugging Face folder); returns the weight files.
+
+    The output rules of :mod:`reprolab.mergers.weights.output` apply: OUT apart from every input, a non-empty
+    OUT only with ``overwrite`` (replacing only an earlier reprolab merge's files), everything written under
+    temporary names and renamed into place when complete.
+    """
+    inputs = [("base model", Path(base)), *((f"source model {i}", Path(s)) for i, s in enumerate(sources)),
+              *((f"Fisher file {i}", Path(f)) for i, f in enumerate(fisher or ()))]
+    check_separate(Path(out_dir), inputs)
     b = Checkpoint(base, allow_pickle=allow_pickle)
     srcs = [Checkpoint(s, allow_pickle=allow_pickle) for s in sources]
     fis = [Checkpoint(f, allow_pickle=allow_pickle) for f in fisher] if fisher is not None else None
     names = _validate(b, srcs)
-    out_dir = Path(out_dir)
+    _check_dtypes(b, srcs, names, compute_dtype)
 
     def out_type(name: str) -> torch.dtype:
         dt = b.info(name).dtype
         return (out_dtype or dt) if dt in _FLOATS else dt
 
     plan_shapes = {k: (out_type(k), b.info(k).shape) for k in names}
-    if out_dir.is_dir():  # stale shards of an earlier merge would otherwise be picked up by loaders
-        for f in [*out_dir.glob("*.safetensors"), out_dir / "model.safetensors.index.json"]:
-            f.unlink(missing_ok=True)
-    writer = StreamingWriter(out_dir, plan_shapes, max_shard_bytes=max_shard_bytes, metadata={"merged_by": "reprolab"})
+    output = OutputFolder(out_dir, overwrite=overwrite)
     try:
-        for i, (name, t) in enumerate(
-            merge_iter(b, srcs, plan, compute_dtype=compute_dtype, fisher=fis, allow_source_as_base=allow_source_as_base)
-        ):
-            writer.write(name, t.to(out_type(name)))
-            if progress is not None:
-                progress(i + 1, len(names), name)
-        writer.close()
+        writer = StreamingWriter(output.path, plan_shapes, max_shard_bytes=max_shard_bytes,
+                                 metadata={"merged_by": "reprolab"}, output=output)
+        with writer:
+            for i, (name, t) in enumerate(
+                merge_iter(b, srcs, plan, compute_dtype=compute_dtype, fisher=fis,
+                           allow_source_as_base=allow_source_as_base, native_arithmetic=native_arithmetic)
+            ):
+                writer.write(name, t.to(out_type(name)))
+                if progress is not None:
+                    progress(i + 1, len(names), name)
+        copied = copy_model_files(Path(base), output, _written_dtype(plan_shapes)) if copy_files else []
+        # weights first, then the index, then config.json: a folder with config.json is a complete merge
+        output.commit(order=[*writer.names, *(n for n in copied if n == _MODEL_CONFIG)])
     except BaseException:
-        writer.__exit__(ValueError, None, None)
-        for f in writer.files:
-            f.unlink(missing_ok=True)
-        (out_dir / "model.safetensors.index.json").unlink(missing_ok=True)
+        output.abort()
         raise
-    if copy_files:
-        copy_model_files(Path(base), out_dir)
     return writer.files

@@ -11,6 +11,7 @@ Pickled checkpoints (``pytorch_model.bin``, ``*.pt``) are refused unless the cal
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import mmap
@@ -19,9 +20,13 @@ import struct
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from reprolab.mergers.weights.output import OutputFolder
 
 _DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64,
@@ -70,40 +75,95 @@ class TensorInfo:
         return math.prod(self.shape)
 
 
+# dtypes the safetensors format defines that reprolab cannot merge (refused with a clear error, never misread)
+_UNSUPPORTED = {"F8_E4M3", "F8_E5M2", "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4", "U16", "U32", "U64", "C64"}
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"key {k!r} appears twice")
+        out[k] = v
+    return out
+
+
+def _ints(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in value)
+
+
 def read_header(path: Path) -> dict[str, TensorInfo]:
-    """Parse one safetensors header; errors name the file."""
+    """Parse and validate one safetensors header, at least as strictly as the safetensors library does.
+
+    A mapping of mappings; known dtypes; shapes of non-negative ints; byte ranges non-negative, ordered,
+    non-overlapping, contiguous from 0 to the end of the file and each equal to dtype size x number of
+    elements. Every error is one line naming the file (and the tensor).
+    """
     path = Path(path)
     try:
+        size = os.path.getsize(path)
         with open(path, "rb") as f:
             raw = f.read(8)
             if len(raw) != 8:
                 raise ValueError(f"{path}: not a safetensors file (shorter than 8 bytes)")
             (n,) = struct.unpack("<Q", raw)
-            if n > _MAX_HEADER:
-                raise ValueError(f"{path}: not a safetensors file (header length {n} is implausible)")
+            if n > _MAX_HEADER or 8 + n > size:
+                raise ValueError(f"{path}: not a safetensors file (header length {n} does not fit the file of {size} bytes)")
             header_bytes = f.read(n)
     except FileNotFoundError:
         raise ValueError(f"checkpoint file {path} does not exist") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read ({exc.strerror or exc})") from None
     try:
-        header = json.loads(header_bytes)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        header = json.loads(header_bytes.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+    except (UnicodeDecodeError, ValueError) as exc:
         raise ValueError(f"{path}: corrupt safetensors header ({exc})") from None
-    size = os.path.getsize(path)
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: corrupt safetensors header (a {type(header).__name__}, not a mapping)")
     data_start = 8 + n
+    ranges: list[tuple[int, int, str]] = []
     out: dict[str, TensorInfo] = {}
     for name, meta in header.items():
+        where = f"{path}: tensor {name!r}"
         if name == "__metadata__":
+            if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+                raise ValueError(f"{path}: __metadata__ must be a mapping of strings to strings")
             continue
-        code = meta.get("dtype")
-        if code not in _DTYPES:
-            raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {code!r}")
-        shape = tuple(int(s) for s in meta["shape"])
-        begin, end = (int(x) for x in meta["data_offsets"])
+        if not isinstance(meta, dict):
+            raise ValueError(f"{where}: header entry is a {type(meta).__name__}, not a mapping")
+        extra = sorted(set(meta) - {"dtype", "shape", "data_offsets"})
+        missing = sorted({"dtype", "shape", "data_offsets"} - set(meta))
+        if missing or extra:
+            raise ValueError(f"{where}: header entry has {'missing field(s) ' + str(missing) if missing else ''}"
+                             f"{' and ' if missing and extra else ''}{'unknown field(s) ' + str(extra) if extra else ''}")
+        code = meta["dtype"]
+        if isinstance(code, str) and code in _UNSUPPORTED:
+            raise ValueError(f"{where}: dtype {code} is valid safetensors but cannot be merged here")
+        if not isinstance(code, str) or code not in _DTYPES:
+            raise ValueError(f"{where}: unknown dtype {code!r}")
+        if not _ints(meta["shape"]):
+            raise ValueError(f"{where}: shape must be a list of non-negative integers, got {meta['shape']!r}")
+        offsets = meta["data_offsets"]
+        if not _ints(offsets) or len(offsets) != 2 or offsets[0] > offsets[1]:
+            raise ValueError(f"{where}: data_offsets must be two ordered non-negative integers, got {offsets!r}")
+        shape = tuple(meta["shape"])
+        begin, end = offsets
         dtype = _DTYPES[code]
         expected = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-        if end - begin != expected or data_start + end > size:
-            raise ValueError(f"{path}: tensor {name!r} byte range [{begin}, {end}) does not match shape {shape} {code}")
+        if end - begin != expected:
+            raise ValueError(f"{where}: byte range [{begin}, {end}) holds {end - begin} bytes, "
+                             f"shape {list(shape)} {code} needs {expected}")
+        ranges.append((begin, end, name))
         out[name] = TensorInfo(name, dtype, shape, path, data_start + begin, end - begin)
+    pos = 0
+    for begin, end, name in sorted(ranges):
+        if begin != pos:
+            what = "overlaps the previous tensor" if begin < pos else f"leaves a gap after byte {pos}"
+            raise ValueError(f"{path}: tensor {name!r}: byte range [{begin}, {end}) {what}")
+        pos = end
+    if data_start + pos != size:
+        raise ValueError(f"{path}: tensor data ends at byte {data_start + pos} but the file has {size} bytes "
+                         "(truncated or trailing data)")
     return out
 
 
@@ -163,6 +223,36 @@ def subtract_into(info: TensorInfo, base: torch.Tensor, out: torch.Tensor) -> to
     return out
 
 
+def _weight_map_files(index: Path) -> list[str]:
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"{index}: not a valid safetensors index ({type(exc).__name__}: {exc})") from None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) and v for v in weight_map.values()):
+        raise ValueError(f"{index}: weight_map must map tensor names to shard file names")
+    return sorted(set(weight_map.values()))
+
+
+def _hf_cache_blob(folder: Path, target: Path) -> bool:
+    """A Hugging Face hub-cache snapshot (``<repo>/snapshots/<rev>/``) links its files into ``<repo>/blobs/``."""
+    return folder.parent.name == "snapshots" and target.parent == folder.parent.parent / "blobs"
+
+
+def inside_folder(folder: Path, relative: str, what: str) -> Path:
+    """``folder / relative``, refused unless it resolves (symlinks followed) to a file inside ``folder``.
+
+    Why refused rather than skipped: a model folder that points outside itself is either damaged or crafted, and
+    a merge that quietly left part of it out would write a model that is not what the config names.
+    """
+    real_folder = Path(folder).resolve()
+    target = (real_folder / relative).resolve()
+    if real_folder not in target.parents and not _hf_cache_blob(real_folder, target):
+        raise ValueError(f"{what} {relative!r} resolves to {target}, outside the model folder {real_folder}; refused")
+    if not target.is_file():
+        raise ValueError(f"{what} {relative!r}: file {target} does not exist")
+    return target
+
+
 class Checkpoint:
     """A read-only view of a checkpoint: a ``.safetensors`` file or a (sharded) Hugging Face folder.
 
@@ -191,25 +281,17 @@ class Checkpoint:
             raise ValueError(f"checkpoint {p} does not exist")
         index = p / INDEX_FILE
         if index.is_file():
-            try:
-                weight_map = json.loads(index.read_text())["weight_map"]
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise ValueError(f"{index}: not a valid safetensors index ({exc})") from None
-            files = sorted({p / f for f in weight_map.values()})
-            missing = [str(f) for f in files if not f.is_file()]
-            if missing:
-                raise ValueError(f"{index}: shard files missing: {missing}")
-            return files
+            return [inside_folder(p, f, f"{index}: weight_map entry") for f in _weight_map_files(index)]
         if (p / SINGLE_FILE).is_file():
-            return [p / SINGLE_FILE]
+            return [inside_folder(p, SINGLE_FILE, f"{p}: weights file")]
         found = sorted(p.glob("*.safetensors"))
         if found:
-            return found
+            return [inside_folder(p, f.name, f"{p}: weights file") for f in found]
         pickles = sorted(f for f in p.iterdir() if f.suffix in _PICKLE_SUFFIXES)
         if pickles:
             if len(pickles) > 1:
                 raise ValueError(f"{p}: several pickled checkpoints {[f.name for f in pickles]}; convert to safetensors")
-            return self._load_pickle(pickles[0], allow_pickle)
+            return self._load_pickle(inside_folder(p, pickles[0].name, f"{p}: weights file"), allow_pickle)
         raise ValueError(f"{p}: no safetensors weights found (looked for {SINGLE_FILE}, {INDEX_FILE}, *.safetensors)")
 
     def _load_pickle(self, file: Path, allow_pickle: bool) -> list[Path]:
@@ -274,6 +356,38 @@ def _padded_header(entries: Mapping[str, tuple[torch.dtype, tuple[int, ...]]], m
     return raw, offsets
 
 
+_WRITEBACK_CHUNK = 32 * 1024 * 1024
+
+
+def _libc_sync_file_range():  # Linux only; elsewhere the commit's fsync does all the work
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    return fn
+
+
+_SYNC_FILE_RANGE = _libc_sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _start_writeback(f) -> None:
+    """Ask the kernel to start writing back what ``f`` holds beyond its last 32 MiB mark, without waiting.
+
+    The commit fsyncs every file before renaming it; started early, that writeback overlaps the merge instead of
+    adding to its wall time (the fsync then waits only for the tail).
+    """
+    if _SYNC_FILE_RANGE is None:
+        return
+    f.flush()
+    pos = f.tell()
+    done = getattr(f, "_reprolab_written_back", 0)
+    if pos - done >= _WRITEBACK_CHUNK:
+        _SYNC_FILE_RANGE(f.fileno(), done, pos - done, _SYNC_FILE_RANGE_WRITE)
+        f._reprolab_written_back = pos
+
+
 class StreamingWriter:
     """Write tensors one at a time into ``model.safetensors`` or shards plus an index, in a declared order.
 
@@ -288,9 +402,17 @@ class StreamingWriter:
         *,
         max_shard_bytes: int = 5 * 1024**3,
         metadata: Mapping[str, str] | None = None,
+        output: OutputFolder | None = None,
     ) -> None:
+        """With ``output`` every file goes to its temporary name (renamed by ``output.commit()``); without, the
+        files are written in place (library use on folders the caller owns)."""
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._early_writeback = output is not None  # the commit fsyncs: start writing back while merging
+
+        def target(fname: str) -> Path:
+            return output.temp(fname) if output is not None else self.out_dir / fname
+
         shards: list[dict[str, tuple[torch.dtype, tuple[int, ...]]]] = [{}]
         size = 0
         for name, (dtype, shape) in plan.items():
@@ -310,7 +432,7 @@ class StreamingWriter:
         meta = {"format": "pt", **(metadata or {})}
         for i, (fname, entries) in enumerate(zip(names, shards, strict=True)):
             raw, _ = _padded_header(entries, meta)
-            f = open(self.out_dir / fname, "wb")  # noqa: SIM115 - closed in close()
+            f = open(target(fname), "wb")  # noqa: SIM115 - closed in close()
             f.write(struct.pack("<Q", len(raw)))
             f.write(raw)
             self._files.append(f)
@@ -319,8 +441,9 @@ class StreamingWriter:
         if n > 1:
             total = sum(math.prod(s) * torch.empty((), dtype=d).element_size() for d, s in plan.values())
             index = {"metadata": {"total_size": total}, "weight_map": {k: names[self._shard_of[k]] for k in plan}}
-            (self.out_dir / INDEX_FILE).write_text(json.dumps(index, indent=2))
+            target(INDEX_FILE).write_text(json.dumps(index, indent=2))
         self.files = [self.out_dir / f for f in names]
+        self.names = names + ([INDEX_FILE] if n > 1 else [])
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
         if self._next >= len(self._order) or self._order[self._next] != name:
@@ -331,7 +454,10 @@ class StreamingWriter:
             raise ValueError(f"tensor {name!r} is {tensor.dtype} {tuple(tensor.shape)}, planned {dtype} {shape}")
         t = tensor.detach().contiguous().cpu()
         if t.numel():
-            self._files[self._shard_of[name]].write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+            f = self._files[self._shard_of[name]]
+            f.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+            if self._early_writeback:
+                _start_writeback(f)
         self._next += 1
 
     def close(self) -> None:

@@ -16,7 +16,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from reprolab.mergers.weights.registry import Workspace, register
+from reprolab.mergers.weights.native import (
+    SIXTEEN_BIT,
+    check_della_range,
+    gta_in_dtype,
+    nearswap_in_dtype,
+    passthrough_in_dtype,
+)
+from reprolab.mergers.weights.registry import TensorContext, Workspace, register
 from reprolab.mergers.weights.sparsify import dare_drop, trim_stack
 
 
@@ -170,9 +177,17 @@ def linear(base, stack, weights, params, ctx):
     return mixed
 
 
+def _native(ctx: TensorContext) -> bool:
+    """mergekit's 16-bit arithmetic for this tensor (the result is then the merged weights)."""
+    ctx.returns_weights = ctx.arith_dtype in SIXTEEN_BIT
+    return ctx.returns_weights
+
+
 @register("task_arithmetic", uses_task_vectors=True, defaults={"lambda": 1.0, "normalize": False}, per_source=("weight",))
 def task_arithmetic(base, stack, weights, params, ctx):
     """theta_base + lambda * sum_i w_i tau_i."""
+    if _native(ctx):
+        return gta_in_dtype(base, stack, weights, params, ctx, sparsify=None, consensus=None)
     return elect_and_mix(stack, weights, consensus=None, normalize=params["normalize"]) * params["lambda"]
 
 
@@ -189,6 +204,9 @@ def ties(base, stack, weights, params, ctx):
     dens = _per_source(params, "density", stack.shape[0])
     if params["trim_scope"] not in ("tensor", "model"):
         raise ValueError(f"trim_scope must be 'tensor' or 'model', got {params['trim_scope']!r}")
+    if _native(ctx):
+        return gta_in_dtype(base, stack, weights, {**params, "density": dens}, ctx, sparsify="magnitude",
+                            consensus=params["consensus"])
     trim_stack(stack, dens, ctx.thresholds if params["trim_scope"] == "model" else None, ctx.ws, params["tie_break"])
     out = elect_and_mix(stack, weights, consensus=params["consensus"], normalize=params["normalize"], ws=ctx.ws)
     return out.mul_(params["lambda"]) if params["lambda"] != 1 else out
@@ -212,13 +230,62 @@ _DARE_DEFAULTS = {"density": 1.0, "lambda": 1.0, "normalize": False, "rescale": 
 @register("dare_linear", uses_task_vectors=True, defaults=_DARE_DEFAULTS, per_source=("weight", "density"), stochastic=True)
 def dare_linear(base, stack, weights, params, ctx):
     """DARE drop-and-rescale on task arithmetic."""
+    if _native(ctx):
+        dens = _per_source(params, "density", stack.shape[0])
+        return gta_in_dtype(base, stack, weights, {**params, "density": dens}, ctx, sparsify="random", consensus=None)
     return elect_and_mix(_dare(stack, params, ctx), weights, consensus=None, normalize=params["normalize"]) * params["lambda"]
 
 
 @register("dare_ties", uses_task_vectors=True, defaults=_DARE_DEFAULTS, per_source=("weight", "density"), stochastic=True)
 def dare_ties(base, stack, weights, params, ctx):
     """DARE drop-and-rescale, then TIES sign election and (optionally normalised) mixing."""
+    if _native(ctx):
+        dens = _per_source(params, "density", stack.shape[0])
+        return gta_in_dtype(base, stack, weights, {**params, "density": dens}, ctx, sparsify="random", consensus="sum")
     return elect_and_mix(_dare(stack, params, ctx), weights, consensus="sum", normalize=params["normalize"]) * params["lambda"]
+
+
+def _gta_method(sparsify: str, consensus: str | None, doc: str):
+    """A mergekit generalized-task-arithmetic method computed as mergekit does (native.py), at every dtype."""
+
+    def fn(base, stack, weights, params, ctx):
+        check_della_range(params)
+        ctx.returns_weights = True
+        k = stack.shape[0]
+        per = {key: _per_source(params, key, k) for key in ("density", "gamma", "epsilon") if key in params}
+        return gta_in_dtype(base, stack, weights, {**params, **per}, ctx, sparsify=sparsify, consensus=consensus)
+
+    fn.__doc__ = doc
+    return fn
+
+
+_BREADCRUMBS = {"density": 1.0, "gamma": 0.01, "lambda": 1.0, "normalize": False, "rescale": False, "int8_mask": False}
+_DELLA = {"density": 1.0, "epsilon": 0.15, "lambda": 1.0, "rescale": True, "int8_mask": False}
+register("breadcrumbs", uses_task_vectors=True, defaults=_BREADCRUMBS, per_source=("weight", "density", "gamma"))(
+    _gta_method("magnitude_outliers", None, "Model Breadcrumbs: drop the smallest and the gamma largest |tau|, mix."))
+register("breadcrumbs_ties", uses_task_vectors=True, defaults=_BREADCRUMBS, per_source=("weight", "density", "gamma"))(
+    _gta_method("magnitude_outliers", "sum", "Model Breadcrumbs, then TIES sign election and disjoint mean."))
+register("della", uses_task_vectors=True, defaults={**_DELLA, "normalize": True},
+         per_source=("weight", "density", "epsilon"), stochastic=True)(
+    _gta_method("della_magprune", "sum", "DELLA: magnitude-ranked random drop (MagPrune), rescale, TIES election."))
+register("della_linear", uses_task_vectors=True, defaults={**_DELLA, "normalize": False},
+         per_source=("weight", "density", "epsilon"), stochastic=True)(
+    _gta_method("della_magprune", None, "DELLA MagPrune drop and rescale, then a linear mix of task vectors."))
+
+
+@register("passthrough", uses_task_vectors=False, defaults={"scale": 1.0}, per_source=("weight", "scale"),
+          n_sources=1)
+def passthrough(base, stack, weights, params, ctx):
+    """mergekit's passthrough: the one model's tensors, times an optional per-model `scale` (in the merge dtype)."""
+    scale = float(_per_source(params, "scale", 1)[0])
+    return stack[0] if scale == 1 else passthrough_in_dtype(stack[0], scale, ctx)
+
+
+@register("nearswap", uses_task_vectors=False, defaults={"t": None}, per_source=("weight",), needs_base=True,
+          n_sources=1)
+def nearswap(base, stack, weights, params, ctx):
+    """mergekit's NearSwap: take the other model's entry where it lies within ~t of the base's, blend elsewhere."""
+    return nearswap_in_dtype(base, stack[0], float(params["t"]), ctx)
 
 
 @register("fisher", uses_task_vectors=False, defaults={"floor": 1e-6}, per_source=("weight",), needs_fisher=True)

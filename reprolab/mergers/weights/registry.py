@@ -52,6 +52,9 @@ class TensorContext:
     thresholds: torch.Tensor | None = None  # [K] per-source magnitude thresholds (trim over the whole model)
     fisher: torch.Tensor | None = None  # [K, *shape] diagonal Fisher of each source
     extra: dict[str, Any] = field(default_factory=dict)
+    # 16-bit dtype in which mergekit-family methods do their arithmetic (native.py); None: float32
+    arith_dtype: torch.dtype | None = None
+    returns_weights: bool = False  # set by a task-vector method that returned merged weights, not a task vector
 
 
 MergeFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Mapping[str, Any], TensorContext], torch.Tensor]
@@ -68,6 +71,8 @@ class MergeMethod:
     needs_fisher: bool = False
     stochastic: bool = False
     doc: str = ""
+    needs_base: bool = False  # a weight method that reads the base besides the sources (mergekit's nearswap)
+    n_sources: int | None = None  # exact number of sources the method takes, when fixed
 
     def resolve(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
         """Defaults overlaid with ``params``; unknown names are errors (a typo must not be ignored)."""
@@ -77,6 +82,9 @@ class MergeMethod:
             raise ValueError(f"merge method {self.name!r}: unknown parameter(s) {unknown}; known: {sorted(self.defaults)}")
         out = dict(self.defaults)
         out.update({k: v for k, v in params.items() if k != "weight"})
+        missing = sorted(k for k, v in out.items() if v is None)
+        if missing:
+            raise ValueError(f"merge method {self.name!r} needs parameter(s) {missing}")
         return out
 
     def global_trim(self, params: Mapping[str, Any]) -> bool:
@@ -95,6 +103,8 @@ def register(
     needs_global_threshold: bool = False,
     needs_fisher: bool = False,
     stochastic: bool = False,
+    needs_base: bool = False,
+    n_sources: int | None = None,
 ) -> Callable[[MergeFn], MergeFn]:
     def deco(fn: MergeFn) -> MergeFn:
         if name in _METHODS:
@@ -102,6 +112,7 @@ def register(
         _METHODS[name] = MergeMethod(
             name, fn, uses_task_vectors, dict(defaults or {}), tuple(per_source), needs_global_threshold,
             needs_fisher, stochastic, (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else "",
+            needs_base, n_sources,
         )
         return fn
 
