@@ -12,49 +12,40 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from reprolab.claims.cache import ResultCache
 from reprolab.claims.environment import revision_date
-from reprolab.claims.history import History, RunInfo
+from reprolab.claims.history import RunInfo
 from reprolab.claims.ledger import VERDICT_STYLES, print_ledger
-from reprolab.claims.loader import LoadedClaim, load_claims
-from reprolab.claims.report import write_reports
-from reprolab.claims.runner import default_state_dir, run_claims
-from reprolab.claims.selection import claim_markers, compile_marker_expression
-from reprolab.claims.update import UPDATABLE, update_verdict
+from reprolab.claims.loader import LoadedClaim
+from reprolab.claims.project import ProjectConfigError, find_project
+from reprolab.claims.report import load_suite, write_reports
+from reprolab.claims.session import ClaimSession
 
 # Logs (CI) get a wide ledger; a terminal keeps its own width.
 console = Console(stderr=False, width=None if sys.stdout.isatty() else 180)
 err = Console(stderr=True)
 
 
-def _default_paths() -> list[Path]:
-    """``./expectations``, or the expectations/ of the checkout this package was installed from (editable)."""
-    local = Path.cwd() / "expectations"
-    if local.is_dir():
-        return [local]
-    beside_package = Path(__file__).resolve().parent.parent / "expectations"
-    if beside_package.is_dir():
-        return [beside_package]
-    raise click.UsageError("no claim paths given and no ./expectations directory here")
+def _session(**options: object) -> ClaimSession:
+    """The session of the project around the cwd (its ``[tool.reprolab]``, or the defaults)."""
+    try:
+        return ClaimSession(find_project(), **options)  # type: ignore[arg-type]
+    except ProjectConfigError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
-def _select(paths: tuple[str, ...], marker: str | None, keyword: str | None) -> tuple[list[LoadedClaim], int]:
+def _select(
+    session: ClaimSession, paths: tuple[str, ...], marker: str | None, keyword: str | None
+) -> tuple[list[LoadedClaim], int]:
     """Load and filter claims; print load errors (they never stop the others). Returns (claims, n_errors)."""
     try:
-        items, errors = load_claims([Path(p) for p in paths] or _default_paths())
+        selection = session.select([Path(p) for p in paths], marker=marker, keyword=keyword)
     except FileNotFoundError as exc:
         raise click.UsageError(str(exc)) from None
-    for error in errors:
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="-m") from None
+    for error in selection.errors:
         err.print(f"[bold red]claim file error[/] {escape(str(error))}", highlight=False, soft_wrap=True)
-    if marker:
-        try:
-            predicate = compile_marker_expression(marker)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="-m") from None
-        items = [item for item in items if predicate(claim_markers(item))]
-    if keyword:
-        items = [item for item in items if keyword in item.id]
-    return items, len(errors)
+    return selection.claims, len(selection.errors)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -76,7 +67,13 @@ def cli() -> None:
     "--update-verdicts", is_flag=True, help="rewrite mismatching recorded verdicts (the run still fails)"
 )
 @click.option("--no-cache", is_flag=True, help="ignore and do not write the result cache")
-@click.option("--report-dir", type=click.Path(), default="reports", show_default=True)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0, min_open=True),
+    help="seconds per experiment run (default: [tool.reprolab] timeout_s; a claim's timeout_s wins)",
+)
+@click.option("--report-dir", type=click.Path(), default=None, help="default: [tool.reprolab] reports")
 def check(
     paths: tuple[str, ...],
     marker: str | None,
@@ -84,19 +81,39 @@ def check(
     workers: int,
     update_verdicts: bool,
     no_cache: bool,
-    report_dir: str,
+    timeout_s: float | None,
+    report_dir: str | None,
 ) -> None:
     """Run claims, print the ledger, write reports/latest.{json,html}, record the run in the history.
 
     Exit status: 0 when every observed verdict equals the recorded one, 1 when any differs or errs,
     2 when a claim file is malformed (the valid ones still run).
     """
-    items, n_errors = _select(paths, marker, keyword)
-    if not items:
-        err.print("no claims selected")
-        sys.exit(2 if n_errors else 5)
-    state = default_state_dir()
-    cache = ResultCache(state / "cache", enabled=not no_cache)
+    with _session(
+        workers=workers, use_cache=not no_cache, timeout_s=timeout_s, report_dir=report_dir
+    ) as session:
+        items, n_errors = _select(session, paths, marker, keyword)
+        if not items:
+            err.print("no claims selected")
+            sys.exit(2 if n_errors else 5)
+        results = _run_with_progress(session, items)
+        print_ledger(results, console)
+        recorded = session.record(results, command="reprolab " + " ".join(sys.argv[1:]))
+    for message in [*session.cache.problems, *recorded.messages]:
+        err.print(f"[yellow]warning[/] {escape(message)}", highlight=False, soft_wrap=True)
+    if recorded.reports:
+        console.print(f"reports: {recorded.reports[0]} {recorded.reports[1]}")
+    mismatched = [r for r in results if not r.matches]
+    if update_verdicts:
+        for line in session.update_verdicts(results):
+            console.print(line)
+    if mismatched:
+        sys.exit(1)
+    if n_errors:
+        sys.exit(2)
+
+
+def _run_with_progress(session: ClaimSession, items: list[LoadedClaim]):  # type: ignore[no-untyped-def]
     with Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -125,25 +142,7 @@ def check(
                     highlight=False,
                 )
 
-        results = run_claims(items, cache, workers=workers, progress=on_task, on_plan=on_plan)
-    print_ledger(results, console)
-    run = RunInfo.current(command="reprolab " + " ".join(sys.argv[1:]))
-    history = History(state / "history.sqlite")
-    history.record(run, results)
-    json_path, html_path = write_reports(
-        Path(report_dir), run, [r.to_dict() for r in results], history.verdict_series()
-    )
-    console.print(f"reports: {json_path} {html_path}")
-    mismatched = [r for r in results if not r.matches]
-    if update_verdicts:
-        for result in mismatched:
-            if result.verdict in UPDATABLE:
-                update_verdict(result.file, result.id, result.verdict)
-                console.print(f"updated {result.id}: {result.recorded} -> {result.verdict} in {result.file}")
-    if mismatched:
-        sys.exit(1)
-    if n_errors:
-        sys.exit(2)
+        return session.run(items, progress=on_task, on_plan=on_plan)
 
 
 @cli.command("list")
@@ -151,8 +150,9 @@ def check(
 @click.option("-m", "marker", help="marker expression over scale and kind")
 def list_claims(paths: tuple[str, ...], marker: str | None) -> None:
     """Every claim with its source, scale, recorded verdict and last observed verdict."""
-    items, n_errors = _select(paths, marker, None)
-    latest = History(default_state_dir() / "history.sqlite").latest()
+    session = _session()
+    items, n_errors = _select(session, paths, marker, None)
+    latest = session.history.latest()
     table = Table(title=f"{len(items)} claims", expand=True)
     for column in ("claim", "source", "kind", "scale", "recorded", "last observed"):
         table.add_column(column, overflow="fold")
@@ -174,19 +174,24 @@ def list_claims(paths: tuple[str, ...], marker: str | None) -> None:
 @click.option(
     "--since", help="only runs since a git revision's commit time (e.g. HEAD~5, v0.1) or an ISO date"
 )
-@click.option("--report-dir", type=click.Path(), default="reports", show_default=True)
-def report(since: str | None, report_dir: str) -> None:
+@click.option("--report-dir", type=click.Path(), default=None, help="default: [tool.reprolab] reports")
+def report(since: str | None, report_dir: str | None) -> None:
     """Rebuild the HTML/JSON report from the history: newest result per claim plus its verdict history."""
-    history = History(default_state_dir() / "history.sqlite")
+    session = _session(report_dir=report_dir)
+    history = session.history
     if since is not None:
         since = revision_date(since) or since
     latest = history.latest(since)
     if not latest:
         raise click.ClickException("no runs in the history yet: run `reprolab check` first")
     results = [json.loads(row["payload"]) for row in latest.values()]
+    suite = load_suite(session.project.claims)  # None without claim folders: every claim the history knows
     run = RunInfo.current(command="reprolab report" + (f" --since {since}" if since else ""))
-    json_path, html_path = write_reports(Path(report_dir), run, results, history.verdict_series(since))
-    console.print(f"reports: {json_path} {html_path}")
+    written = write_reports(
+        session.report_dir, run, results, history=history, suite=suite, since=since, write_partial=False,
+        bench_config=session.project.root / "benchmarks" / "kernels.yaml",
+    )
+    console.print("reports: " + " ".join(str(path) for path in written))
 
 
 @cli.command("history")
@@ -194,7 +199,7 @@ def report(since: str | None, report_dir: str) -> None:
 @click.option("--limit", type=int, default=20, show_default=True)
 def history_command(claim_id: str, limit: int) -> None:
     """The recorded runs of one claim, newest first."""
-    rows = History(default_state_dir() / "history.sqlite").claim_history(claim_id, limit)
+    rows = _session().history.claim_history(claim_id, limit)
     if not rows:
         raise click.ClickException(f"no history for claim {claim_id!r}")
     table = Table(title=f"history of {claim_id}")
@@ -214,6 +219,23 @@ def history_command(claim_id: str, limit: int) -> None:
             str(row["n_seeds"]),
         )
     console.print(table)
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=".")
+@click.option("--package", help="the lab's Python package for experiments (default: from the directory name)")
+def init(directory: Path, package: str | None) -> None:
+    """Scaffold a lab's project: [tool.reprolab], notes/, a claims folder with a working example, CI."""
+    from reprolab.claims.scaffold import scaffold
+
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        lines = scaffold(directory, package)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--package") from None
+    for line in lines:
+        console.print(line, highlight=False)
+    console.print(f"next: cd {directory} && reprolab check   (or: pytest claims)", highlight=False)
 
 
 @cli.command()
@@ -238,14 +260,11 @@ def audit(paths: tuple[str, ...]) -> None:
     One line per claim fixed by construction (or whose metric range is undeclared), with the reason.
     Exit status: 0 when every claim is falsifiable, 1 when any is not, 2 when a claim file is malformed.
     """
-    from reprolab.claims.audit import audit_paths
+    from reprolab.claims.audit import audit_claims
 
-    try:
-        issues, errors, audited = audit_paths([Path(p) for p in paths] or _default_paths())
-    except FileNotFoundError as exc:
-        raise click.UsageError(str(exc)) from None
-    for error in errors:
-        err.print(f"[bold red]claim file error[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+    session = _session()
+    items, errors = _select(session, paths, None, None)
+    issues, audited = audit_claims(items, search=session.project.experiments)
     for issue in issues:
         console.print(escape(str(issue)), highlight=False, soft_wrap=True)
     flagged = len({issue.item.id for issue in issues})
@@ -267,14 +286,9 @@ def summary(paths: tuple[str, ...], markdown: bool) -> None:
     """Recorded verdicts per research line and kind, from the claim files (runs nothing)."""
     from reprolab.claims.summary import VERDICTS, render_markdown, summarise
 
-    roots = [Path(p) for p in paths] or _default_paths()
-    try:
-        items, errors = load_claims(roots)
-    except FileNotFoundError as exc:
-        raise click.UsageError(str(exc)) from None
-    for error in errors:
-        err.print(f"[bold red]claim file error[/] {escape(str(error))}", highlight=False, soft_wrap=True)
-    rows = summarise(items, roots)
+    session = _session()
+    items, errors = _select(session, paths, None, None)
+    rows = summarise(items, [Path(p) for p in paths] or list(session.project.claims))
     if markdown:
         click.echo(render_markdown(rows), nl=False)
     else:
@@ -291,6 +305,103 @@ def summary(paths: tuple[str, ...], markdown: bool) -> None:
         console.print(table)
     if errors:
         sys.exit(2)
+
+
+@cli.group()
+def bench() -> None:
+    """Benchmark tracking: record pytest-benchmark runs, run the benchmark tier, compare kernels with their past."""
+
+
+def _bench_store():  # type: ignore[no-untyped-def]
+    """Benchmark runs live in the project's history database, in their own tables."""
+    from reprolab.bench.store import BenchStore
+
+    return BenchStore(_session().history.path)
+
+
+@bench.command("record")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+def bench_record(files: tuple[Path, ...]) -> None:
+    """Store pytest-benchmark JSON results (every round, revision, machine) in the history database."""
+    from reprolab.bench.store import BenchFileError, record_files
+
+    try:
+        recorded = record_files(_bench_store(), files)
+    except BenchFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    for path, run, new in recorded:
+        state = "recorded" if new else "already recorded"
+        console.print(f"{state}: {path} ({len(run.kernels)} kernels, git {(run.git_rev or 'n/a')[:10]})",
+                      highlight=False)
+
+
+@bench.command("run")
+@click.option("-k", "keyword", help="pytest -k expression over the benchmarks (the reference kernel always runs)")
+@click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
+def bench_run(keyword: str | None, pytest_args: tuple[str, ...]) -> None:
+    """Run the benchmark tier (pytest -m benchmark benchmarks/) with every round saved, and record it."""
+    import subprocess
+    from datetime import UTC, datetime
+
+    from reprolab.bench.kernels import default_kernel_config_path, load_kernel_config
+    from reprolab.bench.store import BenchFileError, record_files
+
+    project = _session().project
+    root = project.root
+    out = project.state / "bench" / f"run-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "pytest", "-m", "benchmark", str(root / "benchmarks"), "-p", "no:xdist",
+               "--benchmark-save-data", f"--benchmark-json={out}", "-q"]
+    if keyword:
+        reference = load_kernel_config(default_kernel_config_path(root)).reference
+        command += ["-k", f"({keyword}) or {reference}" if reference else keyword]
+    command += list(pytest_args)
+    err.print("running: " + " ".join(command), highlight=False, soft_wrap=True)
+    status = subprocess.run(command, cwd=root, check=False).returncode
+    if not out.exists():
+        raise click.ClickException(f"pytest wrote no benchmark results (exit {status})")
+    try:
+        record_files(_bench_store(), [out])
+    except BenchFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    console.print(f"recorded: {out}", highlight=False)
+    if status not in (0, 5):
+        sys.exit(status)
+
+
+@bench.command("compare")
+@click.option("--fail-on-regression", is_flag=True, help="exit 1 when a kernel got slower")
+@click.option("-k", "keyword", help="only kernels whose name contains this")
+@click.option("--threshold", type=float, default=None, help="smallest change reported, as a fraction [0.2]")
+@click.option("--alpha", type=float, default=None, help="rank-test significance level [0.01]")
+def bench_compare(fail_on_regression: bool, keyword: str | None, threshold: float | None, alpha: float | None) -> None:
+    """The latest run of each kernel against its own past: faster / same / slower, the factor and its CI."""
+    from reprolab.bench.compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD
+    from reprolab.bench.kernels import KernelConfigError, default_kernel_config_path, load_kernel_config
+    from reprolab.bench.series import compare_all
+
+    runs = _bench_store().runs()
+    if not runs:
+        raise click.ClickException("no benchmark runs recorded yet: run `reprolab bench run` first")
+    try:
+        config = load_kernel_config(default_kernel_config_path(_session().project.root))
+    except KernelConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    results = compare_all(runs, config, threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
+                          alpha=DEFAULT_ALPHA if alpha is None else alpha)
+    regressed = []
+    for item, comparison in results:
+        if keyword and keyword not in item.kernel:
+            continue
+        style = {"slower": "bold red", "faster": "green"}.get(comparison.change, "")
+        line = escape(comparison.line())
+        console.print(f"[{style}]{line}[/]" if style else line, highlight=False, soft_wrap=True)
+        if comparison.regressed:
+            regressed.append(item.kernel)
+    if regressed:
+        console.print(f"regressed: {', '.join(regressed)}", highlight=False, soft_wrap=True)
+        if fail_on_regression:
+            sys.exit(1)
 
 
 def main() -> None:

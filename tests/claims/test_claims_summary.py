@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from claimfiles import claim_yaml, write_claims
+from claimfiles import claim_yaml, write_claims, write_note
 from click.testing import CliRunner
 
 from reprolab.claims.loader import ClaimFileError, load_claim_file, load_claims
@@ -38,7 +38,10 @@ def test_every_own_number_that_does_not_reproduce_is_typed() -> None:
     assert untyped == [], "add `finding: inconsistency | rounding | reading` (see docs/writing-claims.md)"
 
 
-def test_rows_per_line_and_kind(expectations: Path) -> None:
+def test_rows_per_line_and_kind(expectations: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (expectations.parent / "pyproject.toml").write_text("")  # a project of its own, citing its own note
+    write_note(expectations.parent)
+    monkeypatch.chdir(expectations.parent)
     (expectations / "lvm").mkdir()
     (expectations / "recorded").mkdir()
     write_claims(

@@ -1,0 +1,1 @@
+"""Benchmark tracking: store pytest-benchmark runs, compare each kernel with its own past."""
