@@ -68,11 +68,11 @@ def _enable_compilation_cache() -> None:
 
     import jax
 
-    from reprolab.claims.runner import default_state_dir
+    from reprolab.claims.project import find_project
 
     if jax.config.jax_compilation_cache_dir:
         return
-    folder = os.environ.get("REPROLAB_JAX_CACHE", str(default_state_dir() / "jax-cache"))
+    folder = os.environ.get("REPROLAB_JAX_CACHE", str(find_project().state / "jax-cache"))
     if not folder:
         return
     jax.config.update("jax_compilation_cache_dir", folder)
@@ -252,11 +252,12 @@ def _shared_run(config: Mapping[str, Any], seed: int) -> dict[str, float]:
     the stored numbers are the ones a fit would return); else the fit runs here.
     """
     from reprolab.claims.cache import ResultCache, cache_key
-    from reprolab.claims.runner import default_state_dir
+    from reprolab.claims.project import find_project
 
     exp = get_experiment("clustering.overcluster_then_merge")
-    stored = ResultCache(default_state_dir() / "cache").get(
-        exp.name, cache_key(exp.name, exp.version, exp.module, config, seed)
+    project = find_project()  # the session's own cache location and code-version root
+    stored = ResultCache(project.state / "cache").get(
+        exp.name, cache_key(exp.name, exp.version, exp.module, config, seed, project.root)
     )
     return dict(stored) if stored is not None else exp(config, seed)
 

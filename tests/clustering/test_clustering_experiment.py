@@ -78,7 +78,7 @@ def test_across_runs_reads_runs_another_worker_stored_in_the_result_cache(tmp_pa
     for seed, boost in enumerate(boosts):
         metrics = {"mixture_entropy": 1.0 + seed, "merge_boost": boost, "merged_nmi": 0.5 + boost,
                    "raw_nmi": 0.5, "hard_fraction": 0.1 * seed}  # fmt: skip
-        key = cache_key(single.name, single.version, single.module, base, seed)
+        key = cache_key(single.name, single.version, single.module, base, seed, tmp_path)
         cache.put(single.name, key, metrics, config=base, seed=seed, seconds=0.0)
     out = get_experiment("clustering.across_runs")({"base": base, "runs": 3}, 0)
     assert out["mean_merge_boost"] == pytest.approx(0.2)
