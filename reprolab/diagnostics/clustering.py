@@ -1,4 +1,4 @@
-"""Clustering diagnostics: NMI, purity, majority accuracy, mixture entropy, merge boost, R², reconstruction.
+"""Clustering diagnostics: NMI, purity, majority accuracy, mixture entropy, hard fraction, merge boost, R², recon.
 
 Everything is plain numpy so that the metrics can be checked against scikit-learn and used on the output of
 any model. NMI is the *arithmetic* normalisation (scikit-learn's default), the one the lab notes report; a
@@ -141,6 +141,22 @@ def mixture_entropy(weights: ArrayLike) -> float:
     if not np.isclose(total, 1.0, atol=1e-4):
         raise ValueError(f"weights must sum to 1, got {total:.6g}")
     return _entropy_of_counts(w)
+
+
+def hard_fraction(resp: ArrayLike, threshold: float = 0.99) -> float:
+    """Share of rows whose largest responsibility exceeds ``threshold`` (near-hard assignments).
+
+    Co-assignment merging reads the overlap of responsibilities (C = R^T R); when nearly every point belongs to
+    one component with probability > 0.99, C is almost diagonal and the merge has nothing to work on.
+    """
+    r = np.asarray(resp, dtype=np.float64)
+    if r.ndim != 2 or r.shape[0] == 0 or r.shape[1] == 0:
+        raise ValueError(f"resp must be a non-empty (N, K) array, got shape {r.shape}")
+    if not np.all(np.isfinite(r)) or r.min() < 0:
+        raise ValueError("resp must hold finite non-negative responsibilities")
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    return float(np.mean(r.max(axis=1) > threshold))
 
 
 def merge_boost(labels_true: ArrayLike, raw_labels: ArrayLike, merged_labels: ArrayLike) -> float:

@@ -63,3 +63,24 @@ def test_across_runs_reads_the_same_runs_and_checks_its_config():
         across({"base": base, "run": 3}, 0)
     with pytest.raises(ValueError, match="variants a non-empty list"):
         across({"base": base, "variants": []}, 0)
+
+
+def test_across_runs_reads_runs_another_worker_stored_in_the_result_cache(tmp_path, monkeypatch):
+    """Claims share runs across pytest-xdist workers: a run in the engine's cache is read, not refitted."""
+    from reprolab.claims.cache import ResultCache, cache_key
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pyproject.toml").write_text("")
+    single = get_experiment("clustering.overcluster_then_merge")
+    base = {"dataset": "digits", "model": "gmm", "n_components": 7, "n_iter": 2}  # never fitted below
+    cache = ResultCache(tmp_path / ".reprolab" / "cache")
+    boosts = [0.1, 0.3, 0.2]
+    for seed, boost in enumerate(boosts):
+        metrics = {"mixture_entropy": 1.0 + seed, "merge_boost": boost, "merged_nmi": 0.5 + boost,
+                   "raw_nmi": 0.5, "hard_fraction": 0.1 * seed}  # fmt: skip
+        key = cache_key(single.name, single.version, single.module, base, seed, tmp_path)
+        cache.put(single.name, key, metrics, config=base, seed=seed, seconds=0.0)
+    out = get_experiment("clustering.across_runs")({"base": base, "runs": 3}, 0)
+    assert out["mean_merge_boost"] == pytest.approx(0.2)
+    assert out["max_hard_fraction"] == pytest.approx(0.2)
+    assert out["spearman_entropy_boost"] == pytest.approx(0.5)
