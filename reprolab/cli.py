@@ -230,6 +230,69 @@ def merge(config: Path, out_dir: Path, quiet: bool) -> None:
         raise click.ClickException(str(exc)) from None
 
 
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+def audit(paths: tuple[str, ...]) -> None:
+    """Prove, without running anything, that every reproduce claim can both pass and fail.
+
+    One line per claim fixed by construction (or whose metric range is undeclared), with the reason.
+    Exit status: 0 when every claim is falsifiable, 1 when any is not, 2 when a claim file is malformed.
+    """
+    from reprolab.claims.audit import audit_paths
+
+    try:
+        issues, errors, audited = audit_paths([Path(p) for p in paths] or _default_paths())
+    except FileNotFoundError as exc:
+        raise click.UsageError(str(exc)) from None
+    for error in errors:
+        err.print(f"[bold red]claim file error[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+    for issue in issues:
+        console.print(escape(str(issue)), highlight=False, soft_wrap=True)
+    flagged = len({issue.item.id for issue in issues})
+    undeclared = len({issue.item.id for issue in issues if issue.reason.startswith("range undeclared")})
+    console.print(
+        f"audited {audited} reproduce claims: {flagged} flagged ({undeclared} with a range undeclared)",
+        highlight=False,
+    )
+    if issues:
+        sys.exit(1)
+    if errors:
+        sys.exit(2)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--markdown", is_flag=True, help="print the README's state-of-the-claims table (markdown)")
+def summary(paths: tuple[str, ...], markdown: bool) -> None:
+    """Recorded verdicts per research line and kind, from the claim files (runs nothing)."""
+    from reprolab.claims.summary import VERDICTS, render_markdown, summarise
+
+    roots = [Path(p) for p in paths] or _default_paths()
+    try:
+        items, errors = load_claims(roots)
+    except FileNotFoundError as exc:
+        raise click.UsageError(str(exc)) from None
+    for error in errors:
+        err.print(f"[bold red]claim file error[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+    rows = summarise(items, roots)
+    if markdown:
+        click.echo(render_markdown(rows), nl=False)
+    else:
+        table = Table(title=f"{len(items)} claims (recorded verdicts)")
+        for column in ("line", "fast", *VERDICTS, "gpu"):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(
+                row.line,
+                str(sum(row.fast.values())),
+                *(str(row.fast[v]) for v in VERDICTS),
+                str(sum(row.gpu.values())),
+            )
+        console.print(table)
+    if errors:
+        sys.exit(2)
+
+
 def main() -> None:
     cli()
 

@@ -130,7 +130,7 @@ class History:
                    JOIN runs USING (run_id) WHERE claim_id = ? ORDER BY runs.started_at DESC LIMIT ?""",
                 (claim_id, limit),
             ).fetchall()
-        return [dict(row) for row in rows]
+        return [_with_guards(dict(row)) for row in rows]
 
     def latest(self, since: str | None = None) -> dict[str, dict[str, Any]]:
         """The newest stored result of every claim (optionally only runs started at or after ``since``)."""
@@ -159,3 +159,12 @@ class History:
         for claim_id, started_at, verdict, rev in rows:
             series.setdefault(claim_id, []).append((started_at, verdict, rev))
         return series
+
+
+def _with_guards(row: dict[str, Any]) -> dict[str, Any]:
+    """Lift the run's guard outcomes (valid_when) out of the stored payload, so a reader can name them."""
+    try:
+        row["guards"] = json.loads(row["payload"]).get("guards") or []
+    except (TypeError, ValueError, AttributeError):
+        row["guards"] = []
+    return row

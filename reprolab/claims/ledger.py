@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from reprolab.claims.checks import describe_guard
 from reprolab.claims.runner import ClaimResult
 
 VERDICT_STYLES = {
@@ -27,7 +28,10 @@ def format_observed(result: ClaimResult) -> str:
     if result.ci is not None and result.n_seeds > 1:
         text += f" [{result.ci[0]:.4g}, {result.ci[1]:.4g}]"
     if result.probability_of_improvement is not None:
-        text += f" P(imp)={result.probability_of_improvement:.2f}"
+        text += f" P(X>Y)={result.probability_of_improvement:.2f}"
+        if result.probability_of_improvement_ci is not None:
+            low, high = result.probability_of_improvement_ci
+            text += f" [{low:.2f}, {high:.2f}]"
     return text
 
 
@@ -45,6 +49,9 @@ def ledger_table(results: Sequence[ClaimResult], *, title: str = "reprolab claim
         verdict = f"[{style}]{result.verdict}[/]"
         if result.verdict == "skipped":
             verdict += f"\n[dim]{escape(result.message)}[/]"
+        for guard in result.guards:  # name the guard that made the verdict inconclusive
+            if not guard["passed"]:
+                verdict += f"\n[dim]{escape(describe_guard(guard))}[/]"
         recorded = result.recorded if result.matches else f"[bold red]{result.recorded} ✗[/]"
         note = result.document.split("_", 1)[0]
         table.add_row(
@@ -92,6 +99,7 @@ def mismatch_message(result: ClaimResult, *, update_command: str | None = None) 
         )
     if result.message:
         lines.append(f"  {result.message}")
+    lines.extend(f"  {describe_guard(guard)}  ({guard['why']})" for guard in result.guards)
     lines.extend(f"  warning: {warning}" for warning in result.warnings)
     if result.traceback:
         lines.append(

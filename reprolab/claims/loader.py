@@ -157,17 +157,25 @@ def check_unique_ids(loaded: list[LoadedClaim], first_seen: dict[str, LoadedClai
 # --- experiment names, checked statically --------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class DeclaredExperiment:
+    """What an ``@experiment(...)`` call declares, read from source as literals."""
+
+    metrics: tuple[str, ...]
+    metric_ranges: dict[str, tuple[float | None, float | None]] | None  # None: tuple form, or not a literal
+
+
 @cache
-def registered_experiments(module_name: str) -> dict[str, tuple[str, ...]] | None:
+def declared_experiments(module_name: str) -> dict[str, DeclaredExperiment] | None:
     """Experiments a module registers, found by reading its source (no import: no torch/JAX at collection).
 
-    Returns ``{name: declared_metrics}``, or ``None`` when the module does not exist.
+    Returns ``{name: declaration}``, or ``None`` when the module does not exist.
     """
     spec = importlib.util.find_spec(f"reprolab.experiments.{module_name}")
     if spec is None or spec.origin is None:
         return None
     tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
-    found: dict[str, tuple[str, ...]] = {}
+    found: dict[str, DeclaredExperiment] = {}
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "experiment" and node.args):
             continue
@@ -175,14 +183,25 @@ def registered_experiments(module_name: str) -> dict[str, tuple[str, ...]] | Non
         if not (isinstance(name, ast.Constant) and isinstance(name.value, str)):
             continue
         metrics: tuple[str, ...] = ()
+        ranges: dict[str, tuple[float | None, float | None]] | None = None
         for keyword in node.keywords:
             if keyword.arg == "metrics":
                 try:
-                    metrics = tuple(ast.literal_eval(keyword.value))
+                    declared = ast.literal_eval(keyword.value)
                 except ValueError:
-                    metrics = ()  # computed at import time: checked when the experiment runs
-        found[name.value] = metrics
+                    declared = ()  # computed at import time: checked when the experiment runs
+                metrics = tuple(declared)
+                if isinstance(declared, dict):
+                    ranges = {str(metric): tuple(bounds) for metric, bounds in declared.items()}  # type: ignore[misc]
+        found[name.value] = DeclaredExperiment(metrics, ranges)
     return found
+
+
+@cache
+def registered_experiments(module_name: str) -> dict[str, tuple[str, ...]] | None:
+    """``{name: declared_metrics}`` of a module's experiments (see :func:`declared_experiments`), or ``None``."""
+    declared = declared_experiments(module_name)
+    return None if declared is None else {name: item.metrics for name, item in declared.items()}
 
 
 def _check_experiment(path: Path, claim_node: yaml.Node, claim: Claim) -> None:
@@ -211,6 +230,14 @@ def _check_experiment(path: Path, claim_node: yaml.Node, claim: Claim) -> None:
             "expect.metric",
             f"experiment {claim.experiment!r} returns no metric {claim.expect.metric!r} (it returns {list(metrics)})",
         )
+    for index, guard in enumerate(claim.valid_when):
+        if metrics and guard.metric not in metrics:
+            raise ClaimFileError(
+                path,
+                _line_of(claim_node, ("valid_when", index, "metric")),
+                f"valid_when[{index}].metric",
+                f"experiment {claim.experiment!r} returns no metric {guard.metric!r} (it returns {list(metrics)})",
+            )
 
 
 # --- node-tree helpers ------------------------------------------------------------------------------------------

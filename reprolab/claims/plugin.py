@@ -219,7 +219,7 @@ class _Reporter:
 
 def _result_from_dict(data: dict[str, Any]) -> ClaimResult:
     fields = {key: value for key, value in data.items() if key != "matches"}
-    for key in ("bounds", "ci"):
+    for key in ("bounds", "ci", "probability_of_improvement_ci"):
         if fields.get(key) is not None:
             fields[key] = tuple(fields[key])
     return ClaimResult(**fields)

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from reprolab.claims.checks import describe_guard
 from reprolab.claims.history import RunInfo
 
 _COLOURS = {
@@ -113,6 +114,8 @@ def render_html(
             )
         status = "ok" if r.get("matches", True) else "MISMATCH"
         detail = esc(r.get("message") or "")
+        for guard in r.get("guards") or []:
+            detail += f"<br>{esc(describe_guard(guard))} <small>({esc(str(guard.get('why', '')))})</small>"
         if r.get("traceback"):
             detail += f"<details><summary>traceback</summary><pre>{esc(r['traceback'])}</pre></details>"
         rows.append(

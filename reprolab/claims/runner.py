@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from reprolab.claims.cache import ResultCache, cache_key
-from reprolab.claims.checks import Evaluation, Verdict, evaluate
+from reprolab.claims.checks import Evaluation, Verdict, apply_guards, evaluate
 from reprolab.claims.environment import skip_reason
 from reprolab.claims.loader import LoadedClaim
 from reprolab.experiments.registry import UnknownExperimentError, get_experiment
@@ -68,6 +68,8 @@ class ClaimResult:
     values: dict[str, list[float]] = field(default_factory=dict)
     samples: list[float] = field(default_factory=list)  # per seed: the value, indicator or paired difference
     probability_of_improvement: float | None = None
+    probability_of_improvement_ci: tuple[float, float] | None = None
+    guards: list[dict[str, Any]] = field(default_factory=list)  # valid_when outcomes (GuardOutcome.to_dict)
     message: str = ""
     warnings: list[str] = field(default_factory=list)
     traceback: str | None = None
@@ -201,6 +203,7 @@ def assemble(
     claim = item.claim
     metric = claim.expect.metric
     per_arm: dict[str, list[float]] = {}
+    runs: dict[str, list[dict[str, float]]] = {}  # every metric of each run, for the guards
     seconds = sum(outcomes[t.key].seconds for t in tasks.values())
     cached = sum(outcomes[t.key].cached for t in tasks.values())
     for (arm, seed), task in tasks.items():
@@ -217,7 +220,9 @@ def assemble(
                 f"(it returned {sorted(outcome.metrics)})",
             )
         per_arm.setdefault(arm, []).append(outcome.metrics[metric])
+        runs.setdefault(arm, []).append(outcome.metrics)
     evaluation: Evaluation = evaluate(claim.expect, per_arm, claim.seed_list, label=claim.id)
+    evaluation = apply_guards(evaluation, claim.valid_when, runs, claim.seed_list)
     return _base_result(
         item,
         evaluation.verdict,
@@ -227,6 +232,8 @@ def assemble(
         values=per_arm,
         samples=evaluation.samples,
         probability_of_improvement=evaluation.probability_of_improvement,
+        probability_of_improvement_ci=evaluation.probability_of_improvement_ci,
+        guards=[outcome.to_dict() for outcome in evaluation.guards],
         message=evaluation.message,
         warnings=evaluation.warnings,
         seconds=seconds,

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
 Statistic = Literal["mean", "median", "iqm", "min", "max", "std", "fraction", "paired_difference"]
+GuardStatistic = Literal["mean", "median", "iqm", "min", "max"]
 RecordedVerdict = Literal["reproduced", "not-reproduced", "refuted", "inconclusive", "untested"]
+Finding = Literal["inconsistency", "rounding", "reading"]
+
+MAX_SEEDS = 1000
+"""More seeds than this in one claim is a typo (10**9 would never finish), not a design."""
+MAX_SEED_VALUE = 2**32 - 1
+"""Largest seed every RNG we use accepts (numpy, torch, JAX take 32-bit seeds without folding)."""
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: a NaN or infinite bound makes a claim unfalsifiable, so it is a schema error.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Source(_Strict):
@@ -46,35 +54,26 @@ class FractionPredicate(_Strict):
         return self
 
 
-class Expect(_Strict):
-    metric: str = Field(min_length=1)
-    statistic: Statistic
-    fraction: FractionPredicate | None = None
-    of: tuple[str, str] | None = None
+class _Bounded(_Strict):
+    """Exactly one bound (at_least | at_most | between | approx): shared by ``expect`` and ``valid_when``."""
+
     at_least: float | None = None
     at_most: float | None = None
     between: tuple[float, float] | None = None
     approx: Approx | None = None
-    interval: Literal["point", "ci95"] = "point"
-    why: str = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _consistent(self) -> Expect:
+    def _one_bound(self) -> _Bounded:
         bounds = [
             name for name in ("at_least", "at_most", "between", "approx") if getattr(self, name) is not None
         ]
         if len(bounds) != 1:
+            what = type(self).__name__.lower().replace("guard", "valid_when")
             raise ValueError(
-                f"expect needs exactly one of at_least / at_most / between / approx, got {bounds or 'none'}"
+                f"{what} needs exactly one of at_least / at_most / between / approx, got {bounds or 'none'}"
             )
         if self.between is not None and self.between[0] > self.between[1]:
             raise ValueError(f"between: lower bound {self.between[0]} exceeds upper bound {self.between[1]}")
-        if (self.statistic == "fraction") != (self.fraction is not None):
-            raise ValueError("'fraction: {above|below: x}' goes with statistic: fraction, and only with it")
-        if (self.statistic == "paired_difference") != (self.of is not None):
-            raise ValueError(
-                "'of: [treatment, control]' goes with statistic: paired_difference, and only with it"
-            )
         return self
 
     def accepted_interval(self) -> tuple[float, float]:
@@ -99,6 +98,41 @@ class Expect(_Strict):
         assert self.approx is not None
         tol = f"{self.approx.abs:g}" if self.approx.abs is not None else f"{self.approx.rel:g} rel"
         return f"≈ {self.approx.value:g} ± {tol}"
+
+
+class Guard(_Bounded):
+    """A condition on another metric of the same run that says the run is in the regime the note assumes.
+
+    Evaluated on the point statistic over seeds; when it fails the claim's verdict is ``inconclusive``.
+    """
+
+    metric: str = Field(min_length=1)
+    statistic: GuardStatistic = "mean"
+    arm: str | None = None
+    why: str = Field(min_length=1)
+
+    def describe(self) -> str:
+        arm = f"[{self.arm}]" if self.arm else ""
+        return f"{self.statistic}({self.metric}{arm}) {self.describe_bound()}"
+
+
+class Expect(_Bounded):
+    metric: str = Field(min_length=1)
+    statistic: Statistic
+    fraction: FractionPredicate | None = None
+    of: tuple[str, str] | None = None
+    interval: Literal["point", "ci95"] = "point"
+    why: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Expect:
+        if (self.statistic == "fraction") != (self.fraction is not None):
+            raise ValueError("'fraction: {above|below: x}' goes with statistic: fraction, and only with it")
+        if (self.statistic == "paired_difference") != (self.of is not None):
+            raise ValueError(
+                "'of: [treatment, control]' goes with statistic: paired_difference, and only with it"
+            )
+        return self
 
     def describe(self) -> str:
         stat = self.statistic
@@ -126,24 +160,54 @@ class Claim(_Strict):
     experiment: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z0-9_.]+$")
     config: dict[str, Any] = Field(default_factory=dict)
     arms: dict[str, dict[str, Any]] | None = None
-    seeds: int | list[int] = 1
+    # StrictInt: YAML ``true`` or ``2.0`` is not a seed.
+    seeds: StrictInt | list[StrictInt] = 1
     requires: list[str] = Field(default_factory=list)
     expect: Expect
+    valid_when: list[Guard] = Field(default_factory=list)
     verdict: RecordedVerdict
+    finding: Finding | None = None
     evidence: str | None = None
 
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, value: int | list[int]) -> int | list[int]:
         if isinstance(value, int):
-            if value < 1:
-                raise ValueError("seeds must be a positive count or a non-empty list of ints")
+            if not 1 <= value <= MAX_SEEDS:
+                raise ValueError(f"seeds must be a count in 1..{MAX_SEEDS} or a list of seeds, got {value}")
         else:
             if not value:
                 raise ValueError("seeds list must not be empty")
+            if len(value) > MAX_SEEDS:
+                raise ValueError(f"seeds list has {len(value)} seeds; at most {MAX_SEEDS}")
+            bad = [seed for seed in value if not 0 <= seed <= MAX_SEED_VALUE]
+            if bad:
+                raise ValueError(f"seeds must be integers in 0..{MAX_SEED_VALUE} (2**32 - 1), got {bad}")
             if len(set(value)) != len(value):
                 raise ValueError(f"seeds list has duplicates: {value}")
         return value
+
+    @model_validator(mode="after")
+    def _guards_name_arms(self) -> Claim:
+        arms = sorted(self.arms) if self.arms else []
+        for index, guard in enumerate(self.valid_when):
+            if guard.arm is not None and guard.arm not in arms:
+                has = f"its arms are {arms}" if arms else "the claim has no arms"
+                raise ValueError(f"valid_when[{index}].arm {guard.arm!r} is not an arm of this claim ({has})")
+        return self
+
+    @model_validator(mode="after")
+    def _finding_only_for_own_numbers(self) -> Claim:
+        if self.finding is not None and self.kind == "reproduce":
+            raise ValueError(
+                "'finding' types a recorded/consistency claim that does not reproduce; a reproduce claim's "
+                "result is its verdict"
+            )
+        if self.finding is not None and self.verdict == "reproduced":
+            raise ValueError(
+                "'finding' is for a claim that does not reproduce; this one is recorded reproduced"
+            )
+        return self
 
     @model_validator(mode="after")
     def _arms_match(self) -> Claim:

@@ -12,7 +12,12 @@ from scipy import stats as scipy_stats
 
 from reprolab.claims.checks import Verdict, evaluate
 from reprolab.claims.schema import Expect
-from reprolab.claims.stats import bootstrap_ci, iqm, probability_of_improvement
+from reprolab.claims.stats import (
+    confidence_interval,
+    iqm,
+    probability_of_improvement,
+    probability_of_improvement_interval,
+)
 
 
 def expect(**kwargs: object) -> Expect:
@@ -26,16 +31,25 @@ def test_iqm_matches_scipy_trim_mean(values: list[float]) -> None:
     assert iqm(array) == pytest.approx(scipy_stats.trim_mean(array, 0.25), rel=1e-9, abs=1e-6)
 
 
-def test_bootstrap_is_seeded_and_brackets_the_point() -> None:
+@pytest.mark.parametrize("statistic", ["mean", "iqm", "median", "paired_difference"])
+def test_interval_is_seeded_and_brackets_the_point(statistic: str) -> None:
     values = np.random.default_rng(0).normal(size=12)
-    first = bootstrap_ci(values, lambda v: v.mean(axis=-1), label="claim-a")
-    assert first == bootstrap_ci(values, lambda v: v.mean(axis=-1), label="claim-a")
-    assert first[0] < values.mean() < first[1]
-    assert bootstrap_ci(np.array([3.0]), lambda v: v.mean(axis=-1), label="x") == (3.0, 3.0)
+    first = confidence_interval(values, statistic, label="claim-a")
+    assert first == confidence_interval(values, statistic, label="claim-a")
+    assert first[0] < float(np.mean(values)) < first[1]
 
 
-def test_probability_of_improvement_counts_ties_half() -> None:
-    assert probability_of_improvement(np.array([1, 2, 3.0]), np.array([0, 2, 4.0])) == pytest.approx(0.5)
+def test_probability_of_improvement_is_rliables_all_pairs_share() -> None:
+    # 1 beats 0; 2 beats 0 and ties 2 (a half); 3 beats 0 and 2: 4.5 wins of 9 pairs
+    treatment, control = np.array([1, 2, 3.0]), np.array([0, 2, 4.0])
+    assert probability_of_improvement(treatment, control) == pytest.approx(4.5 / 9)
+    assert probability_of_improvement(np.array([1.0, 2.0]), np.array([0.0, 0.5, 3.0])) == pytest.approx(4 / 6)
+
+
+def test_unequal_seed_counts_are_a_clear_error() -> None:
+    check = expect(statistic="paired_difference", of=["t", "c"], at_least=0.0)
+    result = evaluate(check, {"t": [1.0, 2.0, 3.0], "c": [1.0, 2.0]}, [0, 1, 2], label="c")
+    assert result.verdict == Verdict.ERROR and "arm 'c' has 2 value(s) for 3 seed(s)" in result.message
 
 
 def test_point_interval_verdicts() -> None:
@@ -63,9 +77,37 @@ def test_non_finite_is_an_error_naming_the_seed(bad: float) -> None:
     assert result.verdict == Verdict.ERROR and "seed 5" in result.message
 
 
-def test_few_seeds_warn_for_ci() -> None:
-    result = evaluate(expect(at_least=0.0, interval="ci95"), {"": [1.0, 2.0, 3.0]}, [0, 1, 2], label="c")
-    assert result.n_seeds == 3 and any("5" in w for w in result.warnings)
+@pytest.mark.parametrize(
+    ("statistic", "n", "needs"),
+    [
+        ("iqm", 5, "needs >= 6 seeds"),
+        ("median", 3, "needs >= 6 seeds"),
+        ("mean", 1, "needs >= 2 seeds"),
+        ("max", 10, "no 95% interval for statistic 'max'"),
+    ],
+)
+def test_ci95_without_a_covering_method_is_an_error(statistic: str, n: int, needs: str) -> None:
+    values = {"": [float(i) for i in range(n)]}
+    result = evaluate(
+        expect(statistic=statistic, at_least=0.0, interval="ci95"), values, list(range(n)), label="c"
+    )
+    assert result.verdict == Verdict.ERROR and needs in result.message
+    point = evaluate(expect(statistic=statistic, at_least=0.0), values, list(range(n)), label="c")
+    assert point.verdict == Verdict.REPRODUCED and point.ci is None
+
+
+def test_mean_ci_is_student_t() -> None:
+    values = np.array([1.0, 2.0, 4.0])
+    result = evaluate(expect(at_least=0.0, interval="ci95"), {"": values.tolist()}, [0, 1, 2], label="c")
+    half = scipy_stats.t.ppf(0.975, 2) * values.std(ddof=1) / math.sqrt(3)
+    assert result.ci == pytest.approx((values.mean() - half, values.mean() + half))
+
+
+def test_fraction_ci_is_clopper_pearson() -> None:
+    check = expect(statistic="fraction", fraction={"above": 0.0}, at_least=0.5, interval="ci95")
+    result = evaluate(check, {"": [1.0] * 10}, list(range(10)), label="c")
+    assert result.ci == pytest.approx((0.025 ** (1 / 10), 1.0))  # 10 of 10: lower bound 0.692
+    assert result.verdict == Verdict.REPRODUCED
 
 
 def test_fraction_and_approx_and_between() -> None:
@@ -88,4 +130,15 @@ def test_paired_difference_is_per_seed() -> None:
     control = [x - 1.0 for x in treatment]  # huge spread across seeds, constant paired gain
     result = evaluate(check, {"t": treatment, "c": control}, list(range(5)), label="c")
     assert result.verdict == Verdict.REPRODUCED
-    assert result.ci == pytest.approx((1.0, 1.0)) and result.probability_of_improvement == 1.0
+    assert result.ci == pytest.approx((1.0, 1.0))
+    assert result.probability_of_improvement == pytest.approx(
+        15 / 25
+    )  # all pairs (15 of 25 won), not matched seeds (5 of 5)
+
+
+def test_probability_of_improvement_interval_is_seeded_and_holds_the_point() -> None:
+    treatment, control = np.array([0.3, 0.5, 0.4, 0.9, 0.1]), np.array([0.2, 0.6, 0.1, 0.3, 0.0])
+    first = probability_of_improvement_interval(treatment, control, label="c")
+    assert first == probability_of_improvement_interval(treatment, control, label="c")
+    assert first[0] <= probability_of_improvement(treatment, control) <= first[1]
+    assert 0.0 <= first[0] <= first[1] <= 1.0

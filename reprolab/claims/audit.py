@@ -1,0 +1,238 @@
+"""The reachability audit: prove, without running anything, that every reproduce claim can both pass and fail.
+
+A check that cannot fail (or cannot pass) says nothing about the note, whatever the experiment does. From the
+metric ranges each experiment declares (``@experiment(..., metrics={name: (low, high)})``, read statically by
+:func:`reprolab.claims.loader.declared_experiments`) and the claim's seed count, the audit derives the values
+the claim's statistic can take, and asks:
+
+- can the statistic satisfy the bound, and can it miss it? (and the same for each ``valid_when`` guard);
+- for ``interval: ci95``: does an interval method cover at this seed count, and can its interval lie inside the
+  bound at all? (a Clopper-Pearson interval from 5 seeds never lies above 0.8: it needs 17).
+
+What a statistic can take, for a metric declared in [a, b] over n seeds:
+
+| statistic | attainable |
+|---|---|
+| mean, median, iqm, min, max | [a, b] |
+| paired_difference | [a - b, b - a] (treatment and control both in [a, b]) |
+| std | [0, (b - a) / 2 * sqrt(n / (n - 1))]; {0} at one seed |
+| fraction (above / below c) | {0, 1/n, ..., 1}; {0} or {1} when c lies outside [a, b] so the predicate is fixed |
+
+The audit imports no torch or JAX (only the loader and :mod:`reprolab.claims.stats`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from reprolab.claims.loader import (
+    ClaimFileError,
+    DeclaredExperiment,
+    LoadedClaim,
+    declared_experiments,
+    load_claims,
+)
+from reprolab.claims.schema import MAX_SEEDS, Expect
+from reprolab.claims.stats import NoIntervalError, clopper_pearson_interval, interval_method
+
+INF = math.inf
+
+
+@dataclass(frozen=True)
+class Attainable:
+    """The values a statistic can take: the closed interval [low, high], or only ``points`` when given."""
+
+    low: float
+    high: float
+    points: tuple[float, ...] | None = None
+
+    def can_pass(self, low: float, high: float) -> bool:
+        if self.points is not None:
+            return any(low <= p <= high for p in self.points)
+        return self.low <= high and low <= self.high
+
+    def can_fail(self, low: float, high: float) -> bool:
+        if self.points is not None:
+            return any(not low <= p <= high for p in self.points)
+        return self.low < low or self.high > high
+
+    def describe(self) -> str:
+        if self.points is not None:
+            if len(self.points) == 1:
+                return f"always {self.points[0]:g}"
+            n = len(self.points) - 1
+            return (
+                f"only {{0, 1/{n}, ..., 1}}"
+                if n > 2
+                else "only {" + ", ".join(f"{p:g}" for p in self.points) + "}"
+            )
+        return f"in [{self.low:g}, {self.high:g}]"
+
+
+@dataclass(frozen=True)
+class AuditIssue:
+    item: LoadedClaim
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.item.location}: {self.item.id}: {self.reason}"
+
+
+def _range(value: object) -> tuple[float, float] | None:
+    """A declared (low, high) as floats with +-inf for None; None when it is not a pair of numbers or None."""
+    if not (isinstance(value, tuple | list) and len(value) == 2):
+        return None
+    bounds = []
+    for side, default in zip(value, (-INF, INF), strict=True):
+        if side is None:
+            bounds.append(default)
+        elif isinstance(side, int | float) and not isinstance(side, bool) and not math.isnan(side):
+            bounds.append(float(side))
+        else:
+            return None
+    return (bounds[0], bounds[1]) if bounds[0] <= bounds[1] else None
+
+
+def statistic_range(
+    statistic: str, metric_range: tuple[float, float], n_seeds: int, expect: Expect | None = None
+) -> Attainable:
+    """What ``statistic`` over ``n_seeds`` values of a metric in ``metric_range`` can take."""
+    a, b = metric_range
+    if statistic in ("mean", "median", "iqm", "min", "max"):
+        return Attainable(a, b)
+    if statistic == "paired_difference":
+        return Attainable(a - b, b - a)  # inf - inf never occurs: an unbounded side makes both sides inf
+    if statistic == "std":
+        if n_seeds == 1:
+            return Attainable(0.0, 0.0, (0.0,))
+        return Attainable(0.0, (b - a) / 2.0 * math.sqrt(n_seeds / (n_seeds - 1.0)))
+    if statistic == "fraction":
+        assert expect is not None and expect.fraction is not None
+        above, below = expect.fraction.above, expect.fraction.below
+        always_false = (above is not None and above >= b) or (below is not None and below <= a)
+        always_true = (above is not None and above < a) or (below is not None and below > b)
+        if always_false or always_true:
+            value = 1.0 if always_true else 0.0
+            return Attainable(value, value, (value,))
+        return Attainable(0.0, 1.0, tuple(k / n_seeds for k in range(n_seeds + 1)))
+    raise ValueError(f"unknown statistic {statistic!r}")
+
+
+def _bound_issue(what: str, attainable: Attainable, low: float, high: float, bound: str) -> str | None:
+    if not attainable.can_pass(low, high):
+        return f"{what} can never pass: it is {attainable.describe()}, never {bound}"
+    if not attainable.can_fail(low, high):
+        return f"{what} can never fail: it is {attainable.describe()}, always {bound}"
+    return None
+
+
+def _fraction_ci_can_pass(n: int, low: float, high: float) -> bool:
+    """Is there a count k of n seeds whose Clopper-Pearson interval lies inside [low, high]?"""
+    indicators = (np.arange(n)[None, :] < np.arange(n + 1)[:, None]).astype(float)
+    ci_low, ci_high = clopper_pearson_interval(indicators)
+    return bool(np.any((ci_low >= low) & (ci_high <= high)))
+
+
+def _ci_issue(expect: Expect, n_seeds: int, attainable: Attainable | None) -> str | None:
+    """Why the claim's 95% interval can never satisfy its bound (no method, or too few seeds for it)."""
+    try:
+        interval_method(expect.statistic, n_seeds)
+    except NoIntervalError as exc:
+        return f"interval: ci95: {exc}"
+    if expect.statistic == "fraction" and (
+        attainable is None or attainable.points is None or len(attainable.points) > 1
+    ):
+        low, high = expect.accepted_interval()
+        if not _fraction_ci_can_pass(n_seeds, low, high):
+            needed = next(
+                (n for n in range(n_seeds + 1, MAX_SEEDS + 1) if _fraction_ci_can_pass(n, low, high)), None
+            )
+            more = f"needs >= {needed} seeds" if needed else f"no seed count up to {MAX_SEEDS} serves it"
+            return (
+                f"interval: ci95: the Clopper-Pearson interval of a fraction of {n_seeds} seeds never lies "
+                f"{expect.describe_bound()} ({more})"
+            )
+    return None
+
+
+def audit_claim(item: LoadedClaim, declared: DeclaredExperiment | None) -> list[str]:
+    """Why this reproduce claim is fixed by construction or cannot be audited; empty when it is falsifiable."""
+    claim, expect = item.claim, item.claim.expect
+    n = len(claim.seed_list)
+    reasons: list[str] = []
+    ranges = declared.metric_ranges if declared is not None else None
+    if ranges is None:
+        reasons.append(
+            f"range undeclared: experiment {claim.experiment!r} declares no metric ranges "
+            "(metrics={name: (low, high)} on @experiment)"
+        )
+
+    def metric_range(metric: str) -> tuple[float, float] | None:
+        if ranges is None:
+            return None
+        declared_range = _range(ranges.get(metric))
+        if declared_range is None:
+            reasons.append(
+                f"range undeclared: experiment {claim.experiment!r} declares no (low, high) for metric {metric!r}"
+            )
+        return declared_range
+
+    expect_range = metric_range(expect.metric)
+    attainable = None
+    if expect_range is not None:
+        attainable = statistic_range(expect.statistic, expect_range, n, expect)
+        statistic = (
+            expect.describe().removesuffix(" (whole 95% CI)").removesuffix(" " + expect.describe_bound())
+        )
+        what = f"{statistic} over {n} seed(s)"
+        issue = _bound_issue(what, attainable, *expect.accepted_interval(), expect.describe_bound())
+        if issue:
+            reasons.append(issue)
+    if expect.interval == "ci95":
+        issue = _ci_issue(expect, n, attainable)
+        if issue:
+            reasons.append(issue)
+    for index, guard in enumerate(claim.valid_when):
+        guard_range = metric_range(guard.metric)
+        if guard_range is not None:
+            guard_attainable = statistic_range(guard.statistic, guard_range, n)
+            what = f"valid_when[{index}] {guard.describe().removesuffix(' ' + guard.describe_bound())}"
+            issue = _bound_issue(what, guard_attainable, *guard.accepted_interval(), guard.describe_bound())
+            if issue:
+                reasons.append(issue)
+    return reasons
+
+
+def _declaration(experiment: str) -> DeclaredExperiment | None:
+    module, _, _ = experiment.partition(".")
+    found = declared_experiments(module) if module.isidentifier() else None
+    return None if found is None else found.get(experiment)
+
+
+def audit_claims(items: Iterable[LoadedClaim]) -> tuple[list[AuditIssue], int]:
+    """Audit every reproduce claim (recorded/consistency claims recompute exact arithmetic: nothing to reach).
+
+    Returns the issues, one per reason, and how many claims were audited.
+    """
+    issues: list[AuditIssue] = []
+    audited = 0
+    for item in items:
+        if item.claim.kind != "reproduce":
+            continue
+        audited += 1
+        issues.extend(
+            AuditIssue(item, reason) for reason in audit_claim(item, _declaration(item.claim.experiment))
+        )
+    return issues, audited
+
+
+def audit_paths(paths: Sequence[Path | str]) -> tuple[list[AuditIssue], list[ClaimFileError], int]:
+    """Load and audit every claim below ``paths``: (issues, load errors, number of claims audited)."""
+    items, errors = load_claims(paths)
+    issues, audited = audit_claims(items)
+    return issues, errors, audited

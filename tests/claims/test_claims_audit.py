@@ -1,0 +1,204 @@
+"""The reachability audit: static proofs that each reproduce claim can both pass and fail."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from claimfiles import claim_yaml, write_claims
+from click.testing import CliRunner
+
+import reprolab.claims.audit as audit_module
+from reprolab.claims.audit import audit_claim, audit_paths, statistic_range
+from reprolab.claims.loader import DeclaredExperiment, LoadedClaim
+from reprolab.claims.schema import Claim, Source
+from reprolab.cli import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+DECLARED = DeclaredExperiment(
+    ("nmi", "boost", "hard", "loss"),
+    {"nmi": (0.0, 1.0), "boost": (-1.0, 1.0), "hard": (0, 1), "loss": (0.0, None)},
+)
+
+
+def _item(expect: dict[str, object], seeds: int = 5, **extra: object) -> LoadedClaim:
+    claim = Claim.model_validate(
+        {
+            "id": "c",
+            "quote": "q",
+            "statement": "s",
+            "scale": "fast",
+            "experiment": "selftest.constant",
+            "seeds": seeds,
+            "expect": {"why": "w", **expect},
+            "verdict": "reproduced",
+            **extra,
+        }
+    )
+    return LoadedClaim(claim, Source(document="d.txt", title="t"), Path("x.yaml"), 3)
+
+
+def _reasons(
+    expect: dict[str, object], seeds: int = 5, declared: DeclaredExperiment | None = DECLARED, **extra: object
+) -> list[str]:
+    return audit_claim(_item(expect, seeds, **extra), declared)
+
+
+def test_a_falsifiable_claim_is_clean() -> None:
+    assert _reasons({"metric": "nmi", "statistic": "mean", "at_least": 0.5, "interval": "ci95"}) == []
+
+
+@pytest.mark.parametrize(
+    ("expect", "reason"),
+    [
+        (
+            {"metric": "nmi", "statistic": "mean", "at_least": 0.0},
+            "can never fail: it is in [0, 1], always >= 0",
+        ),
+        ({"metric": "nmi", "statistic": "iqm", "at_most": 1.0}, "can never fail"),
+        (
+            {"metric": "nmi", "statistic": "max", "at_least": 1.5},
+            "can never pass: it is in [0, 1], never >= 1.5",
+        ),
+        ({"metric": "nmi", "statistic": "median", "between": [-2, 2]}, "can never fail"),
+        ({"metric": "loss", "statistic": "min", "at_least": 0.0}, "can never fail: it is in [0, inf]"),
+        (
+            {"metric": "boost", "statistic": "std", "at_most": 1.2},
+            "can never fail",
+        ),  # std of [-1,1] <= 1.118 at 5
+        (
+            {
+                "metric": "nmi",
+                "statistic": "fraction",
+                "fraction": {"above": 0.5},
+                "approx": {"value": 0.5, "abs": 0.05},
+            },
+            "can never pass: it is only {0, 1/5, ..., 1}",  # 0.4 and 0.6 both miss 0.5 ± 0.05
+        ),
+        (
+            {"metric": "nmi", "statistic": "fraction", "fraction": {"above": 1.0}, "at_least": 0.5},
+            "can never pass: it is always 0",  # NMI never exceeds 1: the predicate is always false
+        ),
+        (
+            {"metric": "nmi", "statistic": "fraction", "fraction": {"below": 2.0}, "at_least": 0.5},
+            "can never fail: it is always 1",
+        ),
+    ],
+)
+def test_fixed_by_construction(expect: dict[str, object], reason: str) -> None:
+    (found,) = _reasons(expect)
+    assert reason in found
+
+
+def test_paired_difference_spans_minus_to_plus_the_width() -> None:
+    assert statistic_range("paired_difference", (0.0, 1.0), 5).low == -1.0
+    expect = {"metric": "nmi", "statistic": "paired_difference", "of": ["t", "c"], "at_least": -1.0}
+    (found,) = _reasons(expect, arms={"t": {}, "c": {}})
+    assert "can never fail: it is in [-1, 1], always >= -1" in found
+    assert _reasons({**expect, "at_least": 0.0}, arms={"t": {}, "c": {}}) == []
+
+
+def test_std_at_one_seed_is_always_zero() -> None:
+    (found,) = _reasons({"metric": "nmi", "statistic": "std", "at_most": 0.1}, seeds=1)
+    assert "always 0" in found
+
+
+def test_ci95_needs_a_method_that_covers_at_the_seed_count() -> None:
+    (found,) = _reasons({"metric": "nmi", "statistic": "iqm", "at_least": 0.5, "interval": "ci95"}, seeds=5)
+    assert "needs >= 6 seeds" in found
+    (found,) = _reasons({"metric": "nmi", "statistic": "max", "at_least": 0.5, "interval": "ci95"})
+    assert "no 95% interval for statistic 'max'" in found
+
+
+def test_fraction_ci95_names_the_seeds_it_needs() -> None:
+    expect = {
+        "metric": "nmi",
+        "statistic": "fraction",
+        "fraction": {"above": 0.1},
+        "at_least": 0.8,
+        "interval": "ci95",
+    }
+    (found,) = _reasons(expect, seeds=10)
+    assert "never lies >= 0.8 (needs >= 17 seeds)" in found
+    assert _reasons(expect, seeds=17) == []
+
+
+def test_guards_must_be_able_to_pass_and_fail() -> None:
+    expect = {"metric": "nmi", "statistic": "mean", "at_least": 0.5}
+    assert _reasons(expect, valid_when=[{"metric": "hard", "at_most": 0.95, "why": "w"}]) == []
+    (found,) = _reasons(expect, valid_when=[{"metric": "hard", "at_most": 1.0, "why": "w"}])
+    assert found.startswith("valid_when[0] mean(hard) can never fail: it is in [0, 1], always <= 1")
+    (found,) = _reasons(
+        expect, valid_when=[{"metric": "hard", "statistic": "min", "at_least": 2, "why": "w"}]
+    )
+    assert "can never pass" in found
+
+
+def test_undeclared_ranges_are_reported() -> None:
+    expect = {"metric": "nmi", "statistic": "mean", "at_least": 0.5}
+    (found,) = _reasons(expect, declared=DeclaredExperiment(("nmi",), None))
+    assert found.startswith("range undeclared: experiment 'selftest.constant' declares no metric ranges")
+    (found,) = _reasons(expect, declared=None)
+    assert found.startswith("range undeclared")
+    (found,) = _reasons(expect, declared=DeclaredExperiment(("nmi",), {"nmi": ("zero", 1)}))
+    assert "no (low, high) for metric 'nmi'" in found
+    guard = [{"metric": "other", "at_most": 1, "why": "w"}]
+    (found,) = _reasons(
+        expect, declared=DeclaredExperiment(("nmi", "other"), {"nmi": (0, 1)}), valid_when=guard
+    )
+    assert "no (low, high) for metric 'other'" in found
+
+
+def test_cli_one_line_per_issue_and_exit_status(expectations: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_claims(
+        expectations,
+        "a.yaml",
+        claim_yaml("fine", expect="{metric: value, statistic: mean, at_least: 0.5, why: w}"),
+        claim_yaml("cannot-fail", expect="{metric: value, statistic: mean, at_least: 0.0, why: w}"),
+        claim_yaml("recorded-is-not-audited", extra="kind: recorded\n"),
+    )
+    declared = {"selftest": {"selftest.constant": DeclaredExperiment(("value",), {"value": (0.0, 1.0)})}}
+    monkeypatch.setattr(audit_module, "declared_experiments", lambda module: declared.get(module))
+    result = CliRunner().invoke(cli, ["audit", str(expectations)])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1, result.output
+    assert (
+        len(lines) == 2 and "a.yaml:" in lines[0] and ": cannot-fail: mean(value) over 1 seed(s)" in lines[0]
+    )
+    assert lines[1] == "audited 2 reproduce claims: 1 flagged (0 with a range undeclared)"
+    (expectations / "a.yaml").write_text(
+        (expectations / "a.yaml").read_text().replace("at_least: 0.0", "at_least: 0.9"), encoding="utf-8"
+    )
+    clean = CliRunner().invoke(cli, ["audit", str(expectations)])
+    assert clean.exit_code == 0, clean.output
+
+
+def test_audit_is_static() -> None:
+    """The whole suite is audited without importing torch or JAX (nor running any experiment)."""
+    code = (
+        "import json, sys; from reprolab.claims.audit import audit_paths; "
+        f"issues, errors, n = audit_paths([{str(ROOT / 'expectations')!r}]); "
+        "print(json.dumps([n, sorted(m for m in ('torch', 'jax', 'sklearn') if m in sys.modules)]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    audited, heavy = json.loads(out.stdout)
+    assert audited > 0 and heavy == []
+
+
+def test_the_whole_suite_is_falsifiable() -> None:
+    """Every reproduce claim of the suite can both pass and fail (issue 9: `reprolab audit expectations` exits 0)."""
+    issues, errors, _ = audit_paths([ROOT / "expectations"])
+    assert errors == []
+    assert [str(issue) for issue in issues] == []
+
+
+def test_declared_ranges_are_read_statically_from_the_experiment_module() -> None:
+    from reprolab.claims.loader import declared_experiments, registered_experiments
+
+    declared = declared_experiments("selftest")
+    assert declared is not None and "selftest.constant" in declared
+    assert registered_experiments("selftest")["selftest.constant"] == declared["selftest.constant"].metrics
+    assert declared_experiments("no_such_module_here") is None

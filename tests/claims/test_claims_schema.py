@@ -1,0 +1,66 @@
+"""Schema errors that keep a claim falsifiable: finite bounds, sane seeds (issue 10 item 5)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from claimfiles import claim_yaml, write_claims
+
+from reprolab.claims.loader import ClaimFileError, load_claim_file
+
+
+@pytest.mark.parametrize(
+    "expect",
+    [
+        "{metric: value, statistic: mean, at_least: .nan, why: w}",
+        "{metric: value, statistic: mean, at_most: .inf, why: w}",
+        "{metric: value, statistic: mean, at_least: -.inf, why: w}",
+        "{metric: value, statistic: mean, between: [0, .inf], why: w}",
+        "{metric: value, statistic: mean, approx: {value: .nan, abs: 0.1}, why: w}",
+        "{metric: value, statistic: mean, approx: {value: 1, abs: .inf}, why: w}",
+        "{metric: value, statistic: fraction, fraction: {above: .nan}, at_least: 0.5, why: w}",
+        "{metric: value, statistic: mean, at_least: nan, why: w}",
+    ],
+)
+def test_non_finite_bounds_are_schema_errors(expectations: Path, expect: str) -> None:
+    path = write_claims(expectations, "a.yaml", claim_yaml(expect=expect))
+    with pytest.raises(ClaimFileError, match=r"a.yaml:\d+: claims\[demo\]\.expect.*finite number"):
+        load_claim_file(path)
+
+
+def test_non_finite_guard_bound_is_a_schema_error(expectations: Path) -> None:
+    path = write_claims(
+        expectations, "a.yaml", claim_yaml(extra="valid_when:\n  - {metric: value, at_most: .inf, why: w}\n")
+    )
+    with pytest.raises(ClaimFileError, match=r"valid_when\[0\]\.at_most: .*finite number"):
+        load_claim_file(path)
+
+
+@pytest.mark.parametrize(
+    ("seeds", "message"),
+    [
+        ("0", "count in 1..1000"),
+        ("-3", "count in 1..1000"),
+        ("1000000000", "count in 1..1000"),
+        ("true", "valid integer"),
+        ("2.0", "valid integer"),
+        ("[1, true]", "valid integer"),
+        ("[-1, 2]", r"0\.\.4294967295"),
+        ("[4294967296]", r"0\.\.4294967295"),
+        ("[]", "must not be empty"),
+        ("[1, 1]", "duplicates"),
+        ('"5"', "valid integer"),
+    ],
+)
+def test_seeds_must_be_non_negative_ints_of_sane_size(expectations: Path, seeds: str, message: str) -> None:
+    path = write_claims(expectations, "a.yaml", claim_yaml(extra=f"seeds: {seeds}\n"))
+    with pytest.raises(ClaimFileError, match=rf"a.yaml:\d+: claims\[demo\]\.seeds.*{message}"):
+        load_claim_file(path)
+
+
+@pytest.mark.parametrize("seeds", ["1", "1000", "[0]", "[0, 7, 4294967295]"])
+def test_sane_seeds_load(expectations: Path, seeds: str) -> None:
+    write_claims(expectations, "a.yaml", claim_yaml(extra=f"seeds: {seeds}\n"))
+    (item,) = load_claim_file(expectations / "a.yaml")
+    assert item.claim.seed_list and all(0 <= seed < 2**32 for seed in item.claim.seed_list)
