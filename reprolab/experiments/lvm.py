@@ -92,7 +92,7 @@ def _torch_threads(n: int | None):
 
 @experiment(
     "lvm.data_diagnostics",
-    version="2",
+    version="1",
     metrics={
         "norm_mean": (0.0, None), "norm_std": (0.0, None), "norm_ok": (0.0, 1.0),
         "recall_at_1": (0.0, 1.0), "recall_at_5": (0.0, 1.0), "recall_at_1000": (0.0, 1.0),
