@@ -22,10 +22,12 @@ __all__ = [
     "EmbeddedCorpus",
     "chunk_paragraphs",
     "concat_corpora",
+    "dequantise_rows_int8",
     "load_embedded_corpus",
     "minilm_encode",
     "minilm_model_path",
     "pydoc_articles",
+    "quantise_rows_int8",
     "save_embedded_corpus",
 ]
 
@@ -219,9 +221,33 @@ def _decode_texts(blob: np.ndarray, offsets: np.ndarray) -> tuple[str, ...]:
     return tuple(raw[offsets[i] : offsets[i + 1]].decode("utf-8") for i in range(offsets.size - 1))
 
 
-def save_embedded_corpus(corpus: EmbeddedCorpus, path: str | Path) -> None:
-    """Write ``corpus`` as a compressed ``.npz`` (no pickles)."""
-    arrays: dict[str, np.ndarray] = {"vectors": corpus.vectors, "article_ids": corpus.article_ids.astype(np.int64)}
+def quantise_rows_int8(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int8 rows with one float32 scale each (``max |x| / 127``): a quarter of float32's bytes; for unit rows
+    the dequantised, re-normalised row keeps a cosine > 0.9999 with the original (MiniLM, d = 384)."""
+    v = np.asarray(vectors, dtype=np.float32)
+    scale = np.abs(v).max(axis=1) / 127.0
+    scale[scale == 0] = 1.0  # a zero row stays zero
+    q = np.clip(np.rint(v / scale[:, None]), -127, 127).astype(np.int8)
+    return q, scale.astype(np.float32)
+
+
+def dequantise_rows_int8(q: np.ndarray, scale: np.ndarray, *, name: str = "corpus") -> np.ndarray:
+    """float32 rows from :func:`quantise_rows_int8`, re-normalised to unit length (the stored vectors were)."""
+    if q.ndim != 2 or scale.shape != (q.shape[0],):
+        raise ValueError(f"{name}: vectors_int8 {q.shape} and vector_scale {scale.shape} do not match")
+    v = q.astype(np.float32) * scale.astype(np.float32)[:, None]
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    return np.divide(v, norms, out=np.zeros_like(v), where=norms > 0)
+
+
+def save_embedded_corpus(corpus: EmbeddedCorpus, path: str | Path, *, quantise_int8: bool = False) -> None:
+    """Write ``corpus`` as a compressed ``.npz`` (no pickles); ``quantise_int8`` stores unit rows as int8 + a
+    per-row scale (``vectors_int8``, ``vector_scale``) instead of float32 ``vectors``."""
+    arrays: dict[str, np.ndarray] = {"article_ids": corpus.article_ids.astype(np.int64)}
+    if quantise_int8:
+        arrays["vectors_int8"], arrays["vector_scale"] = quantise_rows_int8(corpus.vectors)
+    else:
+        arrays["vectors"] = corpus.vectors
     if corpus.texts is not None:
         arrays["text_utf8"], arrays["text_offsets"] = _encode_texts(corpus.texts)
     if corpus.titles:
@@ -234,16 +260,20 @@ def save_embedded_corpus(corpus: EmbeddedCorpus, path: str | Path) -> None:
 def load_embedded_corpus(path: str | Path, *, name: str | None = None) -> EmbeddedCorpus:
     """Read an ``.npz`` written by :func:`save_embedded_corpus` (or any npz with ``vectors`` + ``article_ids``).
 
-    Vectors come back as float32 whatever the stored dtype. Missing keys raise ``ValueError`` naming the file.
+    Vectors come back as float32 whatever the stored dtype (int8-quantised rows are dequantised and re-normalised). Missing keys raise ``ValueError`` naming the file.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"embedded corpus {path} does not exist")
     with np.load(path, allow_pickle=False) as data:
-        missing = {"vectors", "article_ids"} - set(data.files)
+        quantised = "vectors" not in data.files and {"vectors_int8", "vector_scale"} <= set(data.files)
+        missing = {"article_ids"} - set(data.files) | (set() if quantised else {"vectors"} - set(data.files))
         if missing:
             raise ValueError(f"{path}: missing arrays {sorted(missing)} (has {sorted(data.files)})")
-        vectors = np.asarray(data["vectors"], dtype=np.float32)
+        if quantised:
+            vectors = dequantise_rows_int8(data["vectors_int8"], data["vector_scale"], name=str(path))
+        else:
+            vectors = np.asarray(data["vectors"], dtype=np.float32)
         article_ids = np.asarray(data["article_ids"])
         texts = _decode_texts(data["text_utf8"], data["text_offsets"]) if "text_utf8" in data.files else None
         titles: dict[int, str] = {}

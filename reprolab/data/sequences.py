@@ -21,6 +21,7 @@ import numpy as np
 from reprolab.data.corpus import EmbeddedCorpus, concat_corpora, load_embedded_corpus
 
 __all__ = [
+    "FIXTURE_CORPORA",
     "FIXTURE_DIR",
     "ArrayWindows",
     "SequenceSet",
@@ -287,16 +288,28 @@ def split_articles(
     return [np.sort(p) for p in np.split(perm, cuts[:-1])]
 
 
-def load_lvm_fixture(variant: str = "clean", root: str | Path | None = None) -> EmbeddedCorpus:
-    """The committed MiniLM pydoc fixture: ``clean``, ``dilution`` (the extra articles only) or ``diluted``
-    (clean followed by dilution, the way note 003's 790k set is the 584k articles plus newer ones)."""
+FIXTURE_CORPORA = ("pydoc", "docstrings")
+
+
+def load_lvm_fixture(
+    variant: str = "clean", root: str | Path | None = None, *, corpus: str = "pydoc"
+) -> EmbeddedCorpus:
+    """A committed MiniLM fixture: ``clean``, ``dilution`` (the extra articles only) or ``diluted`` (clean
+    followed by dilution, the way note 003's 790k set is the 584k articles plus newer ones).
+
+    ``corpus``: ``pydoc`` (CPython's topic docs: 117 long articles; the diagnostics' corpus) or ``docstrings``
+    (1,430 one-window articles from the docstrings on disk: the training claims' corpus, in the note's regime of
+    rare same-article pairs per batch; see scripts/build_lvm_docstring_fixture.py).
+    """
     base = Path(root) if root is not None else FIXTURE_DIR
     if variant not in ("clean", "dilution", "diluted"):
         raise ValueError(f"unknown fixture variant {variant!r}; use 'clean', 'dilution' or 'diluted'")
-    clean = load_embedded_corpus(base / "pydoc_minilm_clean.npz", name="pydoc_minilm_clean")
+    if corpus not in FIXTURE_CORPORA:
+        raise ValueError(f"unknown fixture corpus {corpus!r}; use one of {FIXTURE_CORPORA}")
+    clean = load_embedded_corpus(base / f"{corpus}_minilm_clean.npz", name=f"{corpus}_minilm_clean")
     if variant == "clean":
         return clean
-    dilution = load_embedded_corpus(base / "pydoc_minilm_dilution.npz", name="pydoc_minilm_dilution")
+    dilution = load_embedded_corpus(base / f"{corpus}_minilm_dilution.npz", name=f"{corpus}_minilm_dilution")
     if variant == "dilution":
         return dilution
-    return concat_corpora([clean, dilution], name="pydoc_minilm_diluted")
+    return concat_corpora([clean, dilution], name=f"{corpus}_minilm_diluted")

@@ -58,3 +58,21 @@ def test_bad_configs_raise_naming_the_key(monkeypatch):
         get_experiment("lvm.data_diagnostics")({"data": "env", "env": "REPROLAB_UNSET_DIR"}, 0)
     with pytest.raises(ValueError, match="scope"):
         get_experiment("lvm.data_diagnostics")({"scope": "global"}, 0)
+
+
+def test_untrained_amn_scores_mean_of_context_everywhere(gtr_dir):
+    """With a vanishing learning rate the zero-initialised AMN stays at mean-of-context: every margin is ~0,
+    so a positive train margin after training is something the model learned."""
+    config = {"data": "env", "env": "REPROLAB_TEST_GTR", "train_set": "diluted", "epochs": 1, "batch_size": 8,
+              "lr": 1e-12, "model_kwargs": {"attn_dim": 8, "hidden": [16, 8]}}
+    r = get_experiment("lvm.train")(config, 0)
+    for split in ("train", "val", "ood", "val_common"):
+        assert abs(r[f"{split}_margin_over_moc"]) < 1e-5, split
+    assert r["val_common_cosine"] == pytest.approx(r["val_cosine"])  # diluted arm: its val set is the common one
+    # 10-chunk articles give 5 windows each: many same-article pairs in a batch of 8
+    assert r["same_article_pairs_per_batch"] > 0.5
+
+
+def test_fixture_key_is_checked():
+    with pytest.raises(ValueError, match="'fixture'"):
+        get_experiment("lvm.train")({"data": "fixture", "fixture": "wiki", "train_set": "clean"}, 0)

@@ -3,6 +3,15 @@
 Every model returns a :class:`Prediction` with the ``raw`` output (what the reference's MSE is computed on) and
 its L2-normalised version (what cosine evaluation and InfoNCE use). Any embedding dimension ``d`` works; the
 hidden sizes default to the reference's (DESIGN.md section 4) and can be shrunk for the fast tier.
+
+Initialisation at mean-of-context. The AMN's output is ``normalize(b + r)`` with ``b`` the context mean; under
+PyTorch's default init the residual ``r`` has norm ~sqrt(d/3) (11.1 at d = 384) against ~0.75 for ``b``, so the
+untrained model is a random direction, not the baseline the architecture is built around ("Residual forces
+model to beat baseline"). ``residual_init="zero"`` (the default) zeroes the residual MLP's last layer, so the
+untrained AMN *is* mean-of-context and training starts from the baseline; ``"default"`` keeps PyTorch's init
+(the reference's). The LSTM, GRU and Transformer of the reference have no baseline path; ``mean_skip=True``
+adds one (``raw = mean(context) + head(h)``, head zeroed), a labelled deviation the fast-tier claims use so that
+every architecture starts where the AMN does.
 """
 
 from __future__ import annotations
@@ -26,6 +35,16 @@ def _normalize(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x, dim=-1, eps=1e-12)
 
 
+def _zero(layer: nn.Linear) -> None:
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+
+
+def _output(x: torch.Tensor, head_out: torch.Tensor, mean_skip: bool) -> Prediction:
+    raw = x.mean(dim=1) + head_out if mean_skip else head_out
+    return Prediction(raw, _normalize(raw))
+
+
 def _check_context(x: torch.Tensor, dim: int, name: str) -> None:
     if x.ndim != 3:
         raise ValueError(f"{name}: context must be (batch, T, d), got shape {tuple(x.shape)}")
@@ -43,8 +62,12 @@ class AMN(nn.Module):
     raw = b + r; out = normalize(raw). At d = 768 this has 1,510,912 parameters (the reference's "1.51 M").
     """
 
-    def __init__(self, dim: int, *, attn_dim: int = 256, hidden: tuple[int, int] = (512, 256)) -> None:
+    def __init__(
+        self, dim: int, *, attn_dim: int = 256, hidden: tuple[int, int] = (512, 256), residual_init: str = "zero"
+    ) -> None:
         super().__init__()
+        if residual_init not in ("zero", "default"):
+            raise ValueError(f"AMN: residual_init must be 'zero' or 'default', got {residual_init!r}")
         self.dim, self.attn_dim = dim, attn_dim
         self.w_q = nn.Linear(dim, attn_dim)
         self.w_c = nn.Linear(dim, attn_dim)
@@ -54,6 +77,8 @@ class AMN(nn.Module):
             nn.Linear(h1, h2), nn.GELU(), nn.LayerNorm(h2),
             nn.Linear(h2, dim),
         )
+        if residual_init == "zero":
+            _zero(self.mlp[-1])
 
     def forward(self, x: torch.Tensor) -> Prediction:
         _check_context(x, self.dim, "AMN")
@@ -69,17 +94,18 @@ class AMN(nn.Module):
 class LSTMPredictor(nn.Module):
     """2-layer LSTM (512 hidden); the last step is projected to d."""
 
-    def __init__(self, dim: int, *, hidden: int = 512, layers: int = 2) -> None:
+    def __init__(self, dim: int, *, hidden: int = 512, layers: int = 2, mean_skip: bool = False) -> None:
         super().__init__()
-        self.dim = dim
+        self.dim, self.mean_skip = dim, mean_skip
         self.lstm = nn.LSTM(dim, hidden, num_layers=layers, batch_first=True)
         self.head = nn.Linear(hidden, dim)
+        if mean_skip:
+            _zero(self.head)
 
     def forward(self, x: torch.Tensor) -> Prediction:
         _check_context(x, self.dim, "LSTM")
         out, _ = self.lstm(x)
-        raw = self.head(out[:, -1])
-        return Prediction(raw, _normalize(raw))
+        return _output(x, self.head(out[:, -1]), self.mean_skip)
 
 
 class _ResidualGRU(nn.Module):
@@ -96,31 +122,33 @@ class _ResidualGRU(nn.Module):
 class GRUStack(nn.Module):
     """d -> 512 projection, then 4 residual GRU blocks with pre-LayerNorm; the last step is projected to d."""
 
-    def __init__(self, dim: int, *, hidden: int = 512, blocks: int = 4) -> None:
+    def __init__(self, dim: int, *, hidden: int = 512, blocks: int = 4, mean_skip: bool = False) -> None:
         super().__init__()
-        self.dim = dim
+        self.dim, self.mean_skip = dim, mean_skip
         self.proj = nn.Linear(dim, hidden)
         self.blocks = nn.ModuleList(_ResidualGRU(hidden) for _ in range(blocks))
         self.norm = nn.LayerNorm(hidden)
         self.head = nn.Linear(hidden, dim)
+        if mean_skip:
+            _zero(self.head)
 
     def forward(self, x: torch.Tensor) -> Prediction:
         _check_context(x, self.dim, "GRU")
         h = self.proj(x)
         for block in self.blocks:
             h = block(h)
-        raw = self.head(self.norm(h[:, -1]))
-        return Prediction(raw, _normalize(raw))
+        return _output(x, self.head(self.norm(h[:, -1])), self.mean_skip)
 
 
 class CausalTransformer(nn.Module):
     """4-layer causal Transformer encoder (d_model 512, 8 heads, learned positions); last step -> d."""
 
     def __init__(
-        self, dim: int, *, d_model: int = 512, heads: int = 8, layers: int = 4, max_len: int = 64, dropout: float = 0.0
+        self, dim: int, *, d_model: int = 512, heads: int = 8, layers: int = 4, max_len: int = 64, dropout: float = 0.0,
+        mean_skip: bool = False,
     ) -> None:
         super().__init__()
-        self.dim, self.max_len = dim, max_len
+        self.dim, self.max_len, self.mean_skip = dim, max_len, mean_skip
         self.proj = nn.Linear(dim, d_model)
         self.pos = nn.Parameter(torch.zeros(max_len, d_model))
         nn.init.normal_(self.pos, std=0.02)
@@ -131,6 +159,8 @@ class CausalTransformer(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, dim)
+        if mean_skip:
+            _zero(self.head)
 
     def forward(self, x: torch.Tensor) -> Prediction:
         _check_context(x, self.dim, "Transformer")
@@ -139,8 +169,7 @@ class CausalTransformer(nn.Module):
             raise ValueError(f"Transformer: context length {t} exceeds max_len {self.max_len}")
         mask = torch.triu(torch.full((t, t), float("-inf"), device=x.device), diagonal=1)
         h = self.encoder(self.proj(x) + self.pos[:t], mask=mask)
-        raw = self.head(self.norm(h[:, -1]))
-        return Prediction(raw, _normalize(raw))
+        return _output(x, self.head(self.norm(h[:, -1])), self.mean_skip)
 
 
 MODELS: dict[str, type[nn.Module]] = {

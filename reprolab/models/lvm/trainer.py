@@ -45,6 +45,8 @@ class TrainConfig:
     loss: LossWeights = field(default_factory=LossWeights)
     plateau_factor: float = 0.5
     plateau_patience: int = 2
+    grad_clip: float | None = 1.0
+    """global gradient-norm clip per step (the reference's ``clip_grad_norm_(..., 1.0)``); None = off."""
     keep_best: bool = True
     """restore the weights of the epoch with the best validation cosine (the reference saved its best model)."""
     device: str = "cpu"
@@ -54,6 +56,8 @@ class TrainConfig:
             raise ValueError(f"need epochs >= 1 and batch_size >= 2, got {self.epochs}, {self.batch_size}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
 
 
 @dataclass(frozen=True)
@@ -194,6 +198,8 @@ def fit(
             loss, terms = compose_loss(out.raw, out.normalized, _batch_tensor(tgt, dev), config.loss)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if config.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             opt.step()
             total += float(loss.detach()) * idx.size
             seen += idx.size
