@@ -15,9 +15,12 @@ do not affect the data (real URIEL vectors contain many features irrelevant to a
 
 Artefacts (``build_fixture``): ``base.safetensors`` (MLM-pretrained encoder + a seeded, untrained 8-way head,
 shared by every fine-tune so the head's task vector is well defined), ``ft/<locale>.safetensors`` and
-``manifest.json`` (spec, provenance, sha256 of every file, the NxN dev-set accuracy matrix). They are small
-(about 10 MB) and live in ``fixtures/merging/locales``; ``load_fixture`` verifies hashes and rebuilds into
-``.reprolab/cache/merging/locales`` when the committed copy is absent or stale.
+``manifest.json`` (spec, provenance, sha256 of every file, the NxN dev-set accuracy matrix). World seed 0 is
+committed in ``fixtures/merging/locales`` (7.4 MB); ``load_world(seed)`` gives any seed's world, built on first
+use (15-30 s of one core) into ``.reprolab/cache/merging/locales-seed<N>-<spec hash>`` and renamed into place
+atomically. The experiments use one world per seed, so their seed-to-seed spread is over worlds.
+
+``MASSIVE_LANGUAGES`` is the gpu tier's language table (language, family, region of each MASSIVE locale).
 """
 
 from __future__ import annotations
