@@ -12,49 +12,39 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from reprolab.claims.cache import ResultCache
 from reprolab.claims.environment import revision_date
-from reprolab.claims.history import History, RunInfo
+from reprolab.claims.history import RunInfo
 from reprolab.claims.ledger import VERDICT_STYLES, print_ledger
-from reprolab.claims.loader import LoadedClaim, load_claims
-from reprolab.claims.report import write_reports
-from reprolab.claims.runner import default_state_dir, run_claims
-from reprolab.claims.selection import claim_markers, compile_marker_expression
-from reprolab.claims.update import UPDATABLE, update_verdict
+from reprolab.claims.loader import LoadedClaim
+from reprolab.claims.project import ProjectConfigError, find_project
+from reprolab.claims.session import ClaimSession
 
 # Logs (CI) get a wide ledger; a terminal keeps its own width.
 console = Console(stderr=False, width=None if sys.stdout.isatty() else 180)
 err = Console(stderr=True)
 
 
-def _default_paths() -> list[Path]:
-    """``./expectations``, or the expectations/ of the checkout this package was installed from (editable)."""
-    local = Path.cwd() / "expectations"
-    if local.is_dir():
-        return [local]
-    beside_package = Path(__file__).resolve().parent.parent / "expectations"
-    if beside_package.is_dir():
-        return [beside_package]
-    raise click.UsageError("no claim paths given and no ./expectations directory here")
+def _session(**options: object) -> ClaimSession:
+    """The session of the project around the cwd (its ``[tool.reprolab]``, or the defaults)."""
+    try:
+        return ClaimSession(find_project(), **options)  # type: ignore[arg-type]
+    except ProjectConfigError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
-def _select(paths: tuple[str, ...], marker: str | None, keyword: str | None) -> tuple[list[LoadedClaim], int]:
+def _select(
+    session: ClaimSession, paths: tuple[str, ...], marker: str | None, keyword: str | None
+) -> tuple[list[LoadedClaim], int]:
     """Load and filter claims; print load errors (they never stop the others). Returns (claims, n_errors)."""
     try:
-        items, errors = load_claims([Path(p) for p in paths] or _default_paths())
+        selection = session.select([Path(p) for p in paths], marker=marker, keyword=keyword)
     except FileNotFoundError as exc:
         raise click.UsageError(str(exc)) from None
-    for error in errors:
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="-m") from None
+    for error in selection.errors:
         err.print(f"[bold red]claim file error[/] {escape(str(error))}", highlight=False, soft_wrap=True)
-    if marker:
-        try:
-            predicate = compile_marker_expression(marker)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="-m") from None
-        items = [item for item in items if predicate(claim_markers(item))]
-    if keyword:
-        items = [item for item in items if keyword in item.id]
-    return items, len(errors)
+    return selection.claims, len(selection.errors)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -76,7 +66,13 @@ def cli() -> None:
     "--update-verdicts", is_flag=True, help="rewrite mismatching recorded verdicts (the run still fails)"
 )
 @click.option("--no-cache", is_flag=True, help="ignore and do not write the result cache")
-@click.option("--report-dir", type=click.Path(), default="reports", show_default=True)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0, min_open=True),
+    help="seconds per experiment run (default: [tool.reprolab] timeout_s; a claim's timeout_s wins)",
+)
+@click.option("--report-dir", type=click.Path(), default=None, help="default: [tool.reprolab] reports")
 def check(
     paths: tuple[str, ...],
     marker: str | None,
@@ -84,19 +80,39 @@ def check(
     workers: int,
     update_verdicts: bool,
     no_cache: bool,
-    report_dir: str,
+    timeout_s: float | None,
+    report_dir: str | None,
 ) -> None:
     """Run claims, print the ledger, write reports/latest.{json,html}, record the run in the history.
 
     Exit status: 0 when every observed verdict equals the recorded one, 1 when any differs or errs,
     2 when a claim file is malformed (the valid ones still run).
     """
-    items, n_errors = _select(paths, marker, keyword)
-    if not items:
-        err.print("no claims selected")
-        sys.exit(2 if n_errors else 5)
-    state = default_state_dir()
-    cache = ResultCache(state / "cache", enabled=not no_cache)
+    with _session(
+        workers=workers, use_cache=not no_cache, timeout_s=timeout_s, report_dir=report_dir
+    ) as session:
+        items, n_errors = _select(session, paths, marker, keyword)
+        if not items:
+            err.print("no claims selected")
+            sys.exit(2 if n_errors else 5)
+        results = _run_with_progress(session, items)
+        print_ledger(results, console)
+        recorded = session.record(results, command="reprolab " + " ".join(sys.argv[1:]))
+    for message in [*session.cache.problems, *recorded.messages]:
+        err.print(f"[yellow]warning[/] {escape(message)}", highlight=False, soft_wrap=True)
+    if recorded.reports:
+        console.print(f"reports: {recorded.reports[0]} {recorded.reports[1]}")
+    mismatched = [r for r in results if not r.matches]
+    if update_verdicts:
+        for line in session.update_verdicts(results):
+            console.print(line)
+    if mismatched:
+        sys.exit(1)
+    if n_errors:
+        sys.exit(2)
+
+
+def _run_with_progress(session: ClaimSession, items: list[LoadedClaim]):  # type: ignore[no-untyped-def]
     with Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -125,25 +141,7 @@ def check(
                     highlight=False,
                 )
 
-        results = run_claims(items, cache, workers=workers, progress=on_task, on_plan=on_plan)
-    print_ledger(results, console)
-    run = RunInfo.current(command="reprolab " + " ".join(sys.argv[1:]))
-    history = History(state / "history.sqlite")
-    history.record(run, results)
-    json_path, html_path = write_reports(
-        Path(report_dir), run, [r.to_dict() for r in results], history.verdict_series()
-    )
-    console.print(f"reports: {json_path} {html_path}")
-    mismatched = [r for r in results if not r.matches]
-    if update_verdicts:
-        for result in mismatched:
-            if result.verdict in UPDATABLE:
-                update_verdict(result.file, result.id, result.verdict)
-                console.print(f"updated {result.id}: {result.recorded} -> {result.verdict} in {result.file}")
-    if mismatched:
-        sys.exit(1)
-    if n_errors:
-        sys.exit(2)
+        return session.run(items, progress=on_task, on_plan=on_plan)
 
 
 @cli.command("list")
@@ -151,8 +149,9 @@ def check(
 @click.option("-m", "marker", help="marker expression over scale and kind")
 def list_claims(paths: tuple[str, ...], marker: str | None) -> None:
     """Every claim with its source, scale, recorded verdict and last observed verdict."""
-    items, n_errors = _select(paths, marker, None)
-    latest = History(default_state_dir() / "history.sqlite").latest()
+    session = _session()
+    items, n_errors = _select(session, paths, marker, None)
+    latest = session.history.latest()
     table = Table(title=f"{len(items)} claims", expand=True)
     for column in ("claim", "source", "kind", "scale", "recorded", "last observed"):
         table.add_column(column, overflow="fold")
@@ -174,10 +173,11 @@ def list_claims(paths: tuple[str, ...], marker: str | None) -> None:
 @click.option(
     "--since", help="only runs since a git revision's commit time (e.g. HEAD~5, v0.1) or an ISO date"
 )
-@click.option("--report-dir", type=click.Path(), default="reports", show_default=True)
-def report(since: str | None, report_dir: str) -> None:
+@click.option("--report-dir", type=click.Path(), default=None, help="default: [tool.reprolab] reports")
+def report(since: str | None, report_dir: str | None) -> None:
     """Rebuild the HTML/JSON report from the history: newest result per claim plus its verdict history."""
-    history = History(default_state_dir() / "history.sqlite")
+    session = _session(report_dir=report_dir)
+    history = session.history
     if since is not None:
         since = revision_date(since) or since
     latest = history.latest(since)
@@ -185,7 +185,7 @@ def report(since: str | None, report_dir: str) -> None:
         raise click.ClickException("no runs in the history yet: run `reprolab check` first")
     results = [json.loads(row["payload"]) for row in latest.values()]
     run = RunInfo.current(command="reprolab report" + (f" --since {since}" if since else ""))
-    json_path, html_path = write_reports(Path(report_dir), run, results, history.verdict_series(since))
+    json_path, html_path = session.write_reports(run, results, history.verdict_series(since))
     console.print(f"reports: {json_path} {html_path}")
 
 
@@ -194,7 +194,7 @@ def report(since: str | None, report_dir: str) -> None:
 @click.option("--limit", type=int, default=20, show_default=True)
 def history_command(claim_id: str, limit: int) -> None:
     """The recorded runs of one claim, newest first."""
-    rows = History(default_state_dir() / "history.sqlite").claim_history(claim_id, limit)
+    rows = _session().history.claim_history(claim_id, limit)
     if not rows:
         raise click.ClickException(f"no history for claim {claim_id!r}")
     table = Table(title=f"history of {claim_id}")
@@ -214,6 +214,23 @@ def history_command(claim_id: str, limit: int) -> None:
             str(row["n_seeds"]),
         )
     console.print(table)
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=".")
+@click.option("--package", help="the lab's Python package for experiments (default: from the directory name)")
+def init(directory: Path, package: str | None) -> None:
+    """Scaffold a lab's project: [tool.reprolab], notes/, a claims folder with a working example, CI."""
+    from reprolab.claims.scaffold import scaffold
+
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        lines = scaffold(directory, package)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--package") from None
+    for line in lines:
+        console.print(line, highlight=False)
+    console.print(f"next: cd {directory} && reprolab check   (or: pytest claims)", highlight=False)
 
 
 @cli.command()
@@ -238,14 +255,11 @@ def audit(paths: tuple[str, ...]) -> None:
     One line per claim fixed by construction (or whose metric range is undeclared), with the reason.
     Exit status: 0 when every claim is falsifiable, 1 when any is not, 2 when a claim file is malformed.
     """
-    from reprolab.claims.audit import audit_paths
+    from reprolab.claims.audit import audit_claims
 
-    try:
-        issues, errors, audited = audit_paths([Path(p) for p in paths] or _default_paths())
-    except FileNotFoundError as exc:
-        raise click.UsageError(str(exc)) from None
-    for error in errors:
-        err.print(f"[bold red]claim file error[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+    session = _session()
+    items, errors = _select(session, paths, None, None)
+    issues, audited = audit_claims(items, search=session.project.experiments)
     for issue in issues:
         console.print(escape(str(issue)), highlight=False, soft_wrap=True)
     flagged = len({issue.item.id for issue in issues})
@@ -256,6 +270,34 @@ def audit(paths: tuple[str, ...]) -> None:
     )
     if issues:
         sys.exit(1)
+    if errors:
+        sys.exit(2)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--markdown", is_flag=True, help="print the README's state-of-the-claims table (markdown)")
+def summary(paths: tuple[str, ...], markdown: bool) -> None:
+    """Recorded verdicts per research line and kind, from the claim files (runs nothing)."""
+    from reprolab.claims.summary import VERDICTS, render_markdown, summarise
+
+    session = _session()
+    items, errors = _select(session, paths, None, None)
+    rows = summarise(items, [Path(p) for p in paths] or list(session.project.claims))
+    if markdown:
+        click.echo(render_markdown(rows), nl=False)
+    else:
+        table = Table(title=f"{len(items)} claims (recorded verdicts)")
+        for column in ("line", "fast", *VERDICTS, "gpu"):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(
+                row.line,
+                str(sum(row.fast.values())),
+                *(str(row.fast[v]) for v in VERDICTS),
+                str(sum(row.gpu.values())),
+            )
+        console.print(table)
     if errors:
         sys.exit(2)
 

@@ -2,7 +2,7 @@
 
 A check that cannot fail (or cannot pass) says nothing about the note, whatever the experiment does. From the
 metric ranges each experiment declares (``@experiment(..., metrics={name: (low, high)})``, read statically by
-:func:`reprolab.claims.loader.declared_experiments`) and the claim's seed count, the audit derives the values
+:func:`reprolab.claims.resolve.resolve_experiment`) and the claim's seed count, the audit derives the values
 the claim's statistic can take, and asks:
 
 - can the statistic satisfy the bound, and can it miss it? (and the same for each ``valid_when`` guard);
@@ -30,15 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from reprolab.claims.loader import (
-    ClaimFileError,
-    DeclaredExperiment,
-    LoadedClaim,
-    declared_experiments,
-    load_claims,
-)
+from reprolab.claims.loader import ClaimFileError, LoadedClaim, load_claims
+from reprolab.claims.resolve import ExperimentSpec, resolve_experiment
 from reprolab.claims.schema import MAX_SEEDS, Expect
 from reprolab.claims.stats import NoIntervalError, clopper_pearson_interval, interval_method
+from reprolab.experiments.registry import UnknownExperimentError
 
 INF = math.inf
 
@@ -160,7 +156,7 @@ def _ci_issue(expect: Expect, n_seeds: int, attainable: Attainable | None) -> st
     return None
 
 
-def audit_claim(item: LoadedClaim, declared: DeclaredExperiment | None) -> list[str]:
+def audit_claim(item: LoadedClaim, declared: ExperimentSpec | None) -> list[str]:
     """Why this reproduce claim is fixed by construction or cannot be audited; empty when it is falsifiable."""
     claim, expect = item.claim, item.claim.expect
     n = len(claim.seed_list)
@@ -208,16 +204,20 @@ def audit_claim(item: LoadedClaim, declared: DeclaredExperiment | None) -> list[
     return reasons
 
 
-def _declaration(experiment: str) -> DeclaredExperiment | None:
-    module, _, _ = experiment.partition(".")
-    found = declared_experiments(module) if module.isidentifier() else None
-    return None if found is None else found.get(experiment)
+def _declaration(experiment: str, search: Sequence[str] = ()) -> ExperimentSpec | None:
+    try:
+        return resolve_experiment(experiment, search)
+    except UnknownExperimentError:
+        return None
 
 
-def audit_claims(items: Iterable[LoadedClaim]) -> tuple[list[AuditIssue], int]:
+def audit_claims(
+    items: Iterable[LoadedClaim], *, search: Sequence[str] = ()
+) -> tuple[list[AuditIssue], int]:
     """Audit every reproduce claim (recorded/consistency claims recompute exact arithmetic: nothing to reach).
 
-    Returns the issues, one per reason, and how many claims were audited.
+    ``search``: the project's experiment modules (``[tool.reprolab] experiments``). Returns the issues, one per
+    reason, and how many claims were audited.
     """
     issues: list[AuditIssue] = []
     audited = 0
@@ -226,7 +226,7 @@ def audit_claims(items: Iterable[LoadedClaim]) -> tuple[list[AuditIssue], int]:
             continue
         audited += 1
         issues.extend(
-            AuditIssue(item, reason) for reason in audit_claim(item, _declaration(item.claim.experiment))
+            AuditIssue(item, reason) for reason in audit_claim(item, _declaration(item.claim.experiment, search))
         )
     return issues, audited
 

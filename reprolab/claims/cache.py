@@ -1,8 +1,10 @@
 """On-disk cache of experiment results, keyed by (experiment, its version, its code, config, seed).
 
 One JSON file per entry, written to a temporary file in the same directory and renamed into place, so a run
-killed midway leaves either the old entry, the new one, or none: never a torn file. A file that still fails to
-parse (disk trouble, a hand edit) is treated as a miss and overwritten.
+killed midway leaves either the old entry, the new one, or none: never a torn file. Every entry carries a
+sha256 over its key and metrics; an entry that fails to parse, does not match its checksum (a hand edit,
+disk trouble) or holds anything but a flat mapping of numbers is a miss, reported in ``problems`` and
+recomputed.
 """
 
 from __future__ import annotations
@@ -10,57 +12,89 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-import reprolab
+from reprolab.claims.files import atomic_write_text
+from reprolab.claims.resolve import module_origin
+
+_ENGINE = "reprolab.claims"  # cannot change what an experiment returns: left out of code versions
 
 
-@cache
-def code_version(module: str) -> str:
-    """sha256 over the source of ``module`` and every reprolab module it imports, transitively.
+def code_version(module: str, project_root: Path | str | None = None) -> str:
+    """sha256 over the source of ``module`` and every module of the project it imports, transitively.
 
     Found statically (``ast``, no import), including imports inside functions and the ``__init__`` of every
-    package on the way, so editing one research line's code does not invalidate another line's cached results,
-    while any edit that can move an experiment's numbers does. The claims engine itself is left out: it cannot
-    change what an experiment returns.
+    package on the way. "Of the project" means: reprolab's own modules (but not the claims engine), the
+    modules of the experiment's own top-level package, and any module whose source lies below
+    ``project_root`` outside a site-packages folder. So editing a lab's helper invalidates exactly the cached
+    results it can move, and editing another research line's code invalidates none of them.
     """
-    root = Path(reprolab.__file__).parent
-    seen: dict[str, Path] = {}
-    stack = [module]
-    while stack:
-        name = stack.pop()
-        if name in seen or not (name == "reprolab" or name.startswith("reprolab.")):
-            continue
-        if name.startswith("reprolab.claims"):
-            continue
-        path = _source_path(root, name)
-        if path is None:  # an imported attribute (a class, a function), not a module
-            continue
-        seen[name] = path
-        stack.extend(_imported_modules(name, path))
-        stack.append(name.rsplit(".", 1)[0])  # the parent package's __init__ runs too
-    digest = hashlib.sha256()
-    for name in sorted(seen):
-        digest.update(name.encode())
-        digest.update(seen[name].read_bytes())
-    return digest.hexdigest()
+    root = Path(project_root).resolve() if project_root is not None else None
+    return _code_version(module, root, _closure_stamp(module, root))
 
 
-def _source_path(root: Path, name: str) -> Path | None:
-    relative = Path(*name.split(".")[1:])
-    for candidate in (root / relative / "__init__.py", (root / relative).with_suffix(".py")):
-        if candidate.is_file():
-            return candidate
+def _in_project(name: str, top: str, root: Path | None) -> Path | None:
+    if name.startswith(_ENGINE) or not name:
+        return None
+    first = name.split(".", 1)[0]
+    if first not in {"reprolab", top} and root is None:
+        return None
+    origin = module_origin(name)
+    if origin is None:
+        return None
+    if first in {"reprolab", top}:
+        return origin
+    resolved = origin.resolve()
+    if root in resolved.parents and "site-packages" not in resolved.parts:
+        return origin
     return None
 
 
-def _imported_modules(name: str, path: Path) -> list[str]:
-    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+def _closure(module: str, root: Path | None) -> dict[str, Path]:
+    top = module.split(".", 1)[0]
+    seen: dict[str, Path] = {}
+    rejected: set[str] = set()
+    stack = [module]
+    while stack:
+        name = stack.pop()
+        if name in seen or name in rejected:
+            continue
+        path = _in_project(name, top, root)
+        if path is None:  # outside the project, or an imported attribute (a class, a function)
+            rejected.add(name)
+            continue
+        seen[name] = path
+        stack.extend(_imported_modules(name, path))
+        if "." in name:
+            stack.append(name.rsplit(".", 1)[0])  # the parent package's __init__ runs too
+    return seen
+
+
+def _closure_stamp(module: str, root: Path | None) -> tuple[tuple[str, int, int], ...]:
+    """(file, mtime, size) of the closure: a cheap key under which a digest is reused within a process."""
+    stamp = []
+    for name, path in sorted(_closure(module, root).items()):
+        info = path.stat()
+        stamp.append((name, info.st_mtime_ns, info.st_size))
+    return tuple(stamp)
+
+
+@cache
+def _code_version(module: str, root: Path | None, stamp: tuple[tuple[str, int, int], ...]) -> str:
+    del stamp  # cache key only
+    digest = hashlib.sha256()
+    for name, path in sorted(_closure(module, root).items()):
+        digest.update(name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@cache
+def _parsed_imports(path: Path, mtime_ns: int, package: str) -> tuple[str, ...]:
+    del mtime_ns
     found: list[str] = []
     for node in ast.walk(ast.parse(path.read_bytes())):
         if isinstance(node, ast.Import):
@@ -73,23 +107,49 @@ def _imported_modules(name: str, path: Path) -> list[str]:
                 base = ".".join([*anchor, base] if base else anchor)
             found.append(base)
             found.extend(f"{base}.{alias.name}" for alias in node.names)  # `from pkg import submodule`
-    return found
+    return tuple(found)
+
+
+def _imported_modules(name: str, path: Path) -> list[str]:
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    return list(_parsed_imports(path, path.stat().st_mtime_ns, package))
 
 
 def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def cache_key(experiment: str, version: str, module: str, config: Mapping[str, Any], seed: int) -> str:
+def cache_key(
+    experiment: str,
+    version: str,
+    module: str,
+    config: Mapping[str, Any],
+    seed: int,
+    project_root: Path | str | None = None,
+) -> str:
     """Identity of one experiment run: name, declared version, code (see :func:`code_version`), config, seed."""
     payload = {
         "experiment": experiment,
         "version": version,
-        "code": code_version(module),
+        "code": code_version(module, project_root),
         "config": config,
         "seed": seed,
     }
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+
+def _checksum(key: str, metrics: Mapping[str, float]) -> str:
+    body = json.dumps({"key": key, "metrics": metrics}, sort_keys=True, allow_nan=True)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _metrics_problem(metrics: Any) -> str | None:
+    if not isinstance(metrics, dict):
+        return f"metrics is {type(metrics).__name__}, not a mapping"
+    for name, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"metric {name!r} is {type(value).__name__} {value!r}, not a number"
+    return None
 
 
 class ResultCache:
@@ -98,20 +158,41 @@ class ResultCache:
     def __init__(self, root: Path | str, *, enabled: bool = True) -> None:
         self.root = Path(root)
         self.enabled = enabled
+        self.problems: list[str] = []  # one line per bad entry met (each is recomputed)
 
     def _path(self, experiment: str, key: str) -> Path:
-        return self.root / experiment / key[:2] / f"{key}.json"
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in experiment)
+        return self.root / safe / key[:2] / f"{key}.json"
 
     def get(self, experiment: str, key: str) -> dict[str, float] | None:
         if not self.enabled:
             return None
         path = self._path(experiment, key)
         try:
-            entry = json.loads(path.read_text(encoding="utf-8"))
-            metrics = entry["metrics"]
-        except (OSError, ValueError, KeyError, TypeError):
+            raw = path.read_bytes()
+        except FileNotFoundError:
             return None
-        return metrics if isinstance(metrics, dict) else None
+        except OSError as exc:
+            return self._bad(path, f"cannot read ({exc.strerror})")
+        try:
+            entry = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            return self._bad(path, "not valid JSON")
+        if not isinstance(entry, dict) or "metrics" not in entry:
+            return self._bad(path, "not a cache entry (no 'metrics')")
+        metrics = entry["metrics"]
+        problem = _metrics_problem(metrics)
+        if problem is not None:
+            return self._bad(path, problem)
+        if "checksum" not in entry:  # written by a reprolab before checksums: recomputed without fuss
+            return None
+        if entry["checksum"] != _checksum(key, metrics):
+            return self._bad(path, "checksum mismatch (edited or damaged)")
+        return {str(name): float(value) for name, value in metrics.items()}
+
+    def _bad(self, path: Path, why: str) -> None:
+        self.problems.append(f"cache entry {path}: {why}; recomputing it")
+        return None
 
     def put(
         self,
@@ -125,22 +206,14 @@ class ResultCache:
     ) -> None:
         if not self.enabled:
             return
-        path = self._path(experiment, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        clean = {str(name): float(value) for name, value in metrics.items()}
         entry = {
             "experiment": experiment,
             "config": config,
             "seed": seed,
             "seconds": seconds,
-            "metrics": dict(metrics),
+            "metrics": clean,
+            "checksum": _checksum(key, clean),
         }
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".partial")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(json.dumps(entry, sort_keys=True, default=str, allow_nan=True))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        text = json.dumps(entry, sort_keys=True, default=str, allow_nan=True)
+        atomic_write_text(self._path(experiment, key), text, fsync=True)

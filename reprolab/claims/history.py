@@ -2,23 +2,28 @@
 
 WAL journaling plus a generous busy timeout make concurrent writers (two pytest-xdist workers, a CLI run
 beside a test run) wait for each other instead of failing; each run is written in one transaction, so a run
-killed midway leaves the database as it was before that run.
+killed midway leaves the database as it was before that run. A file that is not a readable history (damaged,
+overwritten) is moved aside to ``history.sqlite.corrupt-<time>`` with a message in ``recovered``, and a new
+history is started: losing the trend lines is better than losing the run.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from reprolab.claims.environment import git_revision, machine_description, package_versions
 from reprolab.claims.runner import ClaimResult
+
+_T = TypeVar("_T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -71,6 +76,24 @@ class RunInfo:
 class History:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+        self.recovered: str | None = None  # set when a damaged file was moved aside
+
+    def _guarded(self, operation: Callable[[], _T]) -> _T:
+        """Run ``operation``; on a damaged database move it aside and run it once more on a fresh one."""
+        try:
+            return operation()
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+            os.replace(self.path, aside)
+            for suffix in ("-wal", "-shm"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            self.recovered = (
+                f"history {self.path} was unreadable ({exc}); moved it to {aside.name} and started a new one"
+            )
+            return operation()
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -81,6 +104,10 @@ class History:
         return connection
 
     def record(self, run: RunInfo, results: Iterable[ClaimResult]) -> None:
+        results = list(results)
+        self._guarded(lambda: self._record(run, results))
+
+    def _record(self, run: RunInfo, results: list[ClaimResult]) -> None:
         rows = [
             (
                 run.run_id,
@@ -121,6 +148,17 @@ class History:
 
     def claim_history(self, claim_id: str, limit: int = 50) -> list[dict[str, Any]]:
         """Newest first: when, revision, verdict, observed, CI for one claim."""
+        return self._guarded(lambda: self._claim_history(claim_id, limit))
+
+    def latest(self, since: str | None = None) -> dict[str, dict[str, Any]]:
+        """The newest stored result of every claim (optionally only runs started at or after ``since``)."""
+        return self._guarded(lambda: self._latest(since))
+
+    def verdict_series(self, since: str | None = None) -> dict[str, list[tuple[str, str, str | None]]]:
+        """Per claim, (started_at, verdict, git_rev) of every run, oldest first."""
+        return self._guarded(lambda: self._verdict_series(since))
+
+    def _claim_history(self, claim_id: str, limit: int) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
         with closing(self._connect()) as db:
@@ -132,8 +170,7 @@ class History:
             ).fetchall()
         return [_with_guards(dict(row)) for row in rows]
 
-    def latest(self, since: str | None = None) -> dict[str, dict[str, Any]]:
-        """The newest stored result of every claim (optionally only runs started at or after ``since``)."""
+    def _latest(self, since: str | None) -> dict[str, dict[str, Any]]:
         if not self.path.exists():
             return {}
         with closing(self._connect()) as db:
@@ -145,8 +182,7 @@ class History:
             ).fetchall()
         return {row["claim_id"]: dict(row) for row in rows}
 
-    def verdict_series(self, since: str | None = None) -> dict[str, list[tuple[str, str, str | None]]]:
-        """Per claim, (started_at, verdict, git_rev) of every run, oldest first."""
+    def _verdict_series(self, since: str | None) -> dict[str, list[tuple[str, str, str | None]]]:
         if not self.path.exists():
             return {}
         with closing(self._connect()) as db:

@@ -49,6 +49,9 @@ def ledger_table(results: Sequence[ClaimResult], *, title: str = "reprolab claim
         verdict = f"[{style}]{result.verdict}[/]"
         if result.verdict == "skipped":
             verdict += f"\n[dim]{escape(result.message)}[/]"
+        for guard in result.guards:  # name the guard that made the verdict inconclusive
+            if not guard["passed"]:
+                verdict += f"\n[dim]{escape(describe_guard(guard))}[/]"
         recorded = result.recorded if result.matches else f"[bold red]{result.recorded} ✗[/]"
         note = result.document.split("_", 1)[0]
         table.add_row(

@@ -2,13 +2,18 @@
 
 YAML is parsed once into a node tree (which keeps line numbers) and constructed from that same tree, so every
 pydantic error location can be mapped back to the line that caused it. Duplicate mapping keys, which PyYAML
-would silently collapse, are errors too.
+would silently collapse, are errors too. Anchors and aliases are allowed, but their expansion is bounded
+(an "alias bomb" is an error, not a hang), and every walk visits each distinct node once. A file that is not UTF-8 text is one error naming it.
+
+Beyond the schema, a claim is checked against what can be known without running anything: its experiment
+exists (found statically, see :mod:`reprolab.claims.resolve`), returns the metric it reads and declares the
+config keys it is given; and, with a notes folder, the cited note exists and contains the title and every
+quote (whitespace-normalised).
 """
 
 from __future__ import annotations
 
-import ast
-import importlib.util
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -18,7 +23,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from reprolab.claims.resolve import resolve_experiment
 from reprolab.claims.schema import Claim, ClaimFile, Source
+from reprolab.experiments.registry import UnknownExperimentError
 
 # libyaml's parser (when PyYAML was built with it) is ~10x faster and keeps the same marks (line, column, index).
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -52,20 +59,48 @@ class LoadedClaim:
         return f"{self.path}:{self.line}"
 
 
-def load_claim_file(path: Path | str) -> list[LoadedClaim]:
-    """Parse and validate one claim file; raise :class:`ClaimFileError` on any problem."""
-    path = Path(path)
+def read_claim_text(path: Path) -> str:
+    """The file's text, or a ClaimFileError saying why it is not a UTF-8 text file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
-        raise ClaimFileError(path, None, None, f"cannot read: {exc.strerror}") from None
+        raise ClaimFileError(path, None, None, f"cannot read: {exc.strerror or exc}") from None
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ClaimFileError(path, 1, None, "file is UTF-16 text; claim files must be UTF-8")
+    if b"\x00" in raw:
+        line = raw.count(b"\n", 0, raw.index(b"\x00")) + 1
+        raise ClaimFileError(path, line, None, "file is binary (NUL byte), not a YAML claim file")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ClaimFileError(
+            path, line, None, f"not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8"
+        ) from None
+
+
+def _codepoint(character: str | int) -> int:
+    return character if isinstance(character, int) else ord(character)  # libyaml gives an int, PyYAML a str
+
+
+def load_claim_file(
+    path: Path | str, *, notes: Path | None = None, search: Iterable[str] = ()
+) -> list[LoadedClaim]:
+    """Parse and validate one claim file; raise :class:`ClaimFileError` on any problem.
+
+    ``notes``: the folder of lab notes that citations are checked against (None: not checked).
+    ``search``: the project's experiment modules (``[tool.reprolab] experiments``).
+    """
+    path = Path(path)
+    text = read_claim_text(path)
     try:
         loader = _Loader(text)
         try:
             node = loader.get_single_node()
             if node is None:
                 raise ClaimFileError(path, 1, None, "file is empty")
-            _reject_duplicate_keys(path, node)
+            _bound_aliases(path, node)
+            _reject_duplicate_keys(path, node, set())
             data = loader.construct_document(node)
         finally:
             loader.dispose()
@@ -73,6 +108,15 @@ def load_claim_file(path: Path | str) -> list[LoadedClaim]:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         raise ClaimFileError(path, line, None, f"YAML syntax: {exc.problem or exc.context}") from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        raise ClaimFileError(
+            path, line, None, f"YAML cannot contain control character {_codepoint(exc.character):#04x}"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ClaimFileError(path, None, None, f"YAML: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise ClaimFileError(path, None, None, "YAML nested too deeply") from None
     if not isinstance(data, dict):
         raise ClaimFileError(
             path, node.start_mark.line + 1, None, "top level must be a mapping with 'source' and 'claims'"
@@ -92,10 +136,19 @@ def load_claim_file(path: Path | str) -> list[LoadedClaim]:
         raise ClaimFileError(path, _line_of(node, loc), field, message + extra) from None
     claim_nodes = _value_of(node, "claims")
     loaded = []
+    search = tuple(search)
+    note = _note_text(path, node, parsed.source, notes) if notes is not None else None
     for index, claim in enumerate(parsed.claims):
         claim_node = claim_nodes.value[index] if isinstance(claim_nodes, yaml.SequenceNode) else node
         loaded.append(LoadedClaim(claim, parsed.source, path, claim_node.start_mark.line + 1))
-        _check_experiment(path, claim_node, claim)
+        _check_experiment(path, claim_node, claim, search)
+        if note is not None and _normalise(claim.quote) not in note:
+            raise ClaimFileError(
+                path,
+                _line_of(claim_node, ("quote",)),
+                f"claims[{claim.id}].quote",
+                f"quote is not in {parsed.source.document} (whitespace-normalised)",
+            )
     return loaded
 
 
@@ -118,7 +171,9 @@ def iter_claim_paths(paths: Iterable[Path | str]) -> Iterator[Path]:
                 yield path
 
 
-def load_claims(paths: Iterable[Path | str]) -> tuple[list[LoadedClaim], list[ClaimFileError]]:
+def load_claims(
+    paths: Iterable[Path | str], *, notes: Path | None = None, search: Iterable[str] = ()
+) -> tuple[list[LoadedClaim], list[ClaimFileError]]:
     """Load every claim file below ``paths``. Bad files are returned as errors, never abort the rest.
 
     Claim ids must be unique across everything loaded together; a duplicate is an error on its second file.
@@ -128,7 +183,7 @@ def load_claims(paths: Iterable[Path | str]) -> tuple[list[LoadedClaim], list[Cl
     first_seen: dict[str, LoadedClaim] = {}
     for path in iter_claim_paths(paths):
         try:
-            loaded = load_claim_file(path)
+            loaded = load_claim_file(path, notes=notes, search=search)
         except ClaimFileError as exc:
             errors.append(exc)
             continue
@@ -154,96 +209,128 @@ def check_unique_ids(loaded: list[LoadedClaim], first_seen: dict[str, LoadedClai
     return None
 
 
-# --- experiment names, checked statically --------------------------------------------------------------------
+# --- experiments and citations, checked statically -------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class DeclaredExperiment:
-    """What an ``@experiment(...)`` call declares, read from source as literals."""
-
-    metrics: tuple[str, ...]
-    metric_ranges: dict[str, tuple[float | None, float | None]] | None  # None: tuple form, or not a literal
-
-
-@cache
-def declared_experiments(module_name: str) -> dict[str, DeclaredExperiment] | None:
-    """Experiments a module registers, found by reading its source (no import: no torch/JAX at collection).
-
-    Returns ``{name: declaration}``, or ``None`` when the module does not exist.
-    """
-    spec = importlib.util.find_spec(f"reprolab.experiments.{module_name}")
-    if spec is None or spec.origin is None:
-        return None
-    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
-    found: dict[str, DeclaredExperiment] = {}
-    for node in ast.walk(tree):
-        if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "experiment" and node.args):
-            continue
-        name = node.args[0]
-        if not (isinstance(name, ast.Constant) and isinstance(name.value, str)):
-            continue
-        metrics: tuple[str, ...] = ()
-        ranges: dict[str, tuple[float | None, float | None]] | None = None
-        for keyword in node.keywords:
-            if keyword.arg == "metrics":
-                try:
-                    declared = ast.literal_eval(keyword.value)
-                except ValueError:
-                    declared = ()  # computed at import time: checked when the experiment runs
-                metrics = tuple(declared)
-                if isinstance(declared, dict):
-                    ranges = {str(metric): tuple(bounds) for metric, bounds in declared.items()}  # type: ignore[misc]
-        found[name.value] = DeclaredExperiment(metrics, ranges)
-    return found
-
-
-@cache
-def registered_experiments(module_name: str) -> dict[str, tuple[str, ...]] | None:
-    """``{name: declared_metrics}`` of a module's experiments (see :func:`declared_experiments`), or ``None``."""
-    declared = declared_experiments(module_name)
-    return None if declared is None else {name: item.metrics for name, item in declared.items()}
-
-
-def _check_experiment(path: Path, claim_node: yaml.Node, claim: Claim) -> None:
-    module_name = claim.experiment.split(".", 1)[0]
-    known = registered_experiments(module_name)
-    line = _line_of(claim_node, ("experiment",))
-    if known is None:
-        raise ClaimFileError(
-            path,
-            line,
-            "experiment",
-            f"unknown experiment {claim.experiment!r}: no module reprolab.experiments.{module_name}",
-        )
-    if claim.experiment not in known:
-        raise ClaimFileError(
-            path,
-            line,
-            "experiment",
-            f"unknown experiment {claim.experiment!r}; {module_name} registers {sorted(known)}",
-        )
-    metrics = known[claim.experiment]
-    if metrics and claim.expect.metric not in metrics:
+def _check_experiment(path: Path, claim_node: yaml.Node, claim: Claim, search: tuple[str, ...]) -> None:
+    try:
+        spec = resolve_experiment(claim.experiment, search)
+    except UnknownExperimentError as exc:
+        raise ClaimFileError(path, _line_of(claim_node, ("experiment",)), "experiment", str(exc)) from None
+    if spec.metrics and claim.expect.metric not in spec.metrics:
         raise ClaimFileError(
             path,
             _line_of(claim_node, ("expect", "metric")),
             "expect.metric",
-            f"experiment {claim.experiment!r} returns no metric {claim.expect.metric!r} (it returns {list(metrics)})",
+            f"experiment {claim.experiment!r} returns no metric {claim.expect.metric!r} (it returns {list(spec.metrics)})",
         )
     for index, guard in enumerate(claim.valid_when):
-        if metrics and guard.metric not in metrics:
+        if spec.metrics and guard.metric not in spec.metrics:
             raise ClaimFileError(
                 path,
                 _line_of(claim_node, ("valid_when", index, "metric")),
                 f"valid_when[{index}].metric",
-                f"experiment {claim.experiment!r} returns no metric {guard.metric!r} (it returns {list(metrics)})",
+                f"experiment {claim.experiment!r} returns no metric {guard.metric!r} (it returns {list(spec.metrics)})",
             )
+    if spec.config_keys is None:  # declares none: not checked (yet)
+        return
+    given = [(("config", key), key) for key in claim.config]
+    for arm, overrides in (claim.arms or {}).items():
+        given.extend((("arms", arm, key), key) for key in overrides)
+    for loc, key in given:
+        if key not in spec.config_keys:
+            raise ClaimFileError(
+                path,
+                _line_of(claim_node, loc),
+                f"claims[{claim.id}]." + ".".join(loc),
+                f"unknown config key {key!r} for experiment {claim.experiment!r} (it reads {list(spec.config_keys)})",
+            )
+
+
+def _normalise(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+@cache
+def _read_note(path: Path, mtime_ns: int) -> str:
+    del mtime_ns  # cache key only
+    return _normalise(path.read_bytes().decode("utf-8", errors="replace"))
+
+
+def _note_text(path: Path, node: yaml.Node, source: Source, notes: Path) -> str:
+    """The cited note's normalised text, after checking that it exists and contains the title."""
+    document = notes / source.document
+    line = _line_of(node, ("source", "document"))
+    if not notes.is_dir():
+        raise ClaimFileError(path, line, "source.document", f"notes folder {notes} does not exist")
+    if Path(source.document).is_absolute() or ".." in Path(source.document).parts or not document.is_file():
+        raise ClaimFileError(path, line, "source.document", f"no note {source.document!r} in {notes}")
+    try:
+        text = _read_note(document, document.stat().st_mtime_ns)
+    except OSError as exc:
+        raise ClaimFileError(
+            path, line, "source.document", f"cannot read {document}: {exc.strerror}"
+        ) from None
+    if _normalise(source.title) not in text:
+        raise ClaimFileError(
+            path, _line_of(node, ("source", "title")), "source.title", f"title is not in {source.document}"
+        )
+    return text
 
 
 # --- node-tree helpers ------------------------------------------------------------------------------------------
 
 
-def _reject_duplicate_keys(path: Path, node: yaml.Node) -> None:
+MAX_EXPANDED_NODES = 100_000  # far above any real claim file, far below what an alias bomb expands to
+
+
+def _bound_aliases(path: Path, root: yaml.Node) -> None:
+    """Refuse a tree whose aliases would expand past MAX_EXPANDED_NODES, or refer to themselves.
+
+    Each distinct node's expanded size is computed once (memoised), so this costs the size of the file,
+    not of its expansion.
+    """
+    size: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        else:
+            size[key] = 1
+            continue
+        if children_done:
+            open_nodes.discard(key)
+            size[key] = 1 + sum(size[id(child)] for child in children)
+            if size[key] > MAX_EXPANDED_NODES:
+                raise ClaimFileError(
+                    path,
+                    node.start_mark.line + 1,
+                    None,
+                    f"YAML aliases expand to more than {MAX_EXPANDED_NODES:,} values (an alias bomb?)",
+                )
+            continue
+        if key in size:
+            continue
+        if key in open_nodes:
+            raise ClaimFileError(path, node.start_mark.line + 1, None, "YAML alias refers to itself")
+        open_nodes.add(key)
+        stack.append((node, True))
+        for child in children:
+            if id(child) in open_nodes:
+                raise ClaimFileError(path, child.start_mark.line + 1, None, "YAML alias refers to itself")
+            if id(child) not in size:
+                stack.append((child, False))
+
+
+def _reject_duplicate_keys(path: Path, node: yaml.Node, checked: set[int]) -> None:
+    if id(node) in checked:  # an alias of a node already walked: once is enough
+        return
+    checked.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
         for key_node, value_node in node.value:
@@ -253,10 +340,10 @@ def _reject_duplicate_keys(path: Path, node: yaml.Node) -> None:
                     path, key_node.start_mark.line + 1, str(key), f"duplicate key (first on line {seen[key]})"
                 )
             seen[key] = key_node.start_mark.line + 1
-            _reject_duplicate_keys(path, value_node)
+            _reject_duplicate_keys(path, value_node, checked)
     elif isinstance(node, yaml.SequenceNode):
         for child in node.value:
-            _reject_duplicate_keys(path, child)
+            _reject_duplicate_keys(path, child, checked)
 
 
 def _value_of(node: yaml.Node, key: Any) -> yaml.Node | None:

@@ -1,11 +1,14 @@
-"""pytest plugin (entry point ``pytest11``): every claim in ``expectations/**/*.yaml`` is a test item.
+"""pytest plugin (entry point ``pytest11``): a thin adapter that makes each claim of a project a test item.
 
-- A claim's ``scale`` becomes its marker (``fast`` / ``gpu``); ``pytest -m fast`` selects the CI tier.
-- A malformed file is a collection error with a one-line ``file:line: field: message``; other files still run.
+- Claims are collected only in a project whose ``pyproject.toml`` has ``[tool.reprolab]``, and only from its
+  ``claims`` folders: another project's YAML is never touched.
+- A claim carries its scale (``fast`` / ``gpu``) and kind (``reproduce`` / ``recorded`` / ``consistency``) as
+  markers, so ``pytest -m "fast and not recorded"`` selects what ``reprolab check -m`` does.
+- Loading, running, history, reports and updates are :class:`~reprolab.claims.session.ClaimSession`'s, as
+  for the CLI. A malformed file is a one-line collection error; other files still run.
 - An item passes when the observed verdict equals the recorded one; ``--update-verdicts`` rewrites the record
   and still fails that run.
-- The controller (also under pytest-xdist) gathers every result, writes ``reports/latest.{json,html}`` and
-  appends the run to the history database.
+- The controller (also under pytest-xdist) gathers every result, writes the reports and the history.
 - ``REPROLAB_NIGHTLY=1`` turns "no gpu claim actually ran" into a failed session.
 """
 
@@ -18,42 +21,56 @@ from typing import Any
 
 import pytest
 
-from reprolab.claims.cache import ResultCache
-from reprolab.claims.environment import skip_reason
-from reprolab.claims.history import History, RunInfo
+from reprolab.claims.checks import Verdict
 from reprolab.claims.ledger import mismatch_message, summary_line
-from reprolab.claims.loader import ClaimFileError, LoadedClaim, check_unique_ids, load_claim_file
-from reprolab.claims.report import write_reports
-from reprolab.claims.runner import ClaimResult, assemble, claim_tasks, error_result, run_tasks, skipped_result
+from reprolab.claims.loader import ClaimFileError, LoadedClaim
+from reprolab.claims.project import Project, ProjectConfigError, configured_project
+from reprolab.claims.runner import ClaimResult
+from reprolab.claims.session import ClaimSession
 from reprolab.claims.update import UPDATABLE, update_verdict
-from reprolab.experiments.registry import UnknownExperimentError
 
 MARKERS = {
     "fast": "CI tier: unit and property tests and every `scale: fast` claim (CPU, minutes)",
     "gpu": "nightly tier: full-scale claims; skipped with a reason when CUDA or the data is absent",
     "slow": "slower than a few seconds (still part of its tier)",
     "benchmark": "pytest-benchmark timing of a critical kernel (`pytest -m benchmark`)",
+    "reproduce": "claim kind: re-runs the note's experiment",
+    "recorded": "claim kind: re-does the note's own arithmetic on its recorded numbers",
+    "consistency": "claim kind: checks that two notes agree",
 }
 NIGHTLY_ENV = "REPROLAB_NIGHTLY"
 _PROPERTY = "reprolab_result"
 
-_state_key = pytest.StashKey["_SessionState"]()
+_state_key = pytest.StashKey["_PluginState"]()
 
 
-class _SessionState:
+class _PluginState:
+    """One ClaimSession per reprolab project met during collection (usually exactly one)."""
+
     def __init__(self, config: pytest.Config) -> None:
-        root = config.rootpath
-        self.cache = ResultCache(
-            root / ".reprolab" / "cache", enabled=not config.getoption("reprolab_no_cache")
-        )
-        self.history = History(root / ".reprolab" / "history.sqlite")
-        report_dir = config.getoption("reprolab_reports")
-        self.report_dir = Path(report_dir) if report_dir else root / "reports"
-        self.seen_ids: dict[str, LoadedClaim] = {}
-        self.results: list[ClaimResult] = []
+        self.config = config
+        self.sessions: dict[Path, ClaimSession] = {}
+        self.results: dict[Path, list[ClaimResult]] = {}
         self.gpu_reports = 0
         self.gpu_skipped = 0
-        self.written: tuple[Path, Path] | None = None
+        self.written: list[tuple[Path, Path]] = []
+        self.messages: list[str] = []
+
+    def session(self, project: Project) -> ClaimSession:
+        if project.root not in self.sessions:
+            report_dir = self.config.getoption("reprolab_reports")
+            self.sessions[project.root] = ClaimSession(
+                project,
+                workers=self.config.getoption("reprolab_workers"),
+                use_cache=not self.config.getoption("reprolab_no_cache"),
+                timeout_s=self.config.getoption("reprolab_timeout"),
+                report_dir=report_dir,
+            )
+        return self.sessions[project.root]
+
+    def close(self) -> None:
+        for session in self.sessions.values():
+            session.close()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -67,7 +84,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--reprolab-workers",
         type=int,
         default=1,
-        help="processes per claim for its seeds (default 1; xdist parallelises claims)",
+        help="worker processes per pytest process for experiment runs (default 1; xdist parallelises claims)",
     )
     group.addoption(
         "--reprolab-no-cache", action="store_true", help="ignore and do not write the experiment result cache"
@@ -75,23 +92,50 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--reprolab-reports",
         default=None,
-        help="directory for latest.json / latest.html (default <rootdir>/reports)",
+        help="directory for latest.json / latest.html (default: [tool.reprolab] reports)",
+    )
+    group.addoption(
+        "--reprolab-timeout",
+        type=float,
+        default=None,
+        help="seconds per experiment run (default: [tool.reprolab] timeout_s; a claim's timeout_s wins)",
     )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     for name, description in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {description}")
-    state = _SessionState(config)
+    state = _PluginState(config)
     config.stash[_state_key] = state
     if not _is_worker(config):
         config.pluginmanager.register(_Reporter(state), "reprolab-reporter")
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(_state_key, None)
+    if state is not None:
+        state.close()  # no experiment worker outlives the pytest process
+
+
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    if file_path.suffix in {".yaml", ".yml"} and "expectations" in file_path.parts:
-        return ClaimYamlFile.from_parent(parent, path=file_path)
-    return None
+    if file_path.suffix not in {".yaml", ".yml"}:
+        return None
+    try:
+        project = configured_project(file_path.parent)
+    except ProjectConfigError as exc:
+        return _BrokenProject.from_parent(parent, path=file_path, message=str(exc))
+    if project is None or not project.owns(file_path):
+        return None
+    return ClaimYamlFile.from_parent(parent, path=file_path, project=project)
+
+
+class _BrokenProject(pytest.File):
+    def __init__(self, *, message: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.message = message
+
+    def collect(self) -> Iterator[pytest.Item]:
+        raise self.CollectError(self.message)
 
 
 class ClaimMismatch(Exception):
@@ -103,46 +147,35 @@ class ClaimMismatch(Exception):
 
 
 class ClaimYamlFile(pytest.File):
+    def __init__(self, *, project: Project, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.project = project
+
     def collect(self) -> Iterator[ClaimItem]:
-        state = self.config.stash[_state_key]
+        session = self.config.stash[_state_key].session(self.project)
         try:
-            loaded = load_claim_file(self.path)
+            loaded = session.load_file(self.path)
         except ClaimFileError as exc:
             raise self.CollectError(str(exc)) from None
-        duplicate = check_unique_ids(loaded, state.seen_ids)
-        if duplicate is not None:
-            raise self.CollectError(str(duplicate))
         for item in loaded:
-            yield ClaimItem.from_parent(self, name=item.id, loaded=item)
+            yield ClaimItem.from_parent(self, name=item.id, loaded=item, project=self.project)
 
 
 class ClaimItem(pytest.Item):
-    def __init__(self, *, loaded: LoadedClaim, **kwargs: Any) -> None:
+    def __init__(self, *, loaded: LoadedClaim, project: Project, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.loaded = loaded
+        self.project = project
         self.add_marker(loaded.claim.scale)
-
-    def _publish(self, result: ClaimResult) -> ClaimResult:
-        self.user_properties.append((_PROPERTY, result.to_dict()))
-        return result
+        self.add_marker(loaded.claim.kind)
 
     def runtest(self) -> None:
         state = self.config.stash[_state_key]
-        reason = skip_reason(self.loaded.claim)
-        if reason is not None:
-            self._publish(skipped_result(self.loaded, reason))
+        [result] = state.session(self.project).run([self.loaded])
+        self.user_properties.append((_PROPERTY, (str(self.project.root), result.to_dict())))
+        if result.verdict == Verdict.SKIPPED:
             # report the skip at the claim's YAML line, not at this line of the plugin
-            raise pytest.skip.Exception(reason, _use_item_location=True)
-        try:
-            tasks = claim_tasks(self.loaded)
-        except UnknownExperimentError as exc:
-            result = error_result(self.loaded, f"{self.loaded.location}: experiment: {exc}")
-        else:
-            outcomes = run_tasks(
-                tasks.values(), state.cache, workers=self.config.getoption("reprolab_workers")
-            )
-            result = assemble(self.loaded, tasks, outcomes)
-        self._publish(result)
+            raise pytest.skip.Exception(result.message, _use_item_location=True)
         if result.matches:
             return
         note = ""
@@ -169,7 +202,7 @@ def _is_worker(config: pytest.Config) -> bool:
 class _Reporter:
     """Registered on the controller only: gathers results (from xdist workers too) and writes the outputs."""
 
-    def __init__(self, state: _SessionState) -> None:
+    def __init__(self, state: _PluginState) -> None:
         self.state = state
 
     def _nightly_failed(self) -> bool:
@@ -188,38 +221,36 @@ class _Reporter:
         # user_properties ride on the setup, call and teardown reports alike: take them once, from "call"
         for name, value in report.user_properties if report.when == "call" else ():
             if name == _PROPERTY:
-                state.results.append(_result_from_dict(value))
+                root, data = value
+                state.results.setdefault(Path(root), []).append(ClaimResult.from_dict(data))
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         state = self.state
-        if state.results:
-            command = "pytest " + " ".join(session.config.invocation_params.args)
-            run = RunInfo.current(command=command, cwd=session.config.rootpath)
-            state.history.record(run, state.results)
-            state.written = write_reports(
-                state.report_dir, run, [r.to_dict() for r in state.results], state.history.verdict_series()
-            )
+        command = "pytest " + " ".join(session.config.invocation_params.args)
+        for root, results in state.results.items():
+            project = configured_project(root)
+            if project is None:
+                continue
+            recorded = state.session(project).record(results, command)
+            state.messages.extend(recorded.messages)
+            if recorded.reports:
+                state.written.append(recorded.reports)
         if self._nightly_failed():
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
         state = self.state
-        if state.results:
+        results = [r for group in state.results.values() for r in group]
+        if results:
             terminalreporter.section("reprolab claims")
-            terminalreporter.write_line(summary_line(state.results))
-            if state.written:
-                terminalreporter.write_line(f"reports: {state.written[0]} {state.written[1]}")
+            terminalreporter.write_line(summary_line(results))
+            for message in state.messages:
+                terminalreporter.write_line(f"warning: {message}", yellow=True)
+            for json_path, html_path in state.written:
+                terminalreporter.write_line(f"reports: {json_path} {html_path}")
         if self._nightly_failed():
             terminalreporter.write_line(
                 f"{NIGHTLY_ENV}=1: {state.gpu_reports} gpu item(s) reported, {state.gpu_skipped} skipped; "
                 "a nightly run in which no gpu claim ran is an error",
                 red=True,
             )
-
-
-def _result_from_dict(data: dict[str, Any]) -> ClaimResult:
-    fields = {key: value for key, value in data.items() if key != "matches"}
-    for key in ("bounds", "ci", "probability_of_improvement_ci"):
-        if fields.get(key) is not None:
-            fields[key] = tuple(fields[key])
-    return ClaimResult(**fields)

@@ -1,17 +1,14 @@
 """Run claims: expand each into (arm, seed) tasks, serve them from the cache or run them, then evaluate.
 
 Tasks of many claims are pooled, de-duplicated by cache key (claims that read different metrics of one run
-share it) and, with ``workers > 1``, run in worker processes. Workers are started with ``spawn``: torch and
-JAX both dislike being forked after they have initialised.
+share it) and run in isolated worker processes (:mod:`reprolab.claims.executor`), so one crashing, exiting or
+hanging experiment becomes one ``error`` verdict. Cache keys are built statically (:mod:`reprolab.claims.resolve`):
+a run served from the cache imports no experiment module at all.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import time
-import traceback
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,8 +16,12 @@ from typing import Any
 from reprolab.claims.cache import ResultCache, cache_key
 from reprolab.claims.checks import Evaluation, Verdict, apply_guards, evaluate
 from reprolab.claims.environment import skip_reason
+from reprolab.claims.executor import IsolatedExecutor, Job, TaskOutcome
 from reprolab.claims.loader import LoadedClaim
-from reprolab.experiments.registry import UnknownExperimentError, get_experiment
+from reprolab.claims.resolve import ExperimentSpec, resolve_experiment
+from reprolab.experiments.registry import UnknownExperimentError
+
+__all__ = ["ClaimResult", "Task", "TaskOutcome", "assemble", "claim_tasks", "run_claims", "run_tasks"]
 
 
 @dataclass(frozen=True)
@@ -30,14 +31,8 @@ class Task:
     config: Mapping[str, Any]
     seed: int
     key: str
-
-
-@dataclass
-class TaskOutcome:
-    metrics: dict[str, float] | None
-    error: str | None = None
-    seconds: float = 0.0
-    cached: bool = False
+    spec: ExperimentSpec | None = None
+    timeout_s: float | None = None
 
 
 @dataclass
@@ -86,30 +81,31 @@ class ClaimResult:
         data["matches"] = self.matches
         return data
 
-
-def _execute(experiment: str, config: Mapping[str, Any], seed: int) -> TaskOutcome:
-    """Run one task, in this process or a worker. Exceptions become an error outcome with the traceback."""
-    start = time.perf_counter()
-    try:
-        metrics = get_experiment(experiment)(config, seed)
-        if not isinstance(metrics, Mapping):
-            raise TypeError(
-                f"experiment {experiment!r} returned {type(metrics).__name__}, expected a dict of floats"
-            )
-        clean = {str(name): float(value) for name, value in metrics.items()}
-    except Exception:
-        return TaskOutcome(None, error=traceback.format_exc(), seconds=time.perf_counter() - start)
-    return TaskOutcome(clean, seconds=time.perf_counter() - start)
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ClaimResult:
+        """The inverse of :meth:`to_dict` (results cross process boundaries as plain data)."""
+        fields = {key: value for key, value in data.items() if key != "matches"}
+        for key in ("bounds", "ci", "probability_of_improvement_ci"):
+            if fields.get(key) is not None:
+                fields[key] = tuple(fields[key])
+        return cls(**fields)
 
 
-def claim_tasks(item: LoadedClaim) -> dict[tuple[str, int], Task]:
-    """The (arm, seed) tasks of a claim. Raises UnknownExperimentError before anything runs."""
-    experiment = get_experiment(item.claim.experiment)
+def claim_tasks(
+    item: LoadedClaim,
+    *,
+    search: Iterable[str] = (),
+    project_root: Path | None = None,
+    timeout_s: float | None = None,
+) -> dict[tuple[str, int], Task]:
+    """The (arm, seed) tasks of a claim, keyed statically. Raises UnknownExperimentError before anything runs."""
+    spec = resolve_experiment(item.claim.experiment, search)
+    timeout = getattr(item.claim, "timeout_s", None) or timeout_s
     tasks = {}
     for arm, config in item.claim.arm_configs().items():
         for seed in item.claim.seed_list:
-            key = cache_key(experiment.name, experiment.version, experiment.module, config, seed)
-            tasks[(arm, seed)] = Task(experiment.name, experiment.version, config, seed, key)
+            key = cache_key(spec.name, spec.version, spec.module, config, seed, project_root)
+            tasks[(arm, seed)] = Task(spec.name, spec.version, config, seed, key, spec, timeout)
     return tasks
 
 
@@ -117,23 +113,45 @@ ProgressCallback = Callable[[Task, TaskOutcome], None]
 
 
 def run_tasks(
-    tasks: Iterable[Task], cache: ResultCache, *, workers: int = 1, progress: ProgressCallback | None = None
+    tasks: Iterable[Task],
+    cache: ResultCache,
+    *,
+    workers: int = 1,
+    progress: ProgressCallback | None = None,
+    executor: IsolatedExecutor | None = None,
 ) -> dict[str, TaskOutcome]:
-    """Run every distinct task once (by cache key); cached ones are not re-run."""
+    """Run every distinct task once (by cache key); cached ones are not re-run.
+
+    ``executor`` is reused when given (the pytest plugin keeps one per session); otherwise one is started for
+    this call and closed before it returns, so no worker outlives it.
+    """
     outcomes: dict[str, TaskOutcome] = {}
     pending: dict[str, Task] = {}
+    warned: dict[str, tuple[str, ...]] = {}
     for task in tasks:
-        if task.key in outcomes or task.key in pending:
+        if task.key in outcomes:
             continue
+        if task.key in pending:
+            earlier = pending[task.key]
+            if task.timeout_s is None or (
+                earlier.timeout_s is not None and task.timeout_s > earlier.timeout_s
+            ):
+                pending[task.key] = task  # one run serves both claims: it gets the longer allowance
+            continue
+        problems = len(cache.problems)
         hit = cache.get(task.experiment, task.key)
         if hit is not None:
             outcomes[task.key] = TaskOutcome(hit, cached=True)
             if progress:
                 progress(task, outcomes[task.key])
         else:
+            if len(cache.problems) > problems:  # a bad entry: recomputed, and the claim says so
+                warned[task.key] = tuple(cache.problems[problems:])
             pending[task.key] = task
 
-    def finish(task: Task, outcome: TaskOutcome) -> None:
+    def finish(job: Job, outcome: TaskOutcome) -> None:
+        task = pending[job.key]
+        outcome.warnings = outcome.warnings + warned.get(job.key, ())
         outcomes[task.key] = outcome
         if outcome.metrics is not None:
             cache.put(
@@ -147,20 +165,19 @@ def run_tasks(
         if progress:
             progress(task, outcome)
 
-    if workers <= 1 or len(pending) <= 1:
-        for task in pending.values():
-            finish(task, _execute(task.experiment, task.config, task.seed))
+    if not pending:
         return outcomes
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_execute, t.experiment, t.config, t.seed): t for t in pending.values()}
-        for future in as_completed(futures):
-            task = futures[future]
-            try:
-                outcome = future.result()
-            except Exception:  # the worker process itself died (killed, out of memory)
-                outcome = TaskOutcome(None, error=traceback.format_exc())
-            finish(task, outcome)
+    jobs = [Job(t.key, _spec_of(t), t.config, t.seed, t.timeout_s) for t in pending.values()]
+    if executor is not None:
+        executor.run(jobs, finish)
+    else:
+        with IsolatedExecutor(workers) as own:
+            own.run(jobs, finish)
     return outcomes
+
+
+def _spec_of(task: Task) -> ExperimentSpec:
+    return task.spec if task.spec is not None else resolve_experiment(task.experiment)
 
 
 def _base_result(item: LoadedClaim, verdict: str, **extra: Any) -> ClaimResult:
@@ -210,8 +227,9 @@ def assemble(
         outcome = outcomes[task.key]
         if outcome.metrics is None:
             where = f"arm {arm!r}, " if arm else ""
+            cause = outcome.cause or "raised"
             return error_result(
-                item, f"experiment {claim.experiment!r} raised on {where}seed {seed}", outcome.error
+                item, f"experiment {claim.experiment!r} failed on {where}seed {seed}: {cause}", outcome.error
             )
         if metric not in outcome.metrics:
             return error_result(
@@ -223,6 +241,7 @@ def assemble(
         runs.setdefault(arm, []).append(outcome.metrics)
     evaluation: Evaluation = evaluate(claim.expect, per_arm, claim.seed_list, label=claim.id)
     evaluation = apply_guards(evaluation, claim.valid_when, runs, claim.seed_list)
+    cache_warnings = [w for t in tasks.values() for w in outcomes[t.key].warnings]
     return _base_result(
         item,
         evaluation.verdict,
@@ -235,7 +254,7 @@ def assemble(
         probability_of_improvement_ci=evaluation.probability_of_improvement_ci,
         guards=[outcome.to_dict() for outcome in evaluation.guards],
         message=evaluation.message,
-        warnings=evaluation.warnings,
+        warnings=[*evaluation.warnings, *dict.fromkeys(cache_warnings)],
         seconds=seconds,
         cached_tasks=cached,
     )
@@ -248,33 +267,31 @@ def run_claims(
     workers: int = 1,
     progress: ProgressCallback | None = None,
     on_plan: Callable[[int], None] | None = None,
+    search: Iterable[str] = (),
+    project_root: Path | None = None,
+    timeout_s: float | None = None,
+    executor: IsolatedExecutor | None = None,
 ) -> list[ClaimResult]:
     """Check ``items``: skip the ones whose hardware or data is absent, run the rest's tasks pooled."""
     results: dict[str, ClaimResult] = {}
     planned: dict[str, dict[tuple[str, int], Task]] = {}
+    search = tuple(search)
     for item in items:
         reason = skip_reason(item.claim)
         if reason is not None:
             results[item.id] = skipped_result(item, reason)
             continue
         try:
-            planned[item.id] = claim_tasks(item)
+            planned[item.id] = claim_tasks(
+                item, search=search, project_root=project_root, timeout_s=timeout_s
+            )
         except UnknownExperimentError as exc:
             results[item.id] = error_result(item, f"{item.location}: experiment: {exc}")
     all_tasks = [task for tasks in planned.values() for task in tasks.values()]
     if on_plan:
         on_plan(len({t.key for t in all_tasks}))
-    outcomes = run_tasks(all_tasks, cache, workers=workers, progress=progress)
+    outcomes = run_tasks(all_tasks, cache, workers=workers, progress=progress, executor=executor)
     for item in items:
         if item.id in planned:
             results[item.id] = assemble(item, planned[item.id], outcomes)
     return [results[item.id] for item in items]
-
-
-def default_state_dir(start: Path | None = None) -> Path:
-    """``.reprolab/`` next to the nearest ``pyproject.toml`` or ``expectations/`` above ``start`` (or the cwd)."""
-    here = (start or Path.cwd()).resolve()
-    for candidate in (here, *here.parents):
-        if (candidate / "pyproject.toml").exists() or (candidate / "expectations").is_dir():
-            return candidate / ".reprolab"
-    return here / ".reprolab"

@@ -157,7 +157,10 @@ class Claim(_Strict):
     statement: str = Field(min_length=1)
     kind: Literal["reproduce", "recorded", "consistency"] = "reproduce"
     scale: Literal["fast", "gpu"]
-    experiment: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z0-9_.]+$")
+    # a registered name (`line.name`) or `package.module:function` of any importable module
+    experiment: str = Field(
+        pattern=r"^([A-Za-z_][A-Za-z0-9_]*\.[A-Za-z0-9_.]+|[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*)$"
+    )
     config: dict[str, Any] = Field(default_factory=dict)
     arms: dict[str, dict[str, Any]] | None = None
     # StrictInt: YAML ``true`` or ``2.0`` is not a seed.
@@ -168,6 +171,7 @@ class Claim(_Strict):
     verdict: RecordedVerdict
     finding: Finding | None = None
     evidence: str | None = None
+    timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)  # per experiment run
 
     @field_validator("seeds")
     @classmethod

@@ -26,7 +26,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special
+
+
+def _special():
+    """scipy.special, imported only when an interval is computed (a warm re-run must not pay for scipy)."""
+    from scipy import special
+
+    return special
 
 N_BOOTSTRAP = 10_000
 LEVEL = 0.95
@@ -72,7 +78,7 @@ def student_t_interval(values: np.ndarray, level: float = LEVEL) -> Interval:
     """mean ± t(n-1, 1 - alpha/2) * s / sqrt(n): exact for normal seeds, close for heavier tails."""
     n = values.shape[-1]
     mean = values.mean(axis=-1)
-    half = special.stdtrit(n - 1, 0.5 + level / 2.0) * values.std(axis=-1, ddof=1) / np.sqrt(n)
+    half = _special().stdtrit(n - 1, 0.5 + level / 2.0) * values.std(axis=-1, ddof=1) / np.sqrt(n)
     return mean - half, mean + half
 
 
@@ -82,8 +88,8 @@ def clopper_pearson_interval(values: np.ndarray, level: float = LEVEL) -> Interv
     k = np.rint(values.sum(axis=-1))
     tail = (1.0 - level) / 2.0
     with np.errstate(invalid="ignore", divide="ignore"):
-        low = np.where(k > 0, special.betaincinv(np.maximum(k, 1e-300), n - k + 1, tail), 0.0)
-        high = np.where(k < n, special.betaincinv(k + 1, np.maximum(n - k, 1e-300), 1.0 - tail), 1.0)
+        low = np.where(k > 0, _special().betaincinv(np.maximum(k, 1e-300), n - k + 1, tail), 0.0)
+        high = np.where(k < n, _special().betaincinv(k + 1, np.maximum(n - k, 1e-300), 1.0 - tail), 1.0)
     return low, high
 
 
@@ -92,7 +98,7 @@ def _median_rank(n: int, level: float) -> int | None:
     tail = (1.0 - level) / 2.0
     best = None
     for k in range(1, n // 2 + 1):
-        if special.bdtr(k - 1, n, 0.5) <= tail:
+        if _special().bdtr(k - 1, n, 0.5) <= tail:
             best = k
     return best
 
@@ -109,8 +115,8 @@ def order_statistic_median_interval(values: np.ndarray, level: float = LEVEL) ->
 
 def expanded_percentile_level(n: int, level: float = LEVEL) -> float:
     """Hesterberg's expanded percentile: the two-sided level whose normal quantile is sqrt(n/(n-1)) * t(n-1)."""
-    t = special.stdtrit(n - 1, 0.5 + level / 2.0)
-    return float(1.0 - 2.0 * special.ndtr(-np.sqrt(n / (n - 1.0)) * t))
+    t = _special().stdtrit(n - 1, 0.5 + level / 2.0)
+    return float(1.0 - 2.0 * _special().ndtr(-np.sqrt(n / (n - 1.0)) * t))
 
 
 def expanded_bootstrap_interval(

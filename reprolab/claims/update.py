@@ -1,7 +1,7 @@
 """Rewrite a claim's recorded ``verdict:`` in place, touching nothing else in the file.
 
 The value's exact character span comes from the YAML node tree, so comments, quoting and layout survive.
-A lock file serialises concurrent updates of one file (pytest-xdist workers).
+A lock file serialises concurrent updates of one file (pytest-xdist workers); the rewrite keeps the file's mode.
 """
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ from pathlib import Path
 
 import yaml
 
-from reprolab.claims.report import atomic_write_text
+from reprolab.claims.checks import Verdict
+from reprolab.claims.files import atomic_write_text
 
-UPDATABLE = ("reproduced", "not-reproduced", "refuted", "inconclusive")
+# Observed verdicts that may be recorded; error and skipped never are.
+UPDATABLE = tuple(str(v) for v in Verdict if v not in (Verdict.ERROR, Verdict.SKIPPED))
 
 
 def update_verdict(path: Path | str, claim_id: str, verdict: str) -> bool:

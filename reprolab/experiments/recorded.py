@@ -77,7 +77,9 @@ def evaluate_expression(expression: str, values: Mapping[str, float]) -> float:
     return walk(tree)
 
 
-@experiment("recorded.arithmetic", version="1", metrics=("value",))
+@experiment(
+    "recorded.arithmetic", version="1", metrics={"value": (None, None)}, config_keys=("values", "expression")
+)
 def arithmetic(config: Mapping[str, Any], seed: int) -> dict[str, float]:
     """Recompute a number the note derived from its own table. ``seed`` is unused: the result is exact."""
     del seed

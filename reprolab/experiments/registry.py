@@ -16,7 +16,10 @@ import importlib.util
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from reprolab.claims.resolve import ExperimentSpec
 
 ExperimentFn = Callable[[Mapping[str, Any], int], dict[str, float]]
 MetricRange = tuple[float | None, float | None]
@@ -85,7 +88,13 @@ def experiment(
 
 
 def get_experiment(name: str) -> Experiment:
-    """Look ``name`` up, importing ``reprolab.experiments.<module>`` on first use."""
+    """Look ``name`` up, importing its module on first use.
+
+    ``name`` is a registered name (``clustering.overcluster_then_merge``: module
+    ``reprolab.experiments.clustering``) or a reference ``package.module:function`` to any importable module.
+    """
+    if ":" in name:
+        return _from_reference(name)
     if name not in _REGISTRY:
         module_name = name.split(".", 1)[0]
         if not module_name.isidentifier():
@@ -105,13 +114,32 @@ def get_experiment(name: str) -> Experiment:
         raise UnknownExperimentError(f"unknown experiment {name!r}; known in that module: {known}") from None
 
 
-def module_exists(name: str) -> bool:
-    """True when the experiment's module can be found, without importing it (cheap check at load time)."""
-    module_name = name.split(".", 1)[0]
-    return (
-        module_name.isidentifier()
-        and importlib.util.find_spec(f"reprolab.experiments.{module_name}") is not None
-    )
+def load_experiment(spec: ExperimentSpec) -> Experiment:
+    """Import the experiment a statically resolved :class:`ExperimentSpec` describes (in the process that runs it)."""
+    if spec.function is not None:
+        return _from_reference(f"{spec.module}:{spec.function}")
+    importlib.import_module(spec.module)
+    try:
+        return _REGISTRY[spec.name]
+    except KeyError:
+        raise UnknownExperimentError(
+            f"module {spec.module} did not register experiment {spec.name!r} when imported"
+        ) from None
+
+
+def _from_reference(reference: str) -> Experiment:
+    module_name, _, attribute = reference.partition(":")
+    module = importlib.import_module(module_name)
+    fn = getattr(module, attribute, None)
+    if not callable(fn):
+        raise UnknownExperimentError(
+            f"unknown experiment {reference!r}: {module_name} has no function {attribute!r}"
+        )
+    for registered in _REGISTRY.values():
+        if registered.fn is fn:
+            return registered
+    # A plain function: an experiment by contract, without declared metrics or keys.
+    return Experiment(reference, fn, "1", (), module_name)
 
 
 def config_value(

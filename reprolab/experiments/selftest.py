@@ -16,14 +16,14 @@ import numpy as np
 from reprolab.experiments.registry import config_value, experiment
 
 
-@experiment("selftest.constant", metrics=("value",))
+@experiment("selftest.constant", metrics={"value": (None, None)}, config_keys=("value",))
 def constant(config: Mapping[str, Any], seed: int) -> dict[str, float]:
     """Returns ``config.value`` whatever the seed."""
     del seed
     return {"value": float(config_value(config, "value", kind=(int, float)))}
 
 
-@experiment("selftest.noisy", metrics=("value",))
+@experiment("selftest.noisy", metrics={"value": (None, None)}, config_keys=("loc", "scale"))
 def noisy(config: Mapping[str, Any], seed: int) -> dict[str, float]:
     """One draw of N(loc, scale) from a generator seeded by ``seed``."""
     rng = np.random.default_rng(seed)
@@ -32,17 +32,17 @@ def noisy(config: Mapping[str, Any], seed: int) -> dict[str, float]:
     return {"value": float(rng.normal(loc, scale))}
 
 
-@experiment("selftest.fails", metrics=("value",))
+@experiment("selftest.fails", metrics={"value": (None, None)}, config_keys=())
 def fails(config: Mapping[str, Any], seed: int) -> dict[str, float]:
     raise RuntimeError(f"selftest.fails raised on purpose (seed {seed})")
 
 
-@experiment("selftest.nan", metrics=("value",))
+@experiment("selftest.nan", metrics={"value": (None, None)}, config_keys=("nan_seed",))
 def nan(config: Mapping[str, Any], seed: int) -> dict[str, float]:
     return {"value": math.nan if seed == config_value(config, "nan_seed", 0, kind=int) else 1.0}
 
 
-@experiment("selftest.sleep", metrics=("value",))
+@experiment("selftest.sleep", metrics={"value": (0, None)}, config_keys=("seconds",))
 def sleep(config: Mapping[str, Any], seed: int) -> dict[str, float]:
     time.sleep(float(config_value(config, "seconds", kind=(int, float))))
     return {"value": float(seed)}

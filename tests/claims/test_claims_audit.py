@@ -8,17 +8,25 @@ import sys
 from pathlib import Path
 
 import pytest
-from claimfiles import claim_yaml, write_claims
+from claimfiles import claim_yaml, write_claims, write_note
 from click.testing import CliRunner
 
 import reprolab.claims.audit as audit_module
 from reprolab.claims.audit import audit_claim, audit_paths, statistic_range
-from reprolab.claims.loader import DeclaredExperiment, LoadedClaim
+from reprolab.claims.loader import LoadedClaim
+from reprolab.claims.resolve import ExperimentSpec, resolve_experiment
 from reprolab.claims.schema import Claim, Source
 from reprolab.cli import cli
 
 ROOT = Path(__file__).resolve().parents[2]
-DECLARED = DeclaredExperiment(
+
+
+def _declared(metrics: tuple[str, ...], ranges: dict[str, tuple[object, object]] | None) -> ExperimentSpec:
+    """What the resolver would read from an ``@experiment(...)`` declaring these metrics."""
+    return ExperimentSpec("selftest.constant", "selftest", None, "1", metrics, ranges, None, Path("x.py"))  # type: ignore[arg-type]
+
+
+DECLARED = _declared(
     ("nmi", "boost", "hard", "loss"),
     {"nmi": (0.0, 1.0), "boost": (-1.0, 1.0), "hard": (0, 1), "loss": (0.0, None)},
 )
@@ -42,7 +50,7 @@ def _item(expect: dict[str, object], seeds: int = 5, **extra: object) -> LoadedC
 
 
 def _reasons(
-    expect: dict[str, object], seeds: int = 5, declared: DeclaredExperiment | None = DECLARED, **extra: object
+    expect: dict[str, object], seeds: int = 5, declared: ExperimentSpec | None = DECLARED, **extra: object
 ) -> list[str]:
     return audit_claim(_item(expect, seeds, **extra), declared)
 
@@ -139,15 +147,15 @@ def test_guards_must_be_able_to_pass_and_fail() -> None:
 
 def test_undeclared_ranges_are_reported() -> None:
     expect = {"metric": "nmi", "statistic": "mean", "at_least": 0.5}
-    (found,) = _reasons(expect, declared=DeclaredExperiment(("nmi",), None))
+    (found,) = _reasons(expect, declared=_declared(("nmi",), None))
     assert found.startswith("range undeclared: experiment 'selftest.constant' declares no metric ranges")
     (found,) = _reasons(expect, declared=None)
     assert found.startswith("range undeclared")
-    (found,) = _reasons(expect, declared=DeclaredExperiment(("nmi",), {"nmi": ("zero", 1)}))
+    (found,) = _reasons(expect, declared=_declared(("nmi",), {"nmi": ("zero", 1)}))
     assert "no (low, high) for metric 'nmi'" in found
     guard = [{"metric": "other", "at_most": 1, "why": "w"}]
     (found,) = _reasons(
-        expect, declared=DeclaredExperiment(("nmi", "other"), {"nmi": (0, 1)}), valid_when=guard
+        expect, declared=_declared(("nmi", "other"), {"nmi": (0, 1)}), valid_when=guard
     )
     assert "no (low, high) for metric 'other'" in found
 
@@ -160,8 +168,13 @@ def test_cli_one_line_per_issue_and_exit_status(expectations: Path, monkeypatch:
         claim_yaml("cannot-fail", expect="{metric: value, statistic: mean, at_least: 0.0, why: w}"),
         claim_yaml("recorded-is-not-audited", extra="kind: recorded\n"),
     )
-    declared = {"selftest": {"selftest.constant": DeclaredExperiment(("value",), {"value": (0.0, 1.0)})}}
-    monkeypatch.setattr(audit_module, "declared_experiments", lambda module: declared.get(module))
+    declared = {"selftest": {"selftest.constant": _declared(("value",), {"value": (0.0, 1.0)})}}
+    (expectations.parent / "pyproject.toml").write_text("")  # a project of its own, citing its own note
+    write_note(expectations.parent)
+    monkeypatch.chdir(expectations.parent)
+    monkeypatch.setattr(
+        audit_module, "_declaration", lambda name, search=(): declared.get(name.split(".")[0], {}).get(name)
+    )
     result = CliRunner().invoke(cli, ["audit", str(expectations)])
     lines = result.output.strip().splitlines()
     assert result.exit_code == 1, result.output
@@ -193,3 +206,8 @@ def test_the_whole_suite_is_falsifiable() -> None:
     issues, errors, _ = audit_paths([ROOT / "expectations"])
     assert errors == []
     assert [str(issue) for issue in issues] == []
+
+
+def test_declared_ranges_are_read_statically_from_the_experiment_module() -> None:
+    spec = resolve_experiment("selftest.constant")
+    assert spec.metric_ranges is not None and set(spec.metric_ranges) <= set(spec.metrics)

@@ -12,7 +12,12 @@ from scipy import stats as scipy_stats
 
 from reprolab.claims.checks import Verdict, evaluate
 from reprolab.claims.schema import Expect
-from reprolab.claims.stats import confidence_interval, iqm, probability_of_improvement
+from reprolab.claims.stats import (
+    confidence_interval,
+    iqm,
+    probability_of_improvement,
+    probability_of_improvement_interval,
+)
 
 
 def expect(**kwargs: object) -> Expect:
@@ -129,3 +134,11 @@ def test_paired_difference_is_per_seed() -> None:
     assert result.probability_of_improvement == pytest.approx(
         15 / 25
     )  # all pairs (15 of 25 won), not matched seeds (5 of 5)
+
+
+def test_probability_of_improvement_interval_is_seeded_and_holds_the_point() -> None:
+    treatment, control = np.array([0.3, 0.5, 0.4, 0.9, 0.1]), np.array([0.2, 0.6, 0.1, 0.3, 0.0])
+    first = probability_of_improvement_interval(treatment, control, label="c")
+    assert first == probability_of_improvement_interval(treatment, control, label="c")
+    assert first[0] <= probability_of_improvement(treatment, control) <= first[1]
+    assert 0.0 <= first[0] <= first[1] <= 1.0

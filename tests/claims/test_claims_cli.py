@@ -101,3 +101,29 @@ def test_report_since_filters_runs(project: Path) -> None:
     assert runner.invoke(cli, ["report", "--since", "2000-01-01"]).exit_code == 0
     late = runner.invoke(cli, ["report", "--since", "2999-01-01"])
     assert late.exit_code == 1 and "no runs" in late.output
+
+
+def test_init_scaffolds_a_project_whose_example_claim_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lab = tmp_path / "my-lab"
+    runner = CliRunner()
+    result = runner.invoke(cli, ["init", str(lab)])
+    assert result.exit_code == 0, result.output
+    assert (lab / "my_lab" / "experiments.py").exists() and (
+        lab / ".github" / "workflows" / "claims.yml"
+    ).exists()
+    assert "[tool.reprolab]" in (lab / "pyproject.toml").read_text()
+    again = runner.invoke(cli, ["init", str(lab)])
+    assert again.exit_code == 0 and "exists, left alone: claims/coin.yaml" in again.output
+    monkeypatch.chdir(lab)
+    checked = runner.invoke(cli, ["check"])
+    assert checked.exit_code == 0, checked.output
+    assert "1 claims: 1 reproduced; 0 differ" in checked.output
+
+
+def test_init_appends_to_an_existing_pyproject(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n')
+    assert CliRunner().invoke(cli, ["init", str(tmp_path), "--package", "xlab"]).exit_code == 0
+    text = (tmp_path / "pyproject.toml").read_text()
+    assert text.startswith('[project]\nname = "x"\n') and 'experiments = ["xlab.experiments"]' in text

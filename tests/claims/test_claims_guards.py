@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 from claimfiles import claim_yaml, write_claims
 from pydantic import ValidationError
+from rich.console import Console
 
 from reprolab.claims.cache import ResultCache
 from reprolab.claims.checks import Verdict, apply_guards, evaluate
 from reprolab.claims.history import History, RunInfo
-from reprolab.claims.ledger import mismatch_message
+from reprolab.claims.ledger import ledger_table, mismatch_message
 from reprolab.claims.loader import ClaimFileError, load_claim_file, load_claims
+from reprolab.claims.report import render_html
 from reprolab.claims.runner import run_claims
 from reprolab.claims.schema import Claim, Expect, Guard
 
@@ -134,6 +136,10 @@ def test_failed_guard_reaches_ledger_report_and_history(expectations: Path, tmp_
         {"guard": "min(value) <= 0.5", "arm": "", "value": 1.0, "passed": False, "why": "the regime"}
     ]
     assert "guard min(value) <= 0.5 FAILED: 1" in mismatch_message(result)
+    console = Console(record=True, width=1000)
+    console.print(ledger_table([result]))
+    assert "guard min(value) <= 0.5 FAILED: 1" in console.export_text()
+    assert "guard min(value) &lt;= 0.5 FAILED: 1" in render_html(RunInfo.current("test"), [result.to_dict()])
     history = History(tmp_path / "history.sqlite")
     history.record(RunInfo.current("test"), [result])
     (row,) = history.claim_history("guarded")

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from claimfiles import SOURCE, claim_yaml
+from claimfiles import PROJECT, SOURCE, claim_yaml, write_note
 
 GPU_CLAIM = claim_yaml("big", verdict="untested").replace("scale: fast", "scale: gpu")
 DATA_CLAIM = claim_yaml("needs-data", extra="requires: [REPROLAB_TEST_DATA_DIR]\n")
 
 
 def _make(pytester: pytest.Pytester, name: str, *claims: str) -> None:
+    """A claim file in a reprolab project (pyproject.toml with [tool.reprolab], the cited note)."""
+    (pytester.path / "pyproject.toml").write_text(PROJECT)
+    write_note(pytester.path)
     pytester.makefile(".yaml", **{f"expectations/{name}": SOURCE + "claims:\n" + "".join(claims)})
 
 
@@ -62,7 +65,7 @@ def test_mismatch_message_and_update_verdicts(pytester: pytest.Pytester) -> None
 
 
 def test_error_verdict_fails_with_traceback(pytester: pytest.Pytester) -> None:
-    _make(pytester, "a", claim_yaml("boom", experiment="selftest.fails"), claim_yaml("fine"))
+    _make(pytester, "a", claim_yaml("boom", experiment="selftest.fails", config="{}"), claim_yaml("fine"))
     result = pytester.runpytest()
     result.assert_outcomes(failed=1, passed=1)
     result.stdout.fnmatch_lines(["*observed 'error'*", "*RuntimeError: selftest.fails raised on purpose*"])
@@ -98,3 +101,30 @@ def test_nightly_flag_fails_when_every_gpu_claim_skipped(
     result.stdout.fnmatch_lines(["*REPROLAB_NIGHTLY=1: 1 gpu item(s) reported, 1 skipped*"])
     monkeypatch.delenv("REPROLAB_NIGHTLY")
     assert pytester.runpytest("-m", "gpu").ret == pytest.ExitCode.OK
+
+
+def test_kind_markers_select_like_the_cli(pytester: pytest.Pytester) -> None:
+    recorded = claim_yaml("rec").replace("scale: fast", "scale: fast\n    kind: recorded")
+    consistency = claim_yaml("cons").replace("scale: fast", "scale: fast\n    kind: consistency")
+    _make(pytester, "a", claim_yaml("plain"), recorded, consistency)
+    pytester.runpytest("-m", "consistency").assert_outcomes(passed=1, deselected=2)
+    pytester.runpytest("-m", "fast and not recorded").assert_outcomes(passed=2, deselected=1)
+    pytester.runpytest("-m", "reproduce").assert_outcomes(passed=1, deselected=2)
+
+
+def test_unconfigured_project_yaml_is_left_alone(pytester: pytest.Pytester) -> None:
+    """Installing reprolab must not take over another project's expectations/ folder."""
+    (pytester.path / "pyproject.toml").write_text('[project]\nname = "other"\n')
+    pytester.makefile(".yaml", **{"tests/expectations/golden": "whatever: [1, 2]\n"})
+    result = pytester.runpytest("tests")
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    result.stdout.no_fnmatch_line("*ERROR*")
+
+
+def test_bad_files_are_collection_errors_others_run(pytester: pytest.Pytester) -> None:
+    _make(pytester, "good", claim_yaml("fine"))
+    (pytester.path / "expectations" / "binary.yaml").write_bytes(b"\x00\x01\x02")
+    (pytester.path / "expectations" / "latin.yaml").write_bytes(b"source: caf\xe9\n")
+    result = pytester.runpytest("--continue-on-collection-errors")
+    result.assert_outcomes(passed=1, errors=2)
+    result.stdout.fnmatch_lines(["*binary.yaml:1: file is binary*", "*latin.yaml:1: not UTF-8 text*"])

@@ -31,7 +31,7 @@ def test_failing_experiment_is_an_error_verdict_and_others_run(expectations: Pat
     write_claims(
         expectations,
         "a.yaml",
-        claim_yaml("boom", experiment="selftest.fails"),
+        claim_yaml("boom", experiment="selftest.fails", config="{}"),
         claim_yaml("fine"),
         claim_yaml("nan", experiment="selftest.nan", config="{nan_seed: 0}"),
         claim_yaml(

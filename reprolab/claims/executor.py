@@ -1,0 +1,291 @@
+"""Run experiment tasks in isolated worker processes, so that a run survives its parts.
+
+Each worker is a ``spawn``-started process (torch and JAX dislike being forked after they initialised) that
+runs tasks one at a time and stays up between them (imports and per-process memos are paid once). Whatever
+a task does to its worker becomes one outcome naming the cause, for that task only:
+
+- an exception, ``sys.exit`` or a failed import: reported by the worker, which carries on;
+- ``os._exit``, a segfault, a signal, running out of memory: the worker is gone; its exit status or signal
+  is the cause, and a fresh worker takes the next task;
+- running past its timeout: the worker is killed and replaced.
+
+Workers never outlive the run: the executor kills them on close, and a worker whose parent dies (even by
+SIGKILL) exits on its own (``PR_SET_PDEATHSIG`` on Linux, and a watchdog thread elsewhere).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from reprolab.claims.resolve import ExperimentSpec
+
+# Research lines whose heavy dependencies are a pip extra of reprolab (see pyproject.toml).
+EXTRAS = ("clustering", "lvm", "merging", "data")
+
+
+@dataclass(frozen=True)
+class Job:
+    key: str
+    spec: ExperimentSpec
+    config: Mapping[str, Any]
+    seed: int
+    timeout_s: float | None = None
+
+
+@dataclass
+class TaskOutcome:
+    metrics: dict[str, float] | None
+    error: str | None = None  # the traceback, or what is known about a dead worker
+    seconds: float = 0.0
+    cached: bool = False
+    cause: str | None = None  # one line: why there are no metrics
+    warnings: tuple[str, ...] = ()
+
+
+def missing_dependency_hint(spec: ExperimentSpec, missing: str | None) -> str:
+    """What to install when ``missing`` (a module name) cannot be imported by ``spec``'s experiment."""
+    parts = spec.module.split(".")
+    if parts[:2] == ["reprolab", "experiments"] and len(parts) > 2 and parts[2] in EXTRAS:
+        return f'pip install "reprolab[{parts[2]}]"'
+    return f"pip install {(missing or '?').split('.', 1)[0]}"
+
+
+def execute(spec: ExperimentSpec, config: Mapping[str, Any], seed: int) -> TaskOutcome:
+    """Run one task in this process. Every failure, ``sys.exit`` included, becomes an outcome with its cause."""
+    from reprolab.experiments.registry import load_experiment
+
+    start = time.perf_counter()
+
+    def failed(cause: str) -> TaskOutcome:
+        return TaskOutcome(
+            None, error=traceback.format_exc(), seconds=time.perf_counter() - start, cause=cause
+        )
+
+    try:
+        experiment = load_experiment(spec)
+    except ModuleNotFoundError as exc:
+        return failed(f"missing dependency {exc.name!r}: {missing_dependency_hint(spec, exc.name)}")
+    except SystemExit as exc:
+        return failed(f"importing {spec.module} called sys.exit({exc.code!r})")
+    except BaseException as exc:  # a broken module must not take the worker down
+        return failed(f"cannot import {spec.module}: {type(exc).__name__}: {exc}")
+    try:
+        metrics = experiment(config, seed)
+        if not isinstance(metrics, Mapping):
+            raise TypeError(
+                f"experiment {spec.name!r} returned {type(metrics).__name__}, expected a dict of floats"
+            )
+        clean = {}
+        for name, value in metrics.items():
+            if isinstance(value, bool) or (
+                not isinstance(value, int | float) and not hasattr(value, "__float__")
+            ):
+                raise TypeError(
+                    f"experiment {spec.name!r} returned metric {name!r} = {value!r}, not a number"
+                )
+            clean[str(name)] = float(value)
+    except ModuleNotFoundError as exc:
+        return failed(f"missing dependency {exc.name!r}: {missing_dependency_hint(spec, exc.name)}")
+    except SystemExit as exc:
+        return failed(f"experiment called sys.exit({exc.code!r})")
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        return failed(f"{type(exc).__name__}: {exc}".splitlines()[0][:300])
+    return TaskOutcome(clean, seconds=time.perf_counter() - start)
+
+
+# --- the worker process -----------------------------------------------------------------------------------------
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(70)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, name="reprolab-parent-watchdog", daemon=True).start()
+
+
+def _worker_main(conn: multiprocessing.connection.Connection, parent_pid: int, path: list[str]) -> None:
+    _die_with_parent(parent_pid)
+    sys.path[:] = path
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        outcome = execute(job.spec, job.config, job.seed)
+        try:
+            conn.send(outcome)
+        except (BrokenPipeError, OSError):
+            return
+
+
+# --- the parent side ------------------------------------------------------------------------------------------
+
+
+def _death_cause(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "worker process vanished"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        extra = (
+            " (a crash in native code)"
+            if name in {"SIGSEGV", "SIGBUS", "SIGABRT", "SIGFPE", "SIGILL"}
+            else ""
+        )
+        if name == "SIGKILL":
+            extra = " (killed: out of memory?)"
+        return f"worker process killed by {name}{extra}"
+    return f"worker process exited with status {exitcode} (os._exit or a crash) before returning a result"
+
+
+class _Worker:
+    def __init__(self, context: Any, path: list[str]) -> None:
+        self.conn, child = context.Pipe(duplex=True)
+        self.process = context.Process(
+            target=_worker_main, args=(child, os.getpid(), path), name="reprolab-worker", daemon=True
+        )
+        self.process.start()
+        child.close()
+        self.job: Job | None = None
+        self.started = 0.0
+
+    def give(self, job: Job) -> None:
+        self.job, self.started = job, time.monotonic()
+        self.conn.send(job)
+
+    def overdue(self, now: float) -> bool:
+        return (
+            self.job is not None
+            and self.job.timeout_s is not None
+            and now - self.started > self.job.timeout_s
+        )
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(5)
+        self.conn.close()
+
+
+class IsolatedExecutor:
+    """A pool of up to ``workers`` isolated worker processes, started on first use and reused until closed."""
+
+    def __init__(self, workers: int = 1) -> None:
+        self.workers = max(1, workers)
+        self._context = multiprocessing.get_context("spawn")
+        self._pool: list[_Worker] = []
+
+    def _start(self) -> _Worker:
+        worker = _Worker(self._context, list(sys.path))
+        self._pool.append(worker)
+        return worker
+
+    def _retire(self, worker: _Worker) -> None:
+        worker.kill()
+        self._pool.remove(worker)
+
+    def run(self, jobs: Iterable[Job], on_done: Callable[[Job, TaskOutcome], None]) -> None:
+        """Run ``jobs``; ``on_done`` gets every outcome as it arrives (in the order they finish)."""
+        queue = list(jobs)
+        queue.reverse()  # pop() from the end keeps the given order
+        try:
+            while queue or any(w.job is not None for w in self._pool):
+                for worker in self._pool:
+                    if worker.job is None and queue:
+                        worker.give(queue.pop())
+                while queue and len(self._pool) < self.workers:
+                    self._start().give(queue.pop())
+                self._wait(on_done)
+        except BaseException:
+            self.close()  # interrupted: no worker may keep running a task nobody waits for
+            raise
+
+    def _wait(self, on_done: Callable[[Job, TaskOutcome], None]) -> None:
+        busy = [w for w in self._pool if w.job is not None]
+        deadlines = [w.started + w.job.timeout_s for w in busy if w.job and w.job.timeout_s is not None]
+        timeout = max(0.0, min(deadlines) - time.monotonic()) + 0.01 if deadlines else None
+        waitables: dict[Any, _Worker] = {}
+        for worker in busy:
+            waitables[worker.conn] = worker
+            waitables[worker.process.sentinel] = worker
+        ready = multiprocessing.connection.wait(list(waitables), timeout=timeout)
+        handled: set[int] = set()
+        for handle in ready:
+            worker = waitables[handle]
+            if id(worker) in handled or worker.job is None:
+                continue
+            handled.add(id(worker))
+            job = worker.job
+            outcome = self._receive(worker)
+            if outcome is None:  # the worker died on this job
+                exitcode = worker.process.exitcode
+                self._retire(worker)
+                cause = _death_cause(exitcode)
+                outcome = TaskOutcome(
+                    None, error=cause, cause=cause, seconds=time.monotonic() - worker.started
+                )
+            else:
+                worker.job = None
+            on_done(job, outcome)
+        now = time.monotonic()
+        for worker in [w for w in self._pool if w.overdue(now)]:
+            job = worker.job
+            assert job is not None and job.timeout_s is not None
+            self._retire(worker)
+            cause = f"timed out after {job.timeout_s:g} s (worker killed)"
+            on_done(job, TaskOutcome(None, error=cause, cause=cause, seconds=now - worker.started))
+
+    @staticmethod
+    def _receive(worker: _Worker) -> TaskOutcome | None:
+        try:
+            if worker.conn.poll():
+                return worker.conn.recv()
+        except (EOFError, OSError):
+            return None
+        except Exception as exc:  # a result that cannot be unpickled
+            return TaskOutcome(None, error=traceback.format_exc(), cause=f"unreadable result: {exc}")
+        worker.process.join(1)
+        return None
+
+    def close(self) -> None:
+        for worker in list(self._pool):
+            try:
+                if worker.job is None and worker.process.is_alive():
+                    worker.conn.send(None)
+                    worker.process.join(2)
+            except (BrokenPipeError, OSError):
+                pass
+            self._retire(worker)
+
+    def __enter__(self) -> IsolatedExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

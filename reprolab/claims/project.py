@@ -1,0 +1,122 @@
+"""A project's reprolab configuration: the ``[tool.reprolab]`` table of its ``pyproject.toml``.
+
+```toml
+[tool.reprolab]
+claims = ["expectations"]      # directories of claim files (default)
+notes = "notes"                # the lab notes that claims cite (default)
+state = ".reprolab"            # cache and history (default)
+reports = "reports"            # latest.json / latest.html (default)
+timeout_s = 3600               # per experiment run; a claim's own timeout_s wins (default: none)
+experiments = ["mylab.experiments"]  # modules whose @experiment names claims may use unqualified
+```
+
+Every path is relative to the directory holding ``pyproject.toml``. A project without the table is not a
+reprolab project: the pytest plugin leaves its YAML alone.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+_KNOWN_KEYS = {"claims", "notes", "state", "reports", "timeout_s", "experiments"}
+
+
+class ProjectConfigError(ValueError):
+    """``[tool.reprolab]`` is malformed; ``str()`` names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+    claims: tuple[Path, ...] = ()
+    notes: Path | None = None
+    state: Path = Path(".reprolab")
+    reports: Path = Path("reports")
+    timeout_s: float | None = None
+    experiments: tuple[str, ...] = ()
+    configured: bool = False  # False: no [tool.reprolab] table, defaults only
+    pyproject: Path | None = field(default=None, compare=False)
+
+    def owns(self, path: Path) -> bool:
+        """True when ``path`` lies in one of the project's claims directories."""
+        resolved = path.resolve()
+        return any(resolved == d or d in resolved.parents for d in (c.resolve() for c in self.claims))
+
+
+def _defaults(root: Path, pyproject: Path | None, configured: bool, table: dict[str, Any]) -> Project:
+    where = f"{pyproject}: [tool.reprolab]"
+    unknown = sorted(set(table) - _KNOWN_KEYS)
+    if unknown:
+        raise ProjectConfigError(f"{where}: unknown key {unknown[0]!r} (known: {sorted(_KNOWN_KEYS)})")
+
+    def path_list(key: str, default: list[str]) -> tuple[Path, ...]:
+        value = table.get(key, default)
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ProjectConfigError(f"{where}: {key} must be a list of directory names, got {value!r}")
+        return tuple(root / v for v in value)
+
+    def one_path(key: str, default: str) -> Path:
+        value = table.get(key, default)
+        if not isinstance(value, str) or not value:
+            raise ProjectConfigError(f"{where}: {key} must be a directory name, got {value!r}")
+        return root / value
+
+    timeout = table.get("timeout_s")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+    ):
+        raise ProjectConfigError(f"{where}: timeout_s must be a positive number of seconds, got {timeout!r}")
+    experiments = table.get("experiments", [])
+    if not isinstance(experiments, list) or not all(isinstance(m, str) and m for m in experiments):
+        raise ProjectConfigError(f"{where}: experiments must be a list of module names, got {experiments!r}")
+    return Project(
+        root=root,
+        claims=path_list("claims", ["expectations"]),
+        notes=one_path("notes", "notes"),
+        state=one_path("state", ".reprolab"),
+        reports=one_path("reports", "reports"),
+        timeout_s=float(timeout) if timeout is not None else None,
+        experiments=tuple(experiments),
+        configured=configured,
+        pyproject=pyproject,
+    )
+
+
+@lru_cache(maxsize=64)
+def _read(pyproject: Path, mtime: float) -> Project:
+    del mtime  # part of the cache key only: an edited pyproject.toml is read again
+    try:
+        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ProjectConfigError(f"{pyproject}: cannot read: {exc}") from None
+    table = data.get("tool", {}).get("reprolab")
+    if table is not None and not isinstance(table, dict):
+        raise ProjectConfigError(f"{pyproject}: [tool.reprolab] must be a table")
+    return _defaults(pyproject.parent, pyproject, table is not None, table or {})
+
+
+def find_project(start: Path | None = None) -> Project:
+    """The project of the nearest ``pyproject.toml`` at or above ``start`` (default: the cwd).
+
+    Without any ``pyproject.toml``, the defaults rooted at ``start`` (``configured`` is False).
+    """
+    here = (start or Path.cwd()).resolve()
+    if here.is_file():
+        here = here.parent
+    for candidate in (here, *here.parents):
+        pyproject = candidate / "pyproject.toml"
+        if pyproject.is_file():
+            return _read(pyproject, pyproject.stat().st_mtime)
+    return _defaults(here, None, False, {})
+
+
+def configured_project(start: Path) -> Project | None:
+    """The project at or above ``start`` when its pyproject.toml has ``[tool.reprolab]``, else None."""
+    project = find_project(start)
+    return project if project.configured else None

@@ -1,0 +1,265 @@
+"""An outside lab's project through ClaimSession, the CLI and pytest; faults isolated; integrity of state."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from labproject import SOURCE, build_lab, claim
+
+from reprolab.claims.project import find_project
+from reprolab.claims.session import ClaimSession
+from reprolab.cli import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _verdicts(report: Path) -> dict[str, str]:
+    return {c["id"]: c["verdict"] for c in json.loads(report.read_text())["claims"]}
+
+
+def _session(root: Path, **options) -> ClaimSession:  # type: ignore[no-untyped-def]
+    return ClaimSession(find_project(root), **options)
+
+
+def test_outside_project_same_verdicts_through_cli_and_pytest(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = build_lab(pytester.path)
+    (root / "tests" / "expectations").mkdir(parents=True)  # an unrelated YAML folder: never collected
+    (root / "tests" / "expectations" / "golden.yaml").write_text("just: data\n")
+    monkeypatch.chdir(root)
+    result = CliRunner().invoke(cli, ["check"])
+    assert result.exit_code == 0, result.output
+    cli_verdicts = _verdicts(root / "reports" / "latest.json")
+    assert cli_verdicts == {"ece-small": "reproduced", "plain-ref": "reproduced"}
+
+    outcome = pytester.runpytest("-p", "no:cacheprovider", "--reprolab-reports", "pytest-reports")
+    outcome.assert_outcomes(passed=2)
+    assert _verdicts(root / "pytest-reports" / "latest.json") == cli_verdicts
+
+
+def test_editing_the_labs_code_invalidates_exactly_its_results(tmp_path: Path) -> None:
+    root = build_lab(tmp_path)
+    with _session(root) as session:
+        claims = session.select().claims
+        first = session.run(claims)
+        again = session.run(claims)
+    assert [r.verdict for r in first] == ["reproduced", "reproduced"]
+    assert [r.cached_tasks for r in again] == [1, 1]
+    (root / "mylab" / "unused.py").write_text("VALUE = 2\n")  # imported by nothing: moves nothing
+    with _session(root) as session:
+        assert [r.cached_tasks for r in session.run(session.select().claims)] == [1, 1]
+    (root / "mylab" / "helpers.py").write_text("OFFSET = 0.5\n")  # a bug in a helper the experiment imports
+    with _session(root) as session:
+        ece, plain = session.run(session.select().claims)
+    assert ece.cached_tasks == 0 and ece.verdict == "not-reproduced" and not ece.matches
+    assert plain.cached_tasks == 0  # mylab.calib:plain lives in the module that imports helpers: it can move
+
+
+FAULTS = (
+    SOURCE
+    + "".join(
+        claim(f"fault-{name}", f"faults.{name}", "x", "at_least: 0", "reproduced", extra)
+        for name, extra in [
+            ("exit", ""),
+            ("segfault", ""),
+            ("sysexit", ""),
+            ("hang", "timeout_s: 2\n"),
+            ("missing", ""),
+        ]
+    )
+    + claim("fault-import", "broken.never", "x", "at_least: 0", "reproduced")
+    + claim("healthy", "calib.ece", "ece", "at_most: 0.05", "reproduced", "seeds: 3\n")
+)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_each_fault_is_one_error_naming_its_cause_and_siblings_finish(tmp_path: Path, workers: int) -> None:
+    root = build_lab(tmp_path, FAULTS)
+    with _session(root, workers=workers) as session:
+        selection = session.select()
+        assert selection.errors == []
+        results = {r.id: r for r in session.run(selection.claims)}
+    assert not multiprocessing.active_children()  # no worker outlives the run
+    causes = {
+        "fault-exit": "exited with status 3",
+        "fault-segfault": "SIGSEGV",
+        "fault-sysexit": "sys.exit(4)",
+        "fault-hang": "timed out after 2 s",
+        "fault-missing": "pip install nosuchpkg_for_reprolab_tests",
+        "fault-import": "cannot import mylab.broken: RuntimeError: broken at import",
+    }
+    for claim_id, cause in causes.items():
+        assert results[claim_id].verdict == "error", (claim_id, results[claim_id].message)
+        assert cause in results[claim_id].message, (claim_id, results[claim_id].message)
+        assert "\n" not in results[claim_id].message
+    assert results["healthy"].verdict == "reproduced" and results["healthy"].n_seeds == 3
+
+
+def test_missing_extra_names_the_pip_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "fake"
+    (fake / "jax").mkdir(parents=True)
+    (fake / "jax" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'jax'\", name='jax')\n"
+    )
+    monkeypatch.syspath_prepend(str(fake))  # the workers inherit sys.path: jax "is not installed" there
+    text = SOURCE + claim(
+        "needs-jax", "clustering.overcluster_then_merge", "raw_nmi", "at_least: 0", "reproduced"
+    )
+    root = build_lab(tmp_path / "lab", text)
+    with _session(root) as session:
+        [result] = session.run(session.select().claims)
+    assert result.verdict == "error"
+    assert 'pip install "reprolab[clustering]"' in result.message and "'jax'" in result.message
+
+
+def test_workers_die_with_a_killed_run(tmp_path: Path) -> None:
+    root = build_lab(tmp_path, SOURCE + claim("hangs", "faults.hang", "x", "at_least: 0", "reproduced"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "reprolab.cli", "check"], cwd=root, env=env)
+    children: list[int] = []
+    deadline = time.time() + 60
+    while not children and time.time() < deadline:
+        time.sleep(0.2)
+        children = _children(proc.pid)
+    assert children, "no worker started"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    deadline = time.time() + 10
+    while any(_alive(pid) for pid in children) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in children)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+# --- integrity of the state folder ---------------------------------------------------------------------------
+
+
+def test_tampered_or_mistyped_cache_entry_is_recomputed_with_a_warning(tmp_path: Path) -> None:
+    root = build_lab(tmp_path)
+    with _session(root) as session:
+        session.run(session.select().claims)
+    entries = sorted((root / ".reprolab" / "cache").rglob("*.json"))
+    assert len(entries) == 2
+    assert all(stat.S_IMODE(e.stat().st_mode) == 0o666 & ~_umask() for e in entries)
+    tampered, mistyped = entries
+    entry = json.loads(tampered.read_text())
+    entry["metrics"] = {name: value + 1.0 for name, value in entry["metrics"].items()}
+    tampered.write_text(json.dumps(entry))
+    entry = json.loads(mistyped.read_text())
+    entry["metrics"] = {name: "oops" for name in entry["metrics"]}
+    mistyped.write_text(json.dumps(entry))
+    with _session(root) as session:
+        results = session.run(session.select().claims)
+        problems = session.cache.problems
+    assert [r.verdict for r in results] == ["reproduced", "reproduced"]
+    assert [r.cached_tasks for r in results] == [0, 0]
+    assert any("checksum mismatch" in p for p in problems) and any("not a number" in p for p in problems)
+    assert all(any("recomputing" in w for w in r.warnings) for r in results)
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def test_corrupt_history_is_moved_aside_and_reports_still_written(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    root = build_lab(tmp_path)
+    history = root / ".reprolab" / "history.sqlite"
+    history.parent.mkdir(parents=True)
+    history.write_bytes(b"this is not a database" * 100)
+    monkeypatch.chdir(root)
+    result = CliRunner().invoke(cli, ["check"])
+    assert result.exit_code == 0, result.output
+    assert "moved it to history.sqlite.corrupt-" in " ".join(result.output.split())
+    assert (root / "reports" / "latest.json").exists()
+    assert list(history.parent.glob("history.sqlite.corrupt-*"))
+    with sqlite3.connect(history) as db:
+        assert db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 1
+
+
+def test_update_verdicts_keeps_the_file_mode(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    root = build_lab(tmp_path)
+    path = root / "claims" / "calib.yaml"
+    path.write_text(path.read_text().replace("verdict: reproduced", "verdict: refuted", 1))
+    path.chmod(0o640)
+    monkeypatch.chdir(root)
+    assert CliRunner().invoke(cli, ["check", "--update-verdicts"]).exit_code == 1
+    assert "verdict: refuted" not in path.read_text()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+def test_warm_keys_import_no_experiment_module(tmp_path: Path) -> None:
+    """Cache keys are static: with a warm cache, nothing the lab wrote (nor torch/JAX) is imported."""
+    root = build_lab(tmp_path)
+    with _session(root) as session:
+        session.run(session.select().claims)
+    assert "mylab.calib" not in sys.modules and "mylab" not in sys.modules
+    script = (
+        "import sys; from reprolab.claims.session import ClaimSession;"
+        "s = ClaimSession(); c = s.select(marker='fast').claims;"
+        "from reprolab.claims.runner import claim_tasks;"
+        "[claim_tasks(x, project_root=s.project.root) for x in c];"
+        "heavy = [m for m in ('torch', 'jax', 'scipy', 'sklearn') if m in sys.modules];"
+        "assert len(c) > 100 and not heavy, heavy"
+    )
+    subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
+
+
+def test_short_names_from_an_entry_point(tmp_path: Path) -> None:
+    from reprolab.claims.resolve import entry_point_modules
+
+    root = build_lab(tmp_path)
+    pyproject = root / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace('experiments = ["mylab.calib", "mylab.faults", "mylab.broken"]\n', "")
+    )
+    with _session(root) as session:
+        entry_point_modules.cache_clear()
+        assert "calib.ece" in str(session.select().errors[0])  # not listed anywhere: unknown
+    info = root / "mylab-0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mylab\nVersion: 0\n")
+    (info / "entry_points.txt").write_text("[reprolab.experiments]\nmylab = mylab.calib\n")
+    entry_point_modules.cache_clear()
+    try:
+        with _session(root) as session:
+            selection = session.select()
+            assert selection.errors == []
+            assert [r.verdict for r in session.run(selection.claims)] == ["reproduced", "reproduced"]
+    finally:
+        entry_point_modules.cache_clear()
