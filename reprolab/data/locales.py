@@ -15,9 +15,12 @@ do not affect the data (real URIEL vectors contain many features irrelevant to a
 
 Artefacts (``build_fixture``): ``base.safetensors`` (MLM-pretrained encoder + a seeded, untrained 8-way head,
 shared by every fine-tune so the head's task vector is well defined), ``ft/<locale>.safetensors`` and
-``manifest.json`` (spec, provenance, sha256 of every file, the NxN dev-set accuracy matrix). They are small
-(about 10 MB) and live in ``fixtures/merging/locales``; ``load_fixture`` verifies hashes and rebuilds into
-``.reprolab/cache/merging/locales`` when the committed copy is absent or stale.
+``manifest.json`` (spec, provenance, sha256 of every file, the NxN dev-set accuracy matrix). World seed 0 is
+committed in ``fixtures/merging/locales`` (7.4 MB); ``load_world(seed)`` gives any seed's world, built on first
+use (15-30 s of one core) into ``.reprolab/cache/merging/locales-seed<N>-<spec hash>`` and renamed into place
+atomically. The experiments use one world per seed, so their seed-to-seed spread is over worlds.
+
+``MASSIVE_LANGUAGES`` is the gpu tier's language table (language, family, region of each MASSIVE locale).
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ import hashlib
 import itertools
 import json
 import math
+import os
+import shutil
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,15 +58,18 @@ class WorldSpec:
     n_entities: int = 32
     n_function: int = 16
     n_noise_features: int = 5
+    p_global_low: float = 0.1  # share of a locale's concepts realised by the global (shared) token: U(low, high)
+    p_global_high: float = 0.5
     seed: int = 0
     d_model: int = 64
     n_heads: int = 4
     n_layers: int = 2
     d_ff: int = 128
-    pretrain_steps: int = 1500
+    pretrain_steps: int = 1000
     pretrain_batch: int = 128
     finetune_examples: int = 512
     finetune_epochs: int = 4
+    finetune_lr: float = 5e-4
     dev_examples: int = 300
 
     @property
@@ -91,7 +99,7 @@ class LocaleWorld:
         f0 = g0 + nc
         p0 = f0 + nf * nc
         self.vocab_size = p0 + nl * nc
-        self.p_global = rng.uniform(0.1, 0.5, nl)
+        self.p_global = rng.uniform(spec.p_global_low, spec.p_global_high, nl)
         self.p_family = rng.uniform(0.3, 0.85, nl)
         lex = np.empty((nl, nc), dtype=np.int64)
         for loc in range(nl):
@@ -120,6 +128,10 @@ class LocaleWorld:
             return self.locales.index(locale)
         except ValueError:
             raise ValueError(f"unknown locale {locale!r}; known: {self.locales}") from None
+
+    def regions(self) -> list[str]:
+        """Each locale's region: its family's area (the toy world's only grouping of locales by geography)."""
+        return [f"region {chr(ord('A') + int(f))}" for f in self.family]
 
     def syntax_features(self) -> np.ndarray:
         """URIEL-style binary syntax vectors [n_locales, 3 + n_noise_features]."""
@@ -222,8 +234,8 @@ def _pretrain(world: LocaleWorld, model: TinyEncoder, rng: np.random.Generator) 
         m = torch.from_numpy(rng.random(x.shape) < 0.2)
         m[:, 0] = False
         inp = xt.masked_fill(m, SPECIALS["mask"])
-        logits = mlm(model.encode(inp))
-        loss = F.cross_entropy(logits[m], xt[m])
+        logits = mlm(model.encode(inp)[m])  # the vocabulary projection only where a token is masked
+        loss = F.cross_entropy(logits, xt[m])
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -233,7 +245,7 @@ def _pretrain(world: LocaleWorld, model: TinyEncoder, rng: np.random.Generator) 
 
 
 def finetune(world: LocaleWorld, base: Mapping[str, torch.Tensor], locale: str, seed: int, *, examples: int | None = None, epochs: int | None = None) -> dict[str, torch.Tensor]:
-    """Full fine-tuning of the base on one locale's labelled data (Adam 5e-4, batch 32); deterministic."""
+    """Full fine-tuning of the base on one locale's labelled data (Adam ``finetune_lr``, batch 32); deterministic."""
     s = world.spec
     rng = np.random.default_rng([seed, world.index(locale), 1])
     torch.manual_seed(seed * 1000 + world.index(locale))
@@ -241,7 +253,7 @@ def finetune(world: LocaleWorld, base: Mapping[str, torch.Tensor], locale: str, 
     model.load_state_dict(base)
     x, y = world.sample(locale, examples or s.finetune_examples, rng)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    opt = torch.optim.Adam(model.parameters(), lr=5e-4)
+    opt = torch.optim.Adam(model.parameters(), lr=s.finetune_lr)
     for _ in range(epochs or s.finetune_epochs):
         perm = torch.from_numpy(rng.permutation(len(x)))
         for i in range(0, len(x), 32):
@@ -363,18 +375,41 @@ def _valid(path: Path, spec: WorldSpec) -> bool:
 _LOADED: dict[tuple, LocaleFixture] = {}
 
 
+def _cache_dir(spec: WorldSpec) -> Path:
+    """Where a world other than the committed one is built: one folder per spec (seed included)."""
+    digest = hashlib.sha256(json.dumps(asdict(spec), sort_keys=True).encode()).hexdigest()[:12]
+    return CACHE_DIR.parent / f"locales-seed{spec.seed}-{digest}"
+
+
+def _build_atomically(path: Path, spec: WorldSpec) -> Path:
+    """Build into a private folder and rename it into place, so concurrent workers never see half a world."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    build_fixture(tmp, spec, verbose=False)
+    try:
+        if path.exists() and not _valid(path, spec):
+            shutil.rmtree(path, ignore_errors=True)  # a stale build of ours (cache folder), never user data
+        os.rename(tmp, path)
+    except OSError:  # another worker renamed its identical build first
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not _valid(path, spec):
+            raise
+    return path
+
+
 def load_fixture(spec: WorldSpec = WorldSpec(), *, build_if_missing: bool = True) -> LocaleFixture:
-    """The committed fixture if intact, else the cache (built on first use); memoised per process."""
+    """The committed fixture if it is this spec's and intact, else the spec's cache folder (built on first
+    use); memoised per process."""
     key = tuple(asdict(spec).items())
     if key in _LOADED:
         return _LOADED[key]
-    for path in (FIXTURE_DIR, CACHE_DIR):
+    for path in (FIXTURE_DIR, _cache_dir(spec)):
         if _valid(path, spec):
             break
     else:
         if not build_if_missing:
             raise FileNotFoundError(f"locale fixture missing at {FIXTURE_DIR}; run scripts/build_merging_fixture.py")
-        path = build_fixture(CACHE_DIR, spec, verbose=False)
+        path = _build_atomically(_cache_dir(spec), spec)
     man = json.loads((path / "manifest.json").read_text())
     world = LocaleWorld(spec)
     fx = LocaleFixture(
@@ -385,11 +420,91 @@ def load_fixture(spec: WorldSpec = WorldSpec(), *, build_if_missing: bool = True
         np.array(man["pretrained_dev_accuracy"]),
         path,
     )
+    if len(_LOADED) >= 2:  # seeds come one after another: keep the memory of two worlds at most
+        _LOADED.pop(next(iter(_LOADED)))
     _LOADED[key] = fx
     return fx
+
+
+def load_world(seed: int, spec: WorldSpec = WorldSpec()) -> LocaleFixture:
+    """The world of one experiment seed: the same recipe, everything drawn from ``seed`` (lexicons, word
+    orders, pretraining data and init, fine-tuning data and init). Seed 0 is the committed fixture; other seeds
+    are built on first use (seconds) into ``.reprolab/cache/merging/``."""
+    return load_fixture(replace(spec, seed=int(seed)))
 
 
 def zs_self_ratio(nxn: np.ndarray, target: int, sources: Sequence[int] | None = None) -> float:
     """Mean zero-shot accuracy of the other locales' models on ``target`` over the target's own model's."""
     srcs = [i for i in range(len(nxn)) if i != target] if sources is None else list(sources)
     return float(np.mean(nxn[srcs, target]) / nxn[target, target]) if nxn[target, target] > 0 else math.nan
+
+
+# --- The MASSIVE locales' languages (gpu tier) ---------------------------------------------------------------
+# locale -> (language, family, region). Region: the UN M49 sub-region where the language is spoken (its
+# locale's country), so that "regional coherence" (note 004: "all SE Asian sources") groups e.g. vi-VN, km-KH,
+# jv-ID, th-TH, ms-MY together. A country code is not a region: every source would be its own "region".
+MASSIVE_LANGUAGES: dict[str, tuple[str, str, str]] = {
+    "af-ZA": ("Afrikaans", "Indo-European", "Sub-Saharan Africa"),
+    "am-ET": ("Amharic", "Afro-Asiatic", "Sub-Saharan Africa"),
+    "ar-SA": ("Arabic", "Afro-Asiatic", "Western Asia"),
+    "az-AZ": ("Azerbaijani", "Turkic", "Western Asia"),
+    "bn-BD": ("Bengali", "Indo-European", "Southern Asia"),
+    "ca-ES": ("Catalan", "Indo-European", "Southern Europe"),
+    "cy-GB": ("Welsh", "Indo-European", "Northern Europe"),
+    "da-DK": ("Danish", "Indo-European", "Northern Europe"),
+    "de-DE": ("German", "Indo-European", "Western Europe"),
+    "el-GR": ("Greek", "Indo-European", "Southern Europe"),
+    "en-US": ("English", "Indo-European", "Northern America"),
+    "es-ES": ("Spanish", "Indo-European", "Southern Europe"),
+    "fa-IR": ("Persian", "Indo-European", "Southern Asia"),
+    "fi-FI": ("Finnish", "Uralic", "Northern Europe"),
+    "fr-FR": ("French", "Indo-European", "Western Europe"),
+    "he-IL": ("Hebrew", "Afro-Asiatic", "Western Asia"),
+    "hi-IN": ("Hindi", "Indo-European", "Southern Asia"),
+    "hu-HU": ("Hungarian", "Uralic", "Eastern Europe"),
+    "hy-AM": ("Armenian", "Indo-European", "Western Asia"),
+    "id-ID": ("Indonesian", "Austronesian", "South-eastern Asia"),
+    "is-IS": ("Icelandic", "Indo-European", "Northern Europe"),
+    "it-IT": ("Italian", "Indo-European", "Southern Europe"),
+    "ja-JP": ("Japanese", "Japonic", "Eastern Asia"),
+    "jv-ID": ("Javanese", "Austronesian", "South-eastern Asia"),
+    "ka-GE": ("Georgian", "Kartvelian", "Western Asia"),
+    "km-KH": ("Khmer", "Austroasiatic", "South-eastern Asia"),
+    "kn-IN": ("Kannada", "Dravidian", "Southern Asia"),
+    "ko-KR": ("Korean", "Koreanic", "Eastern Asia"),
+    "lv-LV": ("Latvian", "Indo-European", "Northern Europe"),
+    "ml-IN": ("Malayalam", "Dravidian", "Southern Asia"),
+    "mn-MN": ("Mongolian", "Mongolic", "Eastern Asia"),
+    "ms-MY": ("Malay", "Austronesian", "South-eastern Asia"),
+    "my-MM": ("Burmese", "Sino-Tibetan", "South-eastern Asia"),
+    "nb-NO": ("Norwegian Bokmal", "Indo-European", "Northern Europe"),
+    "nl-NL": ("Dutch", "Indo-European", "Western Europe"),
+    "pl-PL": ("Polish", "Indo-European", "Eastern Europe"),
+    "pt-PT": ("Portuguese", "Indo-European", "Southern Europe"),
+    "ro-RO": ("Romanian", "Indo-European", "Eastern Europe"),
+    "ru-RU": ("Russian", "Indo-European", "Eastern Europe"),
+    "sl-SL": ("Slovenian", "Indo-European", "Southern Europe"),
+    "sq-AL": ("Albanian", "Indo-European", "Southern Europe"),
+    "sv-SE": ("Swedish", "Indo-European", "Northern Europe"),
+    "sw-KE": ("Swahili", "Niger-Congo", "Sub-Saharan Africa"),
+    "ta-IN": ("Tamil", "Dravidian", "Southern Asia"),
+    "te-IN": ("Telugu", "Dravidian", "Southern Asia"),
+    "th-TH": ("Thai", "Kra-Dai", "South-eastern Asia"),
+    "tl-PH": ("Tagalog", "Austronesian", "South-eastern Asia"),
+    "tr-TR": ("Turkish", "Turkic", "Western Asia"),
+    "ur-PK": ("Urdu", "Indo-European", "Southern Asia"),
+    "vi-VN": ("Vietnamese", "Austroasiatic", "South-eastern Asia"),
+    "zh-CN": ("Chinese (Simplified)", "Sino-Tibetan", "Eastern Asia"),
+    "zh-TW": ("Chinese (Traditional)", "Sino-Tibetan", "Eastern Asia"),
+}
+
+
+def language_region(locale: str) -> str:
+    """The region of a MASSIVE locale's language (see :data:`MASSIVE_LANGUAGES`); unknown locales are an error."""
+    try:
+        return MASSIVE_LANGUAGES[locale][2]
+    except KeyError:
+        raise ValueError(
+            f"locale {locale!r} is not in the language table reprolab.data.locales.MASSIVE_LANGUAGES "
+            "(MASSIVE 1.1 locales such as 'sw-KE'); add it with its language, family and region"
+        ) from None

@@ -59,7 +59,7 @@ class PredictorFeatures:
     diversity: float  # 1 - mean pairwise similarity of the sources
     acc_std: float  # std of the sources' zero-shot accuracies on the target
     quality: float  # mean source accuracy on target / target self accuracy
-    coherence: float  # share of sources from the most common region (family)
+    coherence: float  # share of sources from the most common region (their languages' region; the fixture: family)
     v1: float
     v2: float
     v3: float

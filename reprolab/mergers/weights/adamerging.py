@@ -4,6 +4,11 @@ unlabeled target data. Task-wise: one coefficient per source; layer-wise: one pe
 theta(lambda) = theta_0 + sum_i lambda_i * tau_i (layer-wise: lambda_{i,l} per tensor l). Literature defaults:
 lambda init 0.3, Adam lr 1e-3. The model is evaluated with ``torch.func.functional_call`` so gradients reach
 lambda without copying weights into the module.
+
+Two schedules: ``steps`` Adam steps on random minibatches (the literature's), or ``epochs`` full passes over
+the unlabeled data, one Adam step per minibatch, as MergingUriel's ``num_iterations`` (note 004 ran 5 such
+"iterations" from the REAL similarity weights). MergingUriel also clamps the coefficients to [0, 1] after
+every step (``clamp=(0.0, 1.0)``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,17 @@ def _entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(-1).mean()
 
 
+def _batches(n: int, batch_size: int, steps: int, epochs: int | None, gen: torch.Generator):
+    """Minibatch indices: ``steps`` random draws, or ``epochs`` shuffled passes over all ``n`` examples."""
+    if epochs is None:
+        for _ in range(steps):
+            yield torch.randint(0, n, (min(batch_size, n),), generator=gen)
+        return
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=gen)
+        yield from perm.split(batch_size)
+
+
 def adamerge(
     model: nn.Module,
     base: Mapping[str, torch.Tensor],
@@ -30,13 +46,16 @@ def adamerge(
     init: float | Sequence[float] = 0.3,
     lr: float = 1e-3,
     steps: int = 100,
+    epochs: int | None = None,
     batch_size: int = 64,
+    clamp: tuple[float, float] | None = None,
     seed: int = 0,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Returns the merged state dict and the learned coefficients ([K] or [K, n_tensors]).
 
     ``unlabeled`` is the model's input tensor, or a mapping of keyword inputs (a tokenised batch for a Hugging
-    Face model, whose output's ``.logits`` is used). Optimisation runs on the model's device.
+    Face model, whose output's ``.logits`` is used). Optimisation runs on the model's device. With ``epochs``
+    set, ``steps`` is ignored and each epoch visits every example once in a seeded shuffled order.
     """
     if granularity not in ("task", "layer"):
         raise ValueError(f"AdaMerging granularity must be 'task' or 'layer', got {granularity!r}")
@@ -45,6 +64,10 @@ def adamerge(
     n_data = len(next(iter(unlabeled.values()))) if isinstance(unlabeled, Mapping) else len(unlabeled)
     if n_data == 0:
         raise ValueError("AdaMerging needs unlabeled target data")
+    if (epochs is not None and epochs < 0) or steps < 0 or batch_size < 1:
+        raise ValueError(f"AdaMerging needs steps/epochs >= 0 and batch_size >= 1, got {steps}/{epochs}/{batch_size}")
+    if clamp is not None and not clamp[0] <= clamp[1]:
+        raise ValueError(f"AdaMerging clamp must be (low, high) with low <= high, got {clamp}")
     device = next(model.parameters()).device
     k = len(task_vectors)
     keys = [n for n, v in base.items() if v.is_floating_point()]
@@ -72,8 +95,7 @@ def adamerge(
     opt = torch.optim.Adam([lam], lr=lr)
     gen = torch.Generator().manual_seed(seed)
     model.eval()
-    for _ in range(steps):
-        idx = torch.randint(0, n_data, (min(batch_size, n_data),), generator=gen)
+    for idx in _batches(n_data, batch_size, steps, epochs, gen):
         if isinstance(unlabeled, Mapping):
             out = functional_call(model, params(lam), (), {k: v[idx.to(v.device)] for k, v in unlabeled.items()})
         else:
@@ -82,6 +104,9 @@ def adamerge(
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if clamp is not None:
+            with torch.no_grad():
+                lam.clamp_(clamp[0], clamp[1])
     with torch.no_grad():
         merged = {n: v.detach().to(device="cpu", dtype=base[n].dtype) for n, v in params(lam).items()}
     return {n: merged[n] for n in base}, lam.detach().cpu()
