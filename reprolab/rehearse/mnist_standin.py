@@ -13,7 +13,7 @@ import numpy as np
 
 from reprolab.data.mnist import _IDX
 
-SHAPES = {"smoke": (2000, 500), "full": (60000, 10000)}  # (train, test) images; full = the real MNIST sizes
+SHAPES = {"smoke": (600, 200), "full": (60000, 10000)}  # (train, test) images; full = the real MNIST sizes
 
 
 def _images(n: int, rng: np.random.Generator, templates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
