@@ -309,7 +309,9 @@ def summary(paths: tuple[str, ...], markdown: bool) -> None:
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="stand-in data folder to reuse or fill (default: <state>/rehearse/<scale>)")
 @click.option("-k", "keyword", help="only claims whose id contains this")
-def rehearse(marker: str, scale: str, data_dir: Path | None, keyword: str | None) -> None:
+@click.option("--seeds", "max_seeds", type=click.IntRange(min=1), default=None,
+              help="rehearse only each claim's first N seeds (default: all)")
+def rehearse(marker: str, scale: str, data_dir: Path | None, keyword: str | None, max_seeds: int | None) -> None:
     """Run gpu claims end to end on stand-in data in the documented formats (verdicts ignored, no history).
 
     One line per claim (rehearsed or ERROR with its cause, wall time, the worker's peak RSS, the device), then
@@ -335,7 +337,7 @@ def rehearse(marker: str, scale: str, data_dir: Path | None, keyword: str | None
         raise click.ClickException(str(exc)) from None
     console.print(f"stand-in data ({scale}) in {root}: {time.perf_counter() - started:.1f}s", highlight=False)
     lines = rehearse_claims(
-        session, items, env, smoke=scale == "smoke",
+        session, items, env, smoke=scale == "smoke", max_seeds=max_seeds,
         on_line=lambda line: console.print(escape(line.render()), highlight=False, soft_wrap=True),
     )
     save_measurements(root / "measurements.json", scale, lines, env)

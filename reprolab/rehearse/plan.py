@@ -97,7 +97,7 @@ def estimate_all(items: Sequence[LoadedClaim], measurements: Path) -> tuple[list
         w_smoke, b_smoke = work_and_bytes(claim.experiment, line["config"], smoke)
         w_full = sum(work_and_bytes(claim.experiment, cfg, full)[0] for cfg in arms) * len(claim.seed_list)
         b_full = max(work_and_bytes(claim.experiment, cfg, full)[1] for cfg in arms)
-        w_smoke *= len(arms) * len(claim.seed_list)
+        w_smoke *= len(arms) * (line.get("n_seeds") or len(claim.seed_list))
         ratio = w_full / w_smoke
         hours = line["seconds"] * ratio / 3600 / max(line.get("shared_with", 1), 1)
         rss = (line["peak_rss_mb"] or 0.0) * 2**20

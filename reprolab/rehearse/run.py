@@ -34,6 +34,7 @@ class RehearsalLine:
     cause: str = ""
     shared_with: int = 1  # claims served by the same run
     config: dict | None = None  # the config as rehearsed (first arm), for `reprolab plan`
+    n_seeds: int = 0  # seeds as rehearsed
 
     def render(self) -> str:
         rss = f"{self.peak_rss_mb:.0f} MB" if self.peak_rss_mb is not None else "n/a"
@@ -84,10 +85,15 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = old
 
 
-def rehearsal_claim(item: LoadedClaim, *, smoke: bool, on_cpu: bool) -> LoadedClaim:
-    """A copy of the claim with the rehearsal's configs (the claim file and the loaded claim are untouched)."""
+def rehearsal_claim(
+    item: LoadedClaim, *, smoke: bool, on_cpu: bool, max_seeds: int | None = None
+) -> LoadedClaim:
+    """A copy of the claim with the rehearsal's configs (the claim file and the loaded claim are untouched);
+    ``max_seeds`` keeps only the first seeds (a code-path check needs one, a verdict would need them all)."""
     claim = item.claim
     update: dict = {"config": rehearsal_config(claim.experiment, claim.config, smoke=smoke, on_cpu=on_cpu)}
+    if max_seeds is not None and len(claim.seed_list) > max_seeds:
+        update["seeds"] = claim.seed_list[:max_seeds]
     if claim.arms:
         update["arms"] = {
             name: rehearsal_config(claim.experiment, arm, smoke=smoke, on_cpu=on_cpu) for name, arm in claim.arms.items()
@@ -106,6 +112,7 @@ def rehearse_claims(
     env: dict[str, str],
     *,
     smoke: bool,
+    max_seeds: int | None = None,
     on_line: Callable[[RehearsalLine], None] | None = None,
 ) -> list[RehearsalLine]:
     """Rehearse ``items`` (selected through ``session``) with ``env`` pointing at the stand-in data."""
@@ -113,7 +120,9 @@ def rehearse_claims(
     with _environment({**env, REHEARSAL_ENV: "1"}):
         devices = {it.claim.experiment: device_of(it.claim.experiment) for it in items}
         prepared = [
-            rehearsal_claim(it, smoke=smoke, on_cpu=not devices[it.claim.experiment].startswith("cuda"))
+            rehearsal_claim(
+                it, smoke=smoke, on_cpu=not devices[it.claim.experiment].startswith("cuda"), max_seeds=max_seeds
+            )
             for it in items
         ]
         groups: dict[str, list[LoadedClaim]] = {}
@@ -131,7 +140,7 @@ def rehearse_claims(
                 cause = "" if ok else (result.message.splitlines()[0] if result.message else result.verdict)
                 line = RehearsalLine(
                     it.id, it.claim.experiment, ok, seconds, peak, devices[it.claim.experiment], cause,
-                    len(group), next(iter(it.claim.arm_configs().values())),
+                    len(group), next(iter(it.claim.arm_configs().values())), len(it.claim.seed_list),
                 )
                 lines.append(line)
                 if on_line:
