@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -437,6 +438,84 @@ def bench_compare(fail_on_regression: bool, keyword: str | None, threshold: floa
         console.print(f"regressed: {', '.join(regressed)}", highlight=False, soft_wrap=True)
         if fail_on_regression:
             sys.exit(1)
+
+@cli.command()
+@click.option("-m", "marker", default="gpu", show_default=True, help="marker expression; always narrowed to gpu claims")
+@click.option("--scale", type=click.Choice(["smoke", "full"]), default="smoke", show_default=True)
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="stand-in data folder to reuse or fill (default: <state>/rehearse/<scale>)")
+@click.option("-k", "keyword", help="only claims whose id contains this")
+@click.option("--seeds", "max_seeds", type=click.IntRange(min=1), default=None,
+              help="rehearse only each claim's first N seeds (default: all)")
+def rehearse(marker: str, scale: str, data_dir: Path | None, keyword: str | None, max_seeds: int | None) -> None:
+    """Run gpu claims end to end on stand-in data in the documented formats (verdicts ignored, no history).
+
+    One line per claim (rehearsed or ERROR with its cause, wall time, the worker's peak RSS, the device), then
+    `N rehearsed, M errors`. Exit status: 0 when none errs, 1 otherwise, 2 on a malformed claim file.
+    """
+    from reprolab.rehearse.data import datasets_for, prepare, unknown_variables
+    from reprolab.rehearse.run import rehearse_claims, save_measurements
+
+    session = _session(use_cache=False)
+    items, n_errors = _select(session, (), f"gpu and ({marker})", keyword)
+    if not items:
+        err.print("no gpu claims selected")
+        sys.exit(2 if n_errors else 5)
+    variables = {v for it in items for v in it.claim.requires}
+    unknown = unknown_variables(variables)
+    if unknown:
+        raise click.ClickException(f"no stand-in generator for {unknown} (see reprolab/rehearse/data.py)")
+    root = data_dir or session.project.state / "rehearse" / scale
+    started = time.perf_counter()
+    try:
+        env = prepare(root, scale, datasets_for(variables))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    console.print(f"stand-in data ({scale}) in {root}: {time.perf_counter() - started:.1f}s", highlight=False)
+    lines = rehearse_claims(
+        session, items, env, smoke=scale == "smoke", max_seeds=max_seeds,
+        on_line=lambda line: console.print(escape(line.render()), highlight=False, soft_wrap=True),
+    )
+    save_measurements(root / "measurements.json", scale, lines, env)
+    bad = sum(not line.ok for line in lines)
+    console.print(f"{len(lines) - bad} rehearsed, {bad} errors ({time.perf_counter() - started:.0f}s)", highlight=False)
+    if bad:
+        sys.exit(1)
+    if n_errors:
+        sys.exit(2)
+
+
+@cli.command()
+@click.option("-m", "marker", default="gpu", show_default=True, help="marker expression; always narrowed to gpu claims")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="folder of a smoke rehearsal (default: <state>/rehearse/smoke)")
+@click.option("-k", "keyword", help="only claims whose id contains this")
+def plan(marker: str, data_dir: Path | None, keyword: str | None) -> None:
+    """Per gpu claim, the estimated peak memory and device-hours at full scale, from a smoke rehearsal.
+
+    Reads the smoke rehearsal's measurements (run `reprolab rehearse --scale smoke` first) and extrapolates them
+    linearly in each experiment's work (see reprolab/rehearse/plan.py for the model and its limits).
+    """
+    from reprolab.rehearse.plan import estimate_all
+
+    session = _session(use_cache=False)
+    items, n_errors = _select(session, (), f"gpu and ({marker})", keyword)
+    root = data_dir or session.project.state / "rehearse" / "smoke"
+    try:
+        rows, notes = estimate_all(items, root / "measurements.json")
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    table = Table(title=f"{len(rows)} gpu claims at full scale (estimates)", expand=True)
+    for column in ("claim", "experiment", "measured (smoke)", "work ratio", "est. hours (as measured)",
+                   "est. peak memory"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    for note in notes:
+        console.print(note, highlight=False, soft_wrap=True)
+    if n_errors:
+        sys.exit(2)
 
 
 def main() -> None:

@@ -1,0 +1,116 @@
+"""`reprolab plan`: full-scale cost of each gpu claim, extrapolated from a smoke rehearsal's measurements.
+
+How: each experiment's *work* is a product of the sizes its loop runs over (below); the smoke rehearsal
+measured wall seconds and the worker's peak RSS at the smoke work. Full-scale time = measured seconds x
+(full work / smoke work). Peak memory = measured smoke RSS + the growth of the experiment's dominant array
+(its bytes at full shapes minus at smoke shapes). Limits, printed with the table: the smoke seconds include
+fixed costs (worker start, imports, JIT compilation), so the linear time estimate is an upper bound that is
+loosest for claims whose smoke run was short; they were measured on this machine's CPU, so a GPU's time is
+this divided by its speed-up, which only a run on one (scripts/rehearse_on_gpu.sh) measures.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from reprolab.claims.loader import LoadedClaim
+from reprolab.rehearse.gtr_standin import SEQUENCES
+from reprolab.rehearse.massive_standin import LOCALES, N_LABELS, SIZES
+from reprolab.rehearse.mnist_standin import SHAPES
+
+FULL_MASSIVE_LOCALES = 49  # the note's 49 MASSIVE targets
+GTR_DIM = 768
+
+
+def xlmr_parameters(hidden: int, layers: int, ffn: int, vocab: int) -> int:
+    """Parameters of XLMRobertaForSequenceClassification (embeddings, encoder, 2-layer head)."""
+    h = hidden
+    embeddings = (vocab + 514 + 1) * h + 2 * h
+    layer = 4 * (h * h + h) + 2 * h + (h * ffn + ffn) + (ffn * h + h) + 2 * h
+    head = (h * h + h) + (h * N_LABELS + N_LABELS)
+    return embeddings + layers * layer + head
+
+
+def _sizes(scale: str) -> dict[str, float]:
+    (hidden, layers, _heads, ffn, vocab), _counts = SIZES[scale]
+    return {
+        "mnist_train": SHAPES[scale][0],
+        "gtr_clean": SEQUENCES[scale]["clean"],
+        "gtr_diluted": SEQUENCES[scale]["diluted"],
+        "locales": len(LOCALES) if scale == "smoke" else FULL_MASSIVE_LOCALES,
+        "params": xlmr_parameters(hidden, layers, ffn, vocab or 1000),
+    }
+
+
+def work_and_bytes(experiment: str, config: Mapping[str, Any], sizes: Mapping[str, float]) -> tuple[float, float]:
+    """(work units, bytes of the dominant array) of one run of ``experiment`` with ``config``."""
+    if experiment == "clustering.overcluster_then_merge":
+        k, lat = config.get("n_components", 50), config.get("latent_dim", 5)
+        steps = config.get("n_iter", 50) * (config.get("steps_per_epoch", 10) if config.get("trainer") == "gradient" else 1)
+        n = sizes["mnist_train"]
+        return n * k * (lat + 1) * steps, 4.0 * n * k * (lat + 1)  # responsibilities x latent posteriors (f32)
+    if experiment == "clustering.across_runs":
+        base, runs = dict(config.get("base", {})), config.get("runs", 1)
+        parts = [work_and_bytes("clustering.overcluster_then_merge", {**base, **v}, sizes) for v in config.get("variants", [{}])]
+        return runs * sum(w for w, _ in parts), max(b for _, b in parts)
+    if experiment == "lvm.train":
+        n = sizes["gtr_clean"] if config.get("train_set") == "clean" else sizes["gtr_diluted"]
+        both = (sizes["gtr_clean"] + sizes["gtr_diluted"]) * GTR_DIM * 4.0  # both corpora are read whole
+        return config.get("epochs", 20) * n, both
+    if experiment == "lvm.data_diagnostics":
+        n = sizes["gtr_clean"] + sizes["gtr_diluted"]
+        return n + config.get("n_queries", 1000) * sizes["gtr_diluted"], n * GTR_DIM * 4.0
+    if experiment == "merging.locale_suite":
+        loc, params = sizes["locales"], sizes["params"]
+        # every target merges and evaluates O(locales) models; fine-tunes + cached task vectors stay resident
+        return loc * loc * params, 2.0 * loc * params * 4.0
+    raise ValueError(f"no work model for experiment {experiment!r}")
+
+
+def _human_bytes(b: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if b < 1024 or unit == "TB":
+            return f"{b:.1f} {unit}"
+        b /= 1024
+    return f"{b:.1f} TB"
+
+
+def estimate_all(items: Sequence[LoadedClaim], measurements: Path) -> tuple[list[list[str]], list[str]]:
+    if not measurements.is_file():
+        raise FileNotFoundError(f"{measurements} does not exist: run `reprolab rehearse --scale smoke` first")
+    data = json.loads(measurements.read_text())
+    if data.get("scale") != "smoke":
+        raise ValueError(f"{measurements}: plan extrapolates from a smoke rehearsal, this one is {data.get('scale')}")
+    measured = {line["claim"]: line for line in data["lines"]}
+    smoke, full = _sizes("smoke"), _sizes("full")
+    rows, missing = [], []
+    for item in items:
+        line = measured.get(item.id)
+        if line is None or not line["ok"] or line.get("config") is None:
+            missing.append(item.id)
+            continue
+        claim = item.claim
+        arms = list(claim.arm_configs().values())
+        w_smoke, b_smoke = work_and_bytes(claim.experiment, line["config"], smoke)
+        w_full = sum(work_and_bytes(claim.experiment, cfg, full)[0] for cfg in arms) * len(claim.seed_list)
+        b_full = max(work_and_bytes(claim.experiment, cfg, full)[1] for cfg in arms)
+        w_smoke *= len(arms) * (line.get("n_seeds") or len(claim.seed_list))
+        ratio = w_full / w_smoke
+        hours = line["seconds"] * ratio / 3600 / max(line.get("shared_with", 1), 1)
+        rss = (line["peak_rss_mb"] or 0.0) * 2**20
+        rows.append([
+            item.id, claim.experiment, f"{line['seconds']:.1f}s, {line['peak_rss_mb'] or 0:.0f} MB on {line['device']}",
+            f"{ratio:.3g}", f"{hours:.3g} h", _human_bytes(rss + max(b_full - b_smoke, 0.0)),
+        ])
+    notes = [
+        "time = smoke seconds x work ratio (work: sizes the experiment loops over, reprolab/rehearse/plan.py); "
+        "an upper bound (smoke seconds include start-up and JIT), measured on this CPU: divide by the GPU's "
+        "speed-up measured by scripts/rehearse_on_gpu.sh. Memory = smoke peak RSS + growth of the dominant array.",
+        "a run shared by several claims is split evenly between them; sum the rows for a nightly's total.",
+    ]
+    if missing:
+        notes.append(f"no successful smoke measurement (not estimated): {', '.join(missing)}")
+    return rows, notes
