@@ -95,20 +95,13 @@ def test_prepare_never_overwrites_foreign_data(tmp_path: Path) -> None:
     assert (tmp_path / "gtr" / "clean.npz").read_bytes() == b"a lab's own file"
 
 
-BUG_BASE_ALIAS = (
-    "reprolab/experiments/merging.py _massive_lab: `base = {k: v.detach().cpu()}` aliases the live weights on CPU, "
-    "so the first load_state_dict overwrites the base (BaseIsSourceError); remove this xfail when it is fixed"
-)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "claim_id",
     [
         "mfa-mnist-merged-nmi-078-084",
         "lvm-003-gpu-targets-unit-norm",
-        pytest.param("merging-inctar-source-base-catastrophic-gpu",
-                     marks=pytest.mark.xfail(reason=BUG_BASE_ALIAS, strict=True)),
+        "merging-inctar-source-base-catastrophic-gpu",
     ],
 )
 def test_smoke_rehearsal_runs_one_gpu_claim_per_line(standin: tuple[Path, dict[str, str]], claim_id: str) -> None:
