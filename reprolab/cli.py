@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -393,7 +394,9 @@ def bench_run(keyword: str | None, pytest_args: tuple[str, ...]) -> None:
         command += ["-k", f"({keyword}) or {reference}" if reference else keyword]
     command += list(pytest_args)
     err.print("running: " + " ".join(command), highlight=False, soft_wrap=True)
-    status = subprocess.run(command, cwd=root, check=False).returncode
+    # a child pytest must not inherit a surrounding pytest's state (xdist worker variables disable benchmarks)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "PYTEST_XDIST"))}
+    status = subprocess.run(command, cwd=root, check=False, env=env).returncode
     if not out.exists():
         raise click.ClickException(f"pytest wrote no benchmark results (exit {status})")
     try:

@@ -8,6 +8,7 @@ are rehearsed together in one fresh worker, so each line's peak RSS is that work
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -136,7 +137,13 @@ def rehearse_claims(
                 peak = _children_peak_rss_mb()
             seconds = time.perf_counter() - start
             for it, result in zip(group, results, strict=True):
-                ok = result.verdict not in ("error", "skipped")
+                # a rehearsal checks the code paths, not the statistics: an experiment that returned its metric
+                # on every seed rehearsed, even when a verdict on so few seeds has no interval
+                ran = result.traceback is None and bool(result.values) and all(
+                    len(values) == len(it.claim.seed_list) and all(math.isfinite(v) for v in values)
+                    for values in result.values.values()
+                )
+                ok = result.verdict not in ("error", "skipped") or ran
                 cause = "" if ok else (result.message.splitlines()[0] if result.message else result.verdict)
                 line = RehearsalLine(
                     it.id, it.claim.experiment, ok, seconds, peak, devices[it.claim.experiment], cause,
