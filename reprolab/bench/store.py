@@ -161,12 +161,9 @@ class BenchStore:
         self.path = Path(path)
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA busy_timeout=60000")
-        connection.executescript(_SCHEMA)
-        return connection
+        from reprolab.claims.history import open_database
+
+        return open_database(self.path, _SCHEMA)
 
     def record(self, run: BenchRun) -> bool:
         """Store ``run``; False when the same file was recorded before (nothing written)."""

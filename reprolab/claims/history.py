@@ -73,6 +73,16 @@ class RunInfo:
         )
 
 
+def open_database(path: Path, schema: str) -> sqlite3.Connection:
+    """The history database at ``path`` (WAL, busy timeout: safe for concurrent writers), ``schema`` applied."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(path, timeout=60.0, isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA busy_timeout=60000")
+    connection.executescript(schema)
+    return connection
+
+
 class History:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
@@ -96,12 +106,7 @@ class History:
             return operation()
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA busy_timeout=60000")
-        connection.executescript(_SCHEMA)
-        return connection
+        return open_database(self.path, _SCHEMA)
 
     def record(self, run: RunInfo, results: Iterable[ClaimResult]) -> None:
         results = list(results)
