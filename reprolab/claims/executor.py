@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from reprolab.claims.numerics import pinned_environ
 from reprolab.claims.resolve import ExperimentSpec
 
 # Research lines whose heavy dependencies are a pip extra of reprolab (see pyproject.toml).
@@ -175,12 +176,13 @@ def _death_cause(exitcode: int | None) -> str:
 
 
 class _Worker:
-    def __init__(self, context: Any, path: list[str]) -> None:
+    def __init__(self, context: Any, path: list[str], *, portable_numerics: bool = True) -> None:
         self.conn, child = context.Pipe(duplex=True)
         self.process = context.Process(
             target=_worker_main, args=(child, os.getpid(), path), name="reprolab-worker", daemon=True
         )
-        self.process.start()
+        with pinned_environ(portable_numerics):  # the spawned interpreter inherits the kernel pins
+            self.process.start()
         child.close()
         self.job: Job | None = None
         self.started = 0.0
@@ -206,13 +208,14 @@ class _Worker:
 class IsolatedExecutor:
     """A pool of up to ``workers`` isolated worker processes, started on first use and reused until closed."""
 
-    def __init__(self, workers: int = 1) -> None:
+    def __init__(self, workers: int = 1, *, portable_numerics: bool = True) -> None:
         self.workers = max(1, workers)
+        self.portable_numerics = portable_numerics
         self._context = multiprocessing.get_context("spawn")
         self._pool: list[_Worker] = []
 
     def _start(self) -> _Worker:
-        worker = _Worker(self._context, list(sys.path))
+        worker = _Worker(self._context, list(sys.path), portable_numerics=self.portable_numerics)
         self._pool.append(worker)
         return worker
 

@@ -9,6 +9,7 @@ reports = "reports"            # latest.json / latest.html (default)
 timeout_s = 3600               # per experiment run; a claim's own timeout_s wins (default: none)
 experiments = ["mylab.experiments"]  # modules whose @experiment names claims may use unqualified
 executor = "local"             # or "ray": experiment runs as Ray tasks (see docs/scaling.md)
+portable_numerics = true       # workers held to AVX2 kernels: the same bits on any AVX2 CPU (numerics.py)
 ```
 
 Every path is relative to the directory holding ``pyproject.toml``. A project without the table is not a
@@ -23,7 +24,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-_KNOWN_KEYS = {"claims", "notes", "state", "reports", "timeout_s", "experiments", "executor"}
+_KNOWN_KEYS = {
+    "claims", "notes", "state", "reports", "timeout_s", "experiments", "executor", "portable_numerics",
+}
 EXECUTORS = ("local", "ray")
 
 
@@ -41,6 +44,7 @@ class Project:
     timeout_s: float | None = None
     experiments: tuple[str, ...] = ()
     executor: str = "local"
+    portable_numerics: bool = True  # experiment workers held to AVX2 kernels (claims/numerics.py)
     configured: bool = False  # False: no [tool.reprolab] table, defaults only
     pyproject: Path | None = field(default=None, compare=False)
 
@@ -81,6 +85,9 @@ def _defaults(root: Path, pyproject: Path | None, configured: bool, table: dict[
     executor = table.get("executor", "local")
     if executor not in EXECUTORS:
         raise ProjectConfigError(f"{where}: executor must be one of {list(EXECUTORS)}, got {executor!r}")
+    portable = table.get("portable_numerics", True)
+    if not isinstance(portable, bool):
+        raise ProjectConfigError(f"{where}: portable_numerics must be true or false, got {portable!r}")
     return Project(
         root=root,
         claims=path_list("claims", ["expectations"]),
@@ -90,6 +97,7 @@ def _defaults(root: Path, pyproject: Path | None, configured: bool, table: dict[
         timeout_s=float(timeout) if timeout is not None else None,
         experiments=tuple(experiments),
         executor=executor,
+        portable_numerics=portable,
         configured=configured,
         pyproject=pyproject,
     )

@@ -17,12 +17,14 @@ default stays :class:`~reprolab.claims.executor.IsolatedExecutor`. Ray is import
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from reprolab.claims.executor import Job, TaskOutcome, execute
+from reprolab.claims.numerics import portable_env
 
 INSTALL_HINT = 'the ray executor needs Ray: pip install "reprolab[ray]"'
 
@@ -52,7 +54,14 @@ def _failure_cause(exc: BaseException) -> str:
 class RayExecutor:
     """Ray tasks instead of local worker processes; ``address=None`` starts an embedded local Ray."""
 
-    def __init__(self, address: str | None = None, *, retries: int = 1, num_cpus: int | None = None) -> None:
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        retries: int = 1,
+        num_cpus: int | None = None,
+        portable_numerics: bool = True,
+    ) -> None:
         try:
             import ray
         except ImportError:
@@ -70,13 +79,19 @@ class RayExecutor:
             )
             self._started = True
         self._remote = ray.remote(_run_job)
+        # The kernel pins of claims/numerics.py, decided on the driver (nodes of one cluster share a CPU kind).
+        pins = portable_env(os.environ) if portable_numerics else {}
+        self._runtime_env = {"env_vars": pins} if pins else None
 
     def run(self, jobs: Iterable[Job], on_done: Callable[[Job, TaskOutcome], None]) -> None:
         ray = self._ray
         path = list(sys.path)
         pending: dict[Any, tuple[Job, float]] = {}
         for job in jobs:
-            ref = self._remote.options(max_retries=self.retries, **_request(job.resources)).remote(job, path)
+            options = _request(job.resources)
+            if self._runtime_env:
+                options["runtime_env"] = self._runtime_env
+            ref = self._remote.options(max_retries=self.retries, **options).remote(job, path)
             pending[ref] = (job, time.monotonic())
         try:
             while pending:

@@ -123,9 +123,13 @@ class ClaimSession:
             if self.executor_kind == "ray":
                 from reprolab.claims.ray_executor import RayExecutor
 
-                self._executor = RayExecutor(self.address, retries=self.retries)
+                self._executor = RayExecutor(
+                    self.address, retries=self.retries, portable_numerics=self.project.portable_numerics
+                )
             else:
-                self._executor = IsolatedExecutor(self.workers)
+                self._executor = IsolatedExecutor(
+                    self.workers, portable_numerics=self.project.portable_numerics
+                )
         return self._executor
 
     def run(
