@@ -34,6 +34,9 @@ import torch
 
 from reprolab.mergers.weights.io import save_state_dict
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "merging"))
+from mergekit_cases import llama_shapes  # the test helpers are not a package
+
 HIDDEN, INTER, LAYERS, VOCAB = 768, 2048, 8, 32000
 CACHE = Path(__file__).resolve().parents[2] / ".reprolab" / "bench" / "llama106m"
 MERGEKIT_PY = os.environ.get("REPROLAB_MERGEKIT_PYTHON", "/work/venv-mergekit/bin/python")
@@ -92,19 +95,7 @@ def config_text(method: str, d: Path) -> str:
 
 
 def _shapes() -> dict[str, tuple[int, ...]]:
-    s = {"model.embed_tokens.weight": (VOCAB, HIDDEN)}
-    for i in range(LAYERS):
-        p = f"model.layers.{i}."
-        for n in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            s[p + f"self_attn.{n}.weight"] = (HIDDEN, HIDDEN)
-        s[p + "mlp.gate_proj.weight"] = (INTER, HIDDEN)
-        s[p + "mlp.up_proj.weight"] = (INTER, HIDDEN)
-        s[p + "mlp.down_proj.weight"] = (HIDDEN, INTER)
-        s[p + "input_layernorm.weight"] = (HIDDEN,)
-        s[p + "post_attention_layernorm.weight"] = (HIDDEN,)
-    s["model.norm.weight"] = (HIDDEN,)
-    s["lm_head.weight"] = (VOCAB, HIDDEN)
-    return s
+    return llama_shapes(HIDDEN, INTER, LAYERS, VOCAB)
 
 
 def build_checkpoints(root: Path = CACHE) -> Path:
