@@ -74,7 +74,9 @@ class Case:
 
 
 CASES = {
-    "ties": Case("{weight: 1.0, density: 0.2}", "{normalize: true}", speedup=15.0, rss_ratio=0.3, compare="ties"),
+    "ties": Case(
+        "{weight: 1.0, density: 0.2}", "{normalize: true}", speedup=15.0, rss_ratio=0.3, compare="ties"
+    ),
     "breadcrumbs": Case("{weight: 1.0, density: 0.9, gamma: 0.01}"),
     "breadcrumbs_ties": Case("{weight: 1.0, density: 0.9, gamma: 0.01}", "{normalize: true}"),
     "della": Case("{weight: 1.0, density: 0.5, epsilon: 0.1}", "{lambda: 1.0}", compare="kept"),
@@ -86,12 +88,18 @@ CASES = {
 
 def config_text(method: str, d: Path) -> str:
     c = CASES[method]
-    models = "".join(f"  - model: {d}/ft{i}\n" + (f"    parameters: {c.per_model}\n" if c.per_model != "{}" else "")
-                     for i in range(c.sources))
+    models = "".join(
+        f"  - model: {d}/ft{i}\n" + (f"    parameters: {c.per_model}\n" if c.per_model != "{}" else "")
+        for i in range(c.sources)
+    )
     if method == "nearswap":  # mergekit's nearswap takes the base among its two models
         models = f"  - model: {d}/base\n" + models
-    return (f"models:\n{models}merge_method: {method}\n" + (f"base_model: {d}/base\n" if c.base else "")
-            + (f"parameters: {c.parameters}\n" if c.parameters else "") + "dtype: float32\n")
+    return (
+        f"models:\n{models}merge_method: {method}\n"
+        + (f"base_model: {d}/base\n" if c.base else "")
+        + (f"parameters: {c.parameters}\n" if c.parameters else "")
+        + "dtype: float32\n"
+    )
 
 
 def _shapes() -> dict[str, tuple[int, ...]]:
@@ -105,14 +113,28 @@ def build_checkpoints(root: Path = CACHE) -> Path:
     shutil.rmtree(root, ignore_errors=True)
     shapes = _shapes()
     assert 105e6 < sum(torch.Size(s).numel() for s in shapes.values()) < 107e6
-    cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": HIDDEN,
-           "intermediate_size": INTER, "num_hidden_layers": LAYERS, "num_attention_heads": 12,
-           "num_key_value_heads": 12, "vocab_size": VOCAB, "rms_norm_eps": 1e-5, "max_position_embeddings": 2048,
-           "tie_word_embeddings": False, "torch_dtype": "float32"}
+    cfg = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": HIDDEN,
+        "intermediate_size": INTER,
+        "num_hidden_layers": LAYERS,
+        "num_attention_heads": 12,
+        "num_key_value_heads": 12,
+        "vocab_size": VOCAB,
+        "rms_norm_eps": 1e-5,
+        "max_position_embeddings": 2048,
+        "tie_word_embeddings": False,
+        "torch_dtype": "float32",
+    }
     g = torch.Generator().manual_seed(0)
     base = {k: torch.randn(s, generator=g) * 0.02 for k, s in shapes.items()}
     for name in ("base", "ft0", "ft1", "ft2"):
-        sd = base if name == "base" else {k: v + 0.002 * torch.randn(v.shape, generator=g) for k, v in base.items()}
+        sd = (
+            base
+            if name == "base"
+            else {k: v + 0.002 * torch.randn(v.shape, generator=g) for k, v in base.items()}
+        )
         save_state_dict(sd, root / name, max_shard_bytes=200 * 1024**2)
         (root / name / "config.json").write_text(json.dumps(cfg))
         del sd
@@ -163,15 +185,21 @@ def _compare(a_dir: Path, b_dir: Path, base_dir: Path | None = None) -> dict[str
     for k in a.tensors:
         x, y = a.get(k), b.get(k)
         assert x.dtype == y.dtype, f"{k}: {x.dtype} vs mergekit's {y.dtype}"
-        worst = max(worst, float((x.double() - y.double()).abs().max() / y.double().abs().max().clamp_min(1e-30)))
+        worst = max(
+            worst, float((x.double() - y.double()).abs().max() / y.double().abs().max().clamp_min(1e-30))
+        )
         n_diff += int(torch.count_nonzero(x != y))
         n += x.numel()
         if base is not None:
             z = base.get(k)
             at_base[0] += int(torch.count_nonzero(x == z))
             at_base[1] += int(torch.count_nonzero(y == z))
-    return {"max_rel_diff": worst, "entries_differing": n_diff, "kept_base_ours": at_base[0] / n,
-            "kept_base_mergekit": at_base[1] / n}
+    return {
+        "max_rel_diff": worst,
+        "entries_differing": n_diff,
+        "kept_base_ours": at_base[0] / n,
+        "kept_base_mergekit": at_base[1] / n,
+    }
 
 
 def _mergekit_available() -> str | None:
@@ -193,7 +221,9 @@ def _check_targets(targets: list[tuple[bool, bool, str]]) -> None:
     assert not hard, "; ".join(hard)
     now_met = [m for reliable, ok, m in targets if not reliable and ok]
     if now_met:
-        pytest.fail(f"target now met ({'; '.join(now_met)}); set its *_met flag and update docs/benchmarks.md")
+        pytest.fail(
+            f"target now met ({'; '.join(now_met)}); set its *_met flag and update docs/benchmarks.md"
+        )
     missed = [m for reliable, ok, m in targets if not reliable and not ok]
     if missed:
         pytest.xfail("; ".join(missed))
@@ -226,25 +256,45 @@ def test_bench_merge_vs_mergekit(benchmark, tmp_path, method):
     benchmark.pedantic(ours, setup=setup, rounds=ROUNDS, iterations=1)
     wall, rss, cpu = _median([r[0] for r in runs]), max(r[1] for r in runs), _median([r[2] for r in runs])
     atomic = _median(commits) / wall
-    benchmark.extra_info.update({
-        "method": method, "threads": THREADS, "reprolab_wall_s_median": wall, "reprolab_wall_s_all": [r[0] for r in runs],
-        "reprolab_cpu_s_median": cpu, "reprolab_peak_rss_gb": rss, "commit_s_all": commits,
-        "atomic_cost_fraction": atomic,
-    })
-    print(f"\n[{method}] threads={THREADS} reprolab: median {wall:.2f} s wall ({', '.join(f'{r[0]:.2f}' for r in runs)}), "
-          f"{cpu:.2f} s CPU, peak RSS {rss:.2f} GB; commit (fsync + manifest + renames) median "
-          f"{_median(commits):.3f} s = {100 * atomic:.1f}% of wall")
-    targets = [(ATOMIC_COST_MET_RELIABLY, atomic <= ATOMIC_COST_TARGET,
-                f"atomic commit {100 * atomic:.1f}% of the wall time, target {100 * ATOMIC_COST_TARGET:.0f}%")]
+    benchmark.extra_info.update(
+        {
+            "method": method,
+            "threads": THREADS,
+            "reprolab_wall_s_median": wall,
+            "reprolab_wall_s_all": [r[0] for r in runs],
+            "reprolab_cpu_s_median": cpu,
+            "reprolab_peak_rss_gb": rss,
+            "commit_s_all": commits,
+            "atomic_cost_fraction": atomic,
+        }
+    )
+    print(
+        f"\n[{method}] threads={THREADS} reprolab: median {wall:.2f} s wall ({', '.join(f'{r[0]:.2f}' for r in runs)}), "
+        f"{cpu:.2f} s CPU, peak RSS {rss:.2f} GB; commit (fsync + manifest + renames) median "
+        f"{_median(commits):.3f} s = {100 * atomic:.1f}% of wall"
+    )
+    targets = [
+        (
+            ATOMIC_COST_MET_RELIABLY,
+            atomic <= ATOMIC_COST_TARGET,
+            f"atomic commit {100 * atomic:.1f}% of the wall time, target {100 * ATOMIC_COST_TARGET:.0f}%",
+        )
+    ]
     if atomic_ab:
         ab = wall / _median(unsynced) - 1
         benchmark.extra_info.update({"no_sync_wall_s_all": unsynced, "atomic_cost_ab": ab})
-        print(f"[{method}] without fsync / early writeback: median {_median(unsynced):.2f} s "
-              f"({', '.join(f'{w:.2f}' for w in unsynced)}): atomic output costs {100 * ab:+.1f}% of the wall")
-        largest_whole = max(torch.Size(s).numel() for n, s in _shapes().items() if "embed" not in n and "lm_head" not in n)
+        print(
+            f"[{method}] without fsync / early writeback: median {_median(unsynced):.2f} s "
+            f"({', '.join(f'{w:.2f}' for w in unsynced)}): atomic output costs {100 * ab:+.1f}% of the wall"
+        )
+        largest_whole = max(
+            torch.Size(s).numel() for n, s in _shapes().items() if "embed" not in n and "lm_head" not in n
+        )
         bound_gb = (3 + 2) * largest_whole * 4 / 1024**3 + RSS_CONSTANT_GB
         benchmark.extra_info["rss_bound_gb"] = bound_gb
-        targets.append((RSS_BOUND_MET_RELIABLY, rss <= bound_gb, f"peak RSS {rss:.2f} GB vs bound {bound_gb:.2f} GB"))
+        targets.append(
+            (RSS_BOUND_MET_RELIABLY, rss <= bound_gb, f"peak RSS {rss:.2f} GB vs bound {bound_gb:.2f} GB")
+        )
     reason = _mergekit_available()
     if reason:
         _check_targets(targets)
@@ -254,38 +304,65 @@ def test_bench_merge_vs_mergekit(benchmark, tmp_path, method):
     mk_cmd = [MERGEKIT_PY, "-m", "mergekit.scripts.run_yaml", str(config), str(mk_out), "--no-lazy-unpickle"]
     _warm_page_cache(root)
     mk_wall, mk_rss, mk_cpu = _time_child(mk_cmd, env)
-    benchmark.extra_info.update({"mergekit_wall_s": mk_wall, "mergekit_cpu_s": mk_cpu, "mergekit_peak_rss_gb": mk_rss,
-                                 "speedup": mk_wall / wall, "speedup_cpu": mk_cpu / cpu, "rss_ratio": rss / mk_rss})
-    print(f"[{method}] mergekit: {mk_wall:.1f} s wall, {mk_cpu:.1f} s CPU, peak RSS {mk_rss:.2f} GB; speed-up "
-          f"{mk_wall / wall:.1f}x wall, {mk_cpu / cpu:.1f}x CPU; RSS {rss / mk_rss:.2f}x")
+    benchmark.extra_info.update(
+        {
+            "mergekit_wall_s": mk_wall,
+            "mergekit_cpu_s": mk_cpu,
+            "mergekit_peak_rss_gb": mk_rss,
+            "speedup": mk_wall / wall,
+            "speedup_cpu": mk_cpu / cpu,
+            "rss_ratio": rss / mk_rss,
+        }
+    )
+    print(
+        f"[{method}] mergekit: {mk_wall:.1f} s wall, {mk_cpu:.1f} s CPU, peak RSS {mk_rss:.2f} GB; speed-up "
+        f"{mk_wall / wall:.1f}x wall, {mk_cpu / cpu:.1f}x CPU; RSS {rss / mk_rss:.2f}x"
+    )
 
     diff = _compare(out, mk_out, root / "base" if case.compare == "kept" else None)
     benchmark.extra_info.update(diff)
-    print(f"[{method}] vs mergekit: max rel diff {diff['max_rel_diff']:.2e} in {diff['entries_differing']} entries")
+    print(
+        f"[{method}] vs mergekit: max rel diff {diff['max_rel_diff']:.2e} in {diff['entries_differing']} entries"
+    )
     if case.compare == "ties":
         exact_cfg = tmp_path / "ties_exact.yaml"
-        exact_cfg.write_text(config.read_text().replace("normalize: true", "normalize: true, tie_break: mergekit"))
+        exact_cfg.write_text(
+            config.read_text().replace("normalize: true", "normalize: true, tie_break: mergekit")
+        )
         _warm_page_cache(root)
         ex_wall, ex_rss, _ = _time_child(_reprolab_cmd(exact_cfg, tmp_path / "exact_out", commit_log))
         ex = _compare(tmp_path / "exact_out", mk_out)
-        benchmark.extra_info.update({"exact_wall_s": ex_wall, "exact_peak_rss_gb": ex_rss,
-                                     "exact_max_rel_diff": ex["max_rel_diff"]})
-        print(f"[{method}] tie_break mergekit: {ex_wall:.1f} s, peak RSS {ex_rss:.2f} GB, max rel diff "
-              f"{ex['max_rel_diff']:.2e} ({ex['entries_differing']} entries)")
+        benchmark.extra_info.update(
+            {"exact_wall_s": ex_wall, "exact_peak_rss_gb": ex_rss, "exact_max_rel_diff": ex["max_rel_diff"]}
+        )
+        print(
+            f"[{method}] tie_break mergekit: {ex_wall:.1f} s, peak RSS {ex_rss:.2f} GB, max rel diff "
+            f"{ex['max_rel_diff']:.2e} ({ex['entries_differing']} entries)"
+        )
         assert ex["max_rel_diff"] == 0.0
-        assert diff["entries_differing"] <= 1e-6 * 106e6, "default mode should differ only at tied threshold entries"
+        assert diff["entries_differing"] <= 1e-6 * 106e6, (
+            "default mode should differ only at tied threshold entries"
+        )
     elif case.compare == "kept":
-        print(f"[{method}] entries left at the base's value: ours {diff['kept_base_ours']:.4f}, "
-              f"mergekit {diff['kept_base_mergekit']:.4f}")
+        print(
+            f"[{method}] entries left at the base's value: ours {diff['kept_base_ours']:.4f}, "
+            f"mergekit {diff['kept_base_mergekit']:.4f}"
+        )
         assert abs(diff["kept_base_ours"] - diff["kept_base_mergekit"]) < 0.01
     else:
         assert diff["max_rel_diff"] <= 1e-6
     targets += [
-        (case.rss_met, rss <= case.rss_ratio * mk_rss,
-         f"peak RSS {rss:.2f} GB = {rss / mk_rss:.2f}x mergekit's {mk_rss:.2f} GB, target {case.rss_ratio}x"),
-        (case.speedup_met, wall * case.speedup <= mk_wall,
-         f"threads={THREADS}: {mk_wall / wall:.1f}x faster than mergekit ({wall:.2f} s vs {mk_wall:.1f} s), "
-         f"target {case.speedup:.0f}x"),
+        (
+            case.rss_met,
+            rss <= case.rss_ratio * mk_rss,
+            f"peak RSS {rss:.2f} GB = {rss / mk_rss:.2f}x mergekit's {mk_rss:.2f} GB, target {case.rss_ratio}x",
+        ),
+        (
+            case.speedup_met,
+            wall * case.speedup <= mk_wall,
+            f"threads={THREADS}: {mk_wall / wall:.1f}x faster than mergekit ({wall:.2f} s vs {mk_wall:.1f} s), "
+            f"target {case.speedup:.0f}x",
+        ),
     ]
     _check_targets(targets)
 
@@ -304,6 +381,8 @@ def _time_child(cmd: list[str], env: dict[str, str] | None = None) -> tuple[floa
             env.pop(var, None)
         else:
             env[var] = THREADS
-    r = subprocess.run([sys.executable, "-c", wrapper, *cmd], check=True, capture_output=True, text=True, env=env)
+    r = subprocess.run(
+        [sys.executable, "-c", wrapper, *cmd], check=True, capture_output=True, text=True, env=env
+    )
     wall, kb, cpu = json.loads(r.stdout.strip().splitlines()[-1])
     return wall, kb / 1024**2, cpu

@@ -12,8 +12,8 @@ import torch
 
 from reprolab.mergers.weights import blocked, save_state_dict
 from reprolab.mergers.weights.engine import MergePlan, merge_checkpoints
-from reprolab.mergers.weights.sparsify import CutFinder, apply_cut, magnitude_mask
 from reprolab.mergers.weights.registry import Workspace
+from reprolab.mergers.weights.sparsify import CutFinder, apply_cut, magnitude_mask
 from reprolab.mergers.weights.task_vectors import BaseIsSourceError
 
 SHAPES = {"embed.weight": (300, 64), "layer.weight": (64, 64), "layer.bias": (64,)}
@@ -28,11 +28,15 @@ def _models(root, tied: bool = False):
         if i == 0:
             sd = base
         elif tied:  # task vectors on a coarse grid: many entries tied at every threshold
-            sd = {k: v + (torch.randint(-3, 4, v.shape, generator=g) * 0.25 if v.is_floating_point() else 0)
-                  for k, v in base.items()}
+            sd = {
+                k: v + (torch.randint(-3, 4, v.shape, generator=g) * 0.25 if v.is_floating_point() else 0)
+                for k, v in base.items()
+            }
         else:
-            sd = {k: v + (0.1 * torch.randn(v.shape, generator=g) if v.is_floating_point() else 0)
-                  for k, v in base.items()}
+            sd = {
+                k: v + (0.1 * torch.randn(v.shape, generator=g) if v.is_floating_point() else 0)
+                for k, v in base.items()
+            }
         save_state_dict(sd, root / name)
         paths.append(root / name)
     return paths[0], paths[1:]
@@ -65,10 +69,18 @@ def _merge(base, sources, out, method, params=None, per=None, large=None, monkey
 CASES = {
     "ties": ("ties", {"density": 0.3}, None),
     "ties per-source density": ("ties", None, [{"density": 0.2}, {"density": 0.5}, {"density": 1.0}]),
-    "ties weighted, lambda": ("ties", {"density": 0.4, "lambda": 0.7}, [{"weight": 0.5}, {"weight": 2.0}, {"weight": 1.0}]),
+    "ties weighted, lambda": (
+        "ties",
+        {"density": 0.4, "lambda": 0.7},
+        [{"weight": 0.5}, {"weight": 2.0}, {"weight": 1.0}],
+    ),
     "ties count consensus": ("ties", {"density": 0.3, "consensus": "count", "normalize": False}, None),
     "ties model scope": ("ties", {"density": 0.3, "trim_scope": "model"}, None),
-    "task_arithmetic": ("task_arithmetic", {"lambda": 0.7}, [{"weight": 0.3}, {"weight": 0.5}, {"weight": 1.2}]),
+    "task_arithmetic": (
+        "task_arithmetic",
+        {"lambda": 0.7},
+        [{"weight": 0.3}, {"weight": 0.5}, {"weight": 1.2}],
+    ),
     "linear": ("linear", None, [{"weight": 0.3}, {"weight": 0.5}, {"weight": 1.2}]),
 }
 
@@ -81,7 +93,9 @@ def test_row_blocks_are_bit_identical_to_the_whole_tensor(tmp_path, small_blocks
     got = _merge(base, sources, tmp_path / "blocked", method, params, per)
     assert set(small_blocks) == {"embed.weight", "layer.weight"}, "the row-blocked path was not taken"
     small_blocks.clear()
-    want = _merge(base, sources, tmp_path / "whole", method, params, per, large=1 << 62, monkeypatch=monkeypatch)
+    want = _merge(
+        base, sources, tmp_path / "whole", method, params, per, large=1 << 62, monkeypatch=monkeypatch
+    )
     assert not small_blocks
     assert got == want
 
@@ -90,7 +104,9 @@ def test_tie_break_mergekit_with_straddling_ties_takes_the_whole_tensor(tmp_path
     base, sources = _models(tmp_path, tied=True)
     params = {"density": 0.3, "tie_break": "mergekit"}
     got = _merge(base, sources, tmp_path / "blocked", "ties", params)
-    assert small_blocks == []  # ties straddle the cut in both large tensors: argsort order needs the whole tensor
+    assert (
+        small_blocks == []
+    )  # ties straddle the cut in both large tensors: argsort order needs the whole tensor
     want = _merge(base, sources, tmp_path / "whole", "ties", params, large=1 << 62, monkeypatch=monkeypatch)
     assert got == want
 
@@ -101,7 +117,9 @@ def test_a_missed_sample_bracket_takes_the_whole_tensor(tmp_path, small_blocks, 
             return None
 
     base, sources = _models(tmp_path)
-    want = _merge(base, sources, tmp_path / "whole", "ties", {"density": 0.3}, large=1 << 62, monkeypatch=monkeypatch)
+    want = _merge(
+        base, sources, tmp_path / "whole", "ties", {"density": 0.3}, large=1 << 62, monkeypatch=monkeypatch
+    )
     monkeypatch.setattr(blocked, "LARGE_BYTES", 4096)
     monkeypatch.setattr(blocked, "CutFinder", Missing)
     assert _merge(base, sources, tmp_path / "blocked", "ties", {"density": 0.3}) == want

@@ -81,8 +81,12 @@ def _row_blocks(shape: tuple[int, ...]) -> Iterator[tuple[int, int]]:
 
 
 def find_cuts(
-    base: Checkpoint, sources: Sequence[Checkpoint], name: str, densities: Sequence[float] | None,
-    ws: Workspace, tie_break: str,
+    base: Checkpoint,
+    sources: Sequence[Checkpoint],
+    name: str,
+    densities: Sequence[float] | None,
+    ws: Workspace,
+    tie_break: str,
 ) -> list[Cut | None] | None:
     """Per source, the per-tensor top-k cut of its task vector (None where ``density`` is 1 or no trim applies);
     None when this tensor must take the whole-tensor path (see the module doc)."""
@@ -139,9 +143,17 @@ class RowBlocks:
 
 
 def merge_rows(
-    base: Checkpoint, sources: Sequence[Checkpoint], name: str, method: MergeMethod, weights: torch.Tensor,
-    params: dict[str, Any], cuts: list[Cut | None], ctx_extra: dict[str, Any], identical: list[bool],
-    check: bool, ws: Workspace,
+    base: Checkpoint,
+    sources: Sequence[Checkpoint],
+    name: str,
+    method: MergeMethod,
+    weights: torch.Tensor,
+    params: dict[str, Any],
+    cuts: list[Cut | None],
+    ctx_extra: dict[str, Any],
+    identical: list[bool],
+    check: bool,
+    ws: Workspace,
 ) -> Iterator[torch.Tensor]:
     """The merged row blocks of tensor ``name`` (float32), in order; updates ``identical`` (source == base) as the
     engine's loop does, and checks every block for non-finite values, naming the model."""
@@ -158,7 +170,9 @@ def merge_rows(
             if method.uses_task_vectors:
                 s.subtract_range(name, b, stack[i], lo, hi)
                 if check and not sum_finite(stack[i]):
-                    require_finite(read_range(s.info(name), lo, hi, ws.get("rb_check", bshape)), name, str(s.path))
+                    require_finite(
+                        read_range(s.info(name), lo, hi, ws.get("rb_check", bshape)), name, str(s.path)
+                    )
                 if identical[i] and bool(np.any(stack[i].numpy())):
                     identical[i] = False
             else:
