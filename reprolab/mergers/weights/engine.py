@@ -2,7 +2,9 @@
 
 One loop serves both: in-memory state dicts and on-disk checkpoints are both "tensor sources" (``keys``,
 ``info``, ``get``). Per tensor it holds the base, a ``[K, *shape]`` float32 stack (read straight into place,
-then turned into task vectors in place) and the result, so peak memory is about (K + 2) x the largest tensor.
+then turned into task vectors in place) and the result, so peak memory is about (K + 2) x the largest tensor;
+when merging checkpoints on disk, tensors above ``blocked.LARGE_BYTES`` (an LLM's embedding and LM head) are
+merged in row blocks where the method allows it (:mod:`blocked`), so they do not count.
 """
 
 from __future__ import annotations
