@@ -18,18 +18,23 @@ MODELS = ("base", "ft0", "ft1", "ft2")
 
 
 def shapes() -> dict[str, tuple[int, ...]]:
-    s: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (VOCAB, HIDDEN)}
-    for i in range(LAYERS):
+    return llama_shapes(HIDDEN, INTER, LAYERS, VOCAB)
+
+
+def llama_shapes(hidden: int, inter: int, layers: int, vocab: int) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of a Llama-style decoder (also the 106 M-parameter benchmark's)."""
+    s: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (vocab, hidden)}
+    for i in range(layers):
         p = f"model.layers.{i}."
         for n in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            s[p + f"self_attn.{n}.weight"] = (HIDDEN, HIDDEN)
-        s[p + "mlp.gate_proj.weight"] = (INTER, HIDDEN)
-        s[p + "mlp.up_proj.weight"] = (INTER, HIDDEN)
-        s[p + "mlp.down_proj.weight"] = (HIDDEN, INTER)
-        s[p + "input_layernorm.weight"] = (HIDDEN,)
-        s[p + "post_attention_layernorm.weight"] = (HIDDEN,)
-    s["model.norm.weight"] = (HIDDEN,)
-    s["lm_head.weight"] = (VOCAB, HIDDEN)
+            s[p + f"self_attn.{n}.weight"] = (hidden, hidden)
+        s[p + "mlp.gate_proj.weight"] = (inter, hidden)
+        s[p + "mlp.up_proj.weight"] = (inter, hidden)
+        s[p + "mlp.down_proj.weight"] = (hidden, inter)
+        s[p + "input_layernorm.weight"] = (hidden,)
+        s[p + "post_attention_layernorm.weight"] = (hidden,)
+    s["model.norm.weight"] = (hidden,)
+    s["lm_head.weight"] = (vocab, hidden)
     return s
 
 

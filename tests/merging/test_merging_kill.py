@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from reprolab.mergers.weights import save_state_dict
-from reprolab.mergers.weights.output import MANIFEST, TMP_PREFIX
+from reprolab.mergers.weights.output import LOCK, MANIFEST, TMP_PREFIX
 from reprolab.mergers.weights.run import run_merge
 
 SHAPES = {f"layers.{i}.weight": (2048, 2048) for i in range(6)}  # 6 x 16 MiB = 96 MiB of float32 per model
@@ -69,8 +69,8 @@ def _child(ctx, root: Path, out: Path, kill_after_renames: int = 0):
 def _assert_no_incomplete_final_file(out: Path) -> list[str]:
     finals = []
     for p in sorted(out.rglob("*")) if out.exists() else []:
-        if not p.is_file() or p.name.startswith(TMP_PREFIX):
-            continue
+        if not p.is_file() or p.name.startswith(TMP_PREFIX) or p.name == LOCK:
+            continue  # temporaries, and the empty lock file a killed merge leaves (the next one reuses it)
         finals.append(p.name)
         if p.suffix == ".safetensors":
             tensors = load_file(p)  # the reference reader checks that every byte range is present

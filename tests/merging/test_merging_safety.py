@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from reprolab.cli import cli
 from reprolab.mergers.weights import load_state_dict, save_state_dict
 from reprolab.mergers.weights.io import Checkpoint, read_header
-from reprolab.mergers.weights.output import MANIFEST, TMP_PREFIX, OutputFolder, check_separate
+from reprolab.mergers.weights.output import LOCK, MANIFEST, TMP_PREFIX, OutputFolder, check_separate
 from reprolab.mergers.weights.run import run_merge
 
 
@@ -380,3 +380,48 @@ def test_bad_multi_document_configs_fail_before_any_merge(models, text, args, ma
     args = tuple(models / a if a == "inter" else a for a in args)
     _refused((cfg, models / "out", *args), match)
     assert not (models / "inter").exists() and not (models / "out").exists()
+
+
+# --- one merge at a time per OUT (docs/merging.md, rule 6) ----------------------------------------------------
+
+def test_a_second_output_folder_on_the_same_out_is_refused_until_the_first_is_done(tmp_path):
+    first = OutputFolder(tmp_path / "o")
+    first.temp("model.safetensors").write_bytes(b"half written")
+    with pytest.raises(ValueError, match=f"output folder {tmp_path / 'o'} is in use by another reprolab merge"):
+        OutputFolder(tmp_path / "o")
+    assert (tmp_path / "o" / f"{TMP_PREFIX}model.safetensors").read_bytes() == b"half written"  # untouched
+    first.commit()
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [MANIFEST, "model.safetensors"]  # lock removed
+    OutputFolder(tmp_path / "o", overwrite=True).abort()  # free again
+    with pytest.raises(ValueError, match="is not empty"):  # a refusal releases the lock too
+        OutputFolder(tmp_path / "o")
+    OutputFolder(tmp_path / "o", overwrite=True).abort()
+
+
+def test_a_merge_into_an_out_another_merge_is_writing_is_refused(models):
+    out = models / "out"
+    holder = OutputFolder(out)  # a merge in progress (its temporaries are in OUT)
+    holder.temp("model.safetensors").write_bytes(b"in progress")
+    line = _refused((_config(models), out), "is in use by another reprolab merge")
+    assert str(out) in line
+    assert (out / f"{TMP_PREFIX}model.safetensors").read_bytes() == b"in progress"
+    holder.abort()
+    assert _cli(_config(models), out)[0] == 0
+
+
+def test_the_lock_excludes_another_process(models):
+    import subprocess
+    import sys
+
+    out = models / "out"
+    out.mkdir()
+    hold = ("import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()")
+    proc = subprocess.Popen([sys.executable, "-c", hold, str(out / LOCK)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        _refused((_config(models), out), f"output folder {out} is in use by another reprolab merge")
+    finally:
+        proc.communicate("")
+    assert _cli(_config(models), out)[0] == 0  # the holder exited: the lock it left behind is taken over
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "config.json", "model.safetensors"]

@@ -2,7 +2,9 @@
 
 One loop serves both: in-memory state dicts and on-disk checkpoints are both "tensor sources" (``keys``,
 ``info``, ``get``). Per tensor it holds the base, a ``[K, *shape]`` float32 stack (read straight into place,
-then turned into task vectors in place) and the result, so peak memory is about (K + 2) x the largest tensor.
+then turned into task vectors in place) and the result, so peak memory is about (K + 2) x the largest tensor;
+when merging checkpoints on disk, tensors above ``blocked.LARGE_BYTES`` (an LLM's embedding and LM head) are
+merged in row blocks where the method allows it (:mod:`blocked`), so they do not count.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from reprolab.mergers.weights import blocked
+from reprolab.mergers.weights.blocked import add_base, require_finite, sum_finite
 from reprolab.mergers.weights.io import Checkpoint, StreamingWriter, inside_folder
 from reprolab.mergers.weights.native import SIXTEEN_BIT
 from reprolab.mergers.weights.output import OutputFolder, check_separate
@@ -113,21 +117,6 @@ def _check_dtypes(base: Any, sources: Sequence[Any], names: Sequence[str], compu
             )
 
 
-def _sum_finite(t: torch.Tensor) -> bool:
-    # numpy for float32: single-threaded, so no OpenMP worker spins on a busy machine for a cheap reduction
-    if t.dtype == torch.float32 and t.is_contiguous():
-        with np.errstate(over="ignore", invalid="ignore"):
-            return bool(np.isfinite(t.reshape(-1).numpy().sum()))
-    return bool(torch.isfinite(t.sum()))
-
-
-def _finite(t: torch.Tensor, name: str, where: str) -> None:
-    # A NaN or inf anywhere makes the sum non-finite: one cheap pass, the exact check only on suspicion (a sum
-    # can overflow on finite values, so the exact check decides).
-    if t.is_floating_point() and not _sum_finite(t) and not bool(torch.isfinite(t).all()):
-        raise ValueError(f"tensor {name!r} in {where} has non-finite values (NaN or inf)")
-
-
 def _read_float(src: Any, name: str, out: torch.Tensor, work: torch.dtype, ws: Workspace) -> torch.Tensor:
     """Read a float tensor into the float32 buffer ``out``, rounding through ``work`` (the merge dtype)."""
     dt = src.info(name).dtype
@@ -204,6 +193,14 @@ def _stacks(base: Any, sources: Sequence[Any], names: Sequence[str]) -> Callable
     return gen
 
 
+def _trim_densities(plan: MergePlan, params: Mapping[str, Any], k: int) -> list[float] | None:
+    """Per-source densities of a per-tensor magnitude trim (row-blocked methods); None when none applies."""
+    if "density" not in params or plan.method.global_trim(params):
+        return None
+    d = params["density"]
+    return [float(x) for x in d] if isinstance(d, torch.Tensor) else [float(d)] * k
+
+
 def merge_iter(
     base: Any,
     sources: Sequence[Any],
@@ -214,11 +211,14 @@ def merge_iter(
     allow_source_as_base: bool = False,
     check_finite: bool = True,
     native_arithmetic: bool = False,
-) -> Iterator[tuple[str, torch.Tensor]]:
+    row_blocks: bool = False,
+) -> Iterator[tuple[str, torch.Tensor | blocked.RowBlocks]]:
     """Yield ``(name, merged float32 tensor)`` in the base's order; non-float tensors pass through the base's.
 
     ``native_arithmetic``: mergekit-family methods do their arithmetic in the 16-bit dtype of the merge
     (``compute_dtype``, else the stored dtype of each tensor) as mergekit does (:mod:`native`); otherwise in float32.
+    ``row_blocks``: a large float32 tensor on disk may come as a :class:`blocked.RowBlocks` (its merged row blocks
+    in order, bit-identical to the whole tensor), which must be consumed before the next item is asked for.
 
     Raises ValueError (naming tensor and model) on any mismatch, non-finite value, or a base equal to a source.
     """
@@ -236,8 +236,17 @@ def merge_iter(
     identical = [True] * k
     work = compute_dtype or torch.float32
     ws = Workspace()
+    cut_dens = _trim_densities(plan, params, k)
     for name in names:
         binfo = base.info(name)
+        if row_blocks and binfo.dtype in _FLOATS and blocked.eligible(m, base, sources, name, work):
+            cuts = blocked.find_cuts(base, sources, name, cut_dens, ws, str(params.get("tie_break", "index")))
+            if cuts is not None:
+                extra = {"thresholds": thresholds} if thresholds is not None else {}
+                parts = blocked.merge_rows(base, sources, name, m, plan.weights, params, cuts, extra, identical,
+                                           check_finite, ws)
+                yield name, blocked.RowBlocks(name, tuple(binfo.shape), parts)
+                continue
         if binfo.dtype not in _FLOATS:
             b = base.get(name)
             for s in sources:
@@ -248,7 +257,7 @@ def merge_iter(
         shape = tuple(binfo.shape)
         b32 = _read_float(base, name, ws.get("base", shape), work, ws)
         if check_finite:
-            _finite(b32, name, f"the base {_label(base)}")
+            require_finite(b32, name, f"the base {_label(base)}")
         stack = ws.get("stack", (k, *shape))
         # Task vectors of float32 checkpoints are computed straight from a mapping of the file (the subtraction
         # is the read: one pass less); a source equals the base exactly where its task vector is zero, and a
@@ -257,14 +266,14 @@ def merge_iter(
         for i, s in enumerate(sources):
             if direct and isinstance(s, Checkpoint) and s.info(name).dtype == torch.float32:
                 s.subtract_into(name, b32, stack[i])
-                if check_finite and not _sum_finite(stack[i]):
-                    _finite(s.get(name), name, _label(s))
-                if identical[i] and bool(stack[i].any()):
+                if check_finite and not sum_finite(stack[i]):
+                    require_finite(s.get(name), name, _label(s))
+                if identical[i] and bool(np.any(stack[i].numpy())):
                     identical[i] = False
                 continue
             _read_float(s, name, stack[i], work, ws)
             if check_finite:
-                _finite(stack[i], name, _label(s))
+                require_finite(stack[i], name, _label(s))
             if identical[i] and not torch.equal(stack[i], b32):
                 identical[i] = False
             if m.uses_task_vectors:
@@ -278,12 +287,7 @@ def merge_iter(
         if fisher is not None:
             ctx.fisher = torch.stack([f.get(name).to(torch.float32) for f in fisher])
         out = m.fn(b32, stack, plan.weights, params, ctx)
-        if m.uses_task_vectors and not ctx.returns_weights:
-            if out.dtype == torch.float32 and out.is_contiguous() and b32.is_contiguous():
-                np.add(out.reshape(-1).numpy(), b32.reshape(-1).numpy(), out=out.reshape(-1).numpy())
-            else:
-                out = out.add_(b32) if out.dtype == torch.float32 else out + b32
-        yield name, out
+        yield name, add_base(out, b32, m, ctx)
     if not allow_source_as_base and m.uses_task_vectors:
         same = [_label(s) for s, flag in zip(sources, identical, strict=True) if flag]
         if same:
@@ -453,10 +457,14 @@ def merge_checkpoints(
                                  metadata={"merged_by": "reprolab"}, output=output)
         with writer:
             for i, (name, t) in enumerate(
-                merge_iter(b, srcs, plan, compute_dtype=compute_dtype, fisher=fis,
+                merge_iter(b, srcs, plan, compute_dtype=compute_dtype, fisher=fis, row_blocks=True,
                            allow_source_as_base=allow_source_as_base, native_arithmetic=native_arithmetic)
             ):
-                writer.write(name, t.to(out_type(name)))
+                dt = out_type(name)
+                if isinstance(t, blocked.RowBlocks):
+                    writer.write_parts(name, (p.to(dt) for p in t))
+                else:
+                    writer.write(name, t.to(dt))
                 if progress is not None:
                     progress(i + 1, len(names), name)
         copied = copy_model_files(Path(base), output, _written_dtype(plan_shapes)) if copy_files else []

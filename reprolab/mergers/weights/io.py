@@ -193,33 +193,77 @@ def _map_flags() -> dict[str, int]:
     return {"flags": flags, "prot": mmap.PROT_READ} if hasattr(mmap, "PROT_READ") else {"access": mmap.ACCESS_READ}
 
 
-def subtract_into(info: TensorInfo, base: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``out = tensor - base`` for a float32 tensor on disk, reading it through a short-lived read-only mapping.
+def _windows(f, info: TensorInfo, lo: int, hi: int) -> Iterator[tuple[int, int, np.ndarray]]:
+    """``(a, b, entries a..b of the float32 tensor)`` over ``[lo, hi)``, one short-lived read-only mapping each.
 
-    Saves the copy a read into a buffer costs (the subtraction is the read). The mapping covers this tensor
-    only and is closed before returning, so the resident set grows by one tensor at most, never by the file.
+    Each window's mapping is closed before the next is made, so the resident set grows by one window at most,
+    never by the file (the caller must drop the array before advancing).
     """
-    if info.dtype != torch.float32 or base.dtype != torch.float32 or out.dtype != torch.float32:
-        raise ValueError(f"subtract_into needs float32 tensors, got {info.dtype} for {info.name!r}")
-    if tuple(out.shape) != info.shape or tuple(base.shape) != info.shape or not out.is_contiguous():
-        raise ValueError(f"buffer for {info.name!r} does not match {info.shape}")
-    if info.nbytes == 0:
+    gran = mmap.ALLOCATIONGRANULARITY
+    for a in range(lo, hi, _WINDOW):
+        b = min(hi, a + _WINDOW)
+        start = info.start + 4 * a
+        off = start - start % gran
+        mm = mmap.mmap(f.fileno(), start + 4 * (b - a) - off, offset=off, **_map_flags())
+        try:
+            src = np.frombuffer(mm, dtype=np.float32, count=b - a, offset=start - off)
+            yield a, b, src
+            del src  # the mapping cannot close while a view of it exists
+        finally:
+            mm.close()
+
+
+def _check_f32(info: TensorInfo, *bufs: torch.Tensor) -> None:
+    if info.dtype != torch.float32 or any(t.dtype != torch.float32 for t in bufs):
+        raise ValueError(f"needs float32 tensors, got {info.dtype} for {info.name!r}")
+
+
+def subtract_into(
+    info: TensorInfo, base: torch.Tensor, out: torch.Tensor, lo: int = 0, hi: int | None = None
+) -> torch.Tensor:
+    """``out = tensor - base`` for a float32 tensor on disk, reading it through short-lived read-only mappings.
+
+    Saves the copy a read into a buffer costs (the subtraction is the read). With ``lo``/``hi`` only the flat
+    entries ``[lo, hi)`` are read, and ``base``/``out`` hold just those (a row block of a large tensor).
+    """
+    hi = info.numel if hi is None else hi
+    _check_f32(info, base, out)
+    if out.numel() != hi - lo or base.numel() != hi - lo or not out.is_contiguous() or not 0 <= lo <= hi <= info.numel:
+        raise ValueError(f"buffer for {info.name!r} does not match entries [{lo}, {hi}) of {info.shape}")
+    if hi == lo:
         return out
     b = base.contiguous().reshape(-1).numpy()
     o = out.reshape(-1).numpy()
-    gran = mmap.ALLOCATIONGRANULARITY
     with open(info.file, "rb") as f:
-        for lo in range(0, info.numel, _WINDOW):  # windows bound the mapped (resident) bytes by a constant
-            hi = min(info.numel, lo + _WINDOW)
-            start = info.start + 4 * lo
-            off = start - start % gran
-            mm = mmap.mmap(f.fileno(), start + 4 * (hi - lo) - off, offset=off, **_map_flags())
-            try:
-                src = np.frombuffer(mm, dtype=np.float32, count=hi - lo, offset=start - off)
-                np.subtract(src, b[lo:hi], out=o[lo:hi])
-                del src  # the mapping cannot close while a view of it exists
-            finally:
-                mm.close()
+        for a, z, src in _windows(f, info, lo, hi):
+            np.subtract(src, b[a - lo : z - lo], out=o[a - lo : z - lo])
+            del src
+    return out
+
+
+def read_range(info: TensorInfo, lo: int, hi: int, out: torch.Tensor) -> torch.Tensor:
+    """Flat entries ``[lo, hi)`` of a tensor on disk into the contiguous buffer ``out`` (same dtype)."""
+    if out.dtype != info.dtype or out.numel() != hi - lo or not out.is_contiguous() or not 0 <= lo <= hi <= info.numel:
+        raise ValueError(f"buffer for {info.name!r} does not match entries [{lo}, {hi}) of {info.dtype} {info.shape}")
+    size = out.element_size()
+    view = out.reshape(-1).view(torch.uint8)
+    with open(info.file, "rb") as f:
+        f.seek(info.start + size * lo)
+        got = f.readinto(memoryview(view.numpy()))
+    if got != size * (hi - lo):
+        raise ValueError(f"{info.file}: tensor {info.name!r} truncated")
+    return out
+
+
+def gather_f32(info: TensorInfo, idx: np.ndarray) -> np.ndarray:
+    """The entries at the sorted flat indices ``idx`` of a float32 tensor on disk (a sample, window by window)."""
+    _check_f32(info)
+    out = np.empty(idx.size, dtype=np.float32)
+    with open(info.file, "rb") as f:
+        for a, b, src in _windows(f, info, 0, info.numel):
+            i, j = np.searchsorted(idx, [a, b])
+            out[i:j] = src[idx[i:j] - a]
+            del src
     return out
 
 
@@ -337,6 +381,14 @@ class Checkpoint:
             return subtract_into(info, base, out)
         return torch.sub(self.get(name).to(torch.float32), base, out=out)
 
+    def subtract_range(self, name: str, base: torch.Tensor, out: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        """``out = self[name].flat[lo:hi] - base`` for a float32 tensor on disk (see :meth:`on_disk_f32`)."""
+        return subtract_into(self.info(name), base, out, lo, hi)
+
+    def on_disk_f32(self, name: str) -> bool:
+        """True when ``name`` is a float32 tensor in a safetensors file (readable by entry ranges)."""
+        return self._pickled is None and self.info(name).dtype == torch.float32
+
 
 def _padded_header(entries: Mapping[str, tuple[torch.dtype, tuple[int, ...]]], metadata: Mapping[str, str] | None) -> tuple[bytes, dict[str, int]]:
     header: dict[str, object] = {}
@@ -446,19 +498,40 @@ class StreamingWriter:
         self.names = names + ([INDEX_FILE] if n > 1 else [])
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
+        dtype, shape = self._expect(name)
+        if tensor.dtype != dtype or tuple(tensor.shape) != shape:
+            raise ValueError(f"tensor {name!r} is {tensor.dtype} {tuple(tensor.shape)}, planned {dtype} {shape}")
+        self._put(name, tensor)
+        self._next += 1
+
+    def write_parts(self, name: str, parts: Iterable[torch.Tensor]) -> None:
+        """Write tensor ``name`` as consecutive pieces of its flat data (row blocks), each of the planned dtype."""
+        dtype, shape = self._expect(name)
+        n = 0
+        for part in parts:
+            if part.dtype != dtype:
+                raise ValueError(f"tensor {name!r}: a part is {part.dtype}, planned {dtype}")
+            n += part.numel()
+            if n > math.prod(shape):
+                break
+            self._put(name, part)
+        if n != math.prod(shape):
+            raise ValueError(f"tensor {name!r}: parts hold {n} entries, planned {math.prod(shape)} ({list(shape)})")
+        self._next += 1
+
+    def _expect(self, name: str) -> tuple[torch.dtype, tuple[int, ...]]:
         if self._next >= len(self._order) or self._order[self._next] != name:
             want = self._order[self._next] if self._next < len(self._order) else "nothing"
             raise ValueError(f"writer expected tensor {want!r} next, got {name!r}")
-        dtype, shape = self._expected[name]
-        if tensor.dtype != dtype or tuple(tensor.shape) != shape:
-            raise ValueError(f"tensor {name!r} is {tensor.dtype} {tuple(tensor.shape)}, planned {dtype} {shape}")
+        return self._expected[name]
+
+    def _put(self, name: str, tensor: torch.Tensor) -> None:
         t = tensor.detach().contiguous().cpu()
         if t.numel():
             f = self._files[self._shard_of[name]]
             f.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
             if self._early_writeback:
                 _start_writeback(f)
-        self._next += 1
 
     def close(self) -> None:
         for f in self._files:

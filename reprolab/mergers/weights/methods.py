@@ -168,7 +168,7 @@ def _elect_and_mix_sum(stack: torch.Tensor, weights: torch.Tensor, normalize: bo
     return stack[0]
 
 
-@register("linear", uses_task_vectors=False, defaults={"normalize": True}, per_source=("weight",))
+@register("linear", uses_task_vectors=False, defaults={"normalize": True}, per_source=("weight",), row_blocks=True)
 def linear(base, stack, weights, params, ctx):
     """Weighted average of the source weights (mergekit ``linear``)."""
     mixed = (stack * _bcast(weights, stack)).sum(dim=0)
@@ -183,7 +183,8 @@ def _native(ctx: TensorContext) -> bool:
     return ctx.returns_weights
 
 
-@register("task_arithmetic", uses_task_vectors=True, defaults={"lambda": 1.0, "normalize": False}, per_source=("weight",))
+@register("task_arithmetic", uses_task_vectors=True, defaults={"lambda": 1.0, "normalize": False}, per_source=("weight",),
+          row_blocks=True)
 def task_arithmetic(base, stack, weights, params, ctx):
     """theta_base + lambda * sum_i w_i tau_i."""
     if _native(ctx):
@@ -198,6 +199,7 @@ def task_arithmetic(base, stack, weights, params, ctx):
               "consensus": "sum", "tie_break": "index"},
     per_source=("weight", "density"),
     needs_global_threshold=True,
+    row_blocks=True,
 )
 def ties(base, stack, weights, params, ctx):
     """TIES: trim (per tensor or whole model), elect sign by weighted sum, disjoint weighted mean, lambda."""
@@ -207,7 +209,8 @@ def ties(base, stack, weights, params, ctx):
     if _native(ctx):
         return gta_in_dtype(base, stack, weights, {**params, "density": dens}, ctx, sparsify="magnitude",
                             consensus=params["consensus"])
-    trim_stack(stack, dens, ctx.thresholds if params["trim_scope"] == "model" else None, ctx.ws, params["tie_break"])
+    trim_stack(stack, dens, ctx.thresholds if params["trim_scope"] == "model" else None, ctx.ws, params["tie_break"],
+               ctx.cuts)
     out = elect_and_mix(stack, weights, consensus=params["consensus"], normalize=params["normalize"], ws=ctx.ws)
     return out.mul_(params["lambda"]) if params["lambda"] != 1 else out
 

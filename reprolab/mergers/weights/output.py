@@ -6,6 +6,8 @@ Rules (docs/merging.md, "Safety rules"):
 - A non-empty OUT is refused unless ``overwrite``; then only files that an earlier reprolab merge recorded in
   OUT's manifest (``.reprolab-merge.json``) are replaced or removed; any other file is left alone, and one that
   this merge would write, or a weights file a loader would pick up beside ours, makes the merge refuse.
+- One merge at a time per OUT: an exclusive ``flock`` on ``OUT/.reprolab-merge.lock`` is taken before anything
+  in OUT is touched and held until the commit or abort; a second merge into the same OUT is refused with one line.
 - Every file is written as ``.reprolab-tmp-<name>`` in its final folder, fsynced, and renamed into place only
   when all files are complete (weights first, ``config.json`` last), so a SIGKILL at any moment leaves no
   incomplete file under a final name. Temporaries of a killed merge are removed by the next merge into OUT.
@@ -14,12 +16,14 @@ Rules (docs/merging.md, "Safety rules"):
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 MANIFEST = ".reprolab-merge.json"
+LOCK = ".reprolab-merge.lock"
 TMP_PREFIX = ".reprolab-tmp-"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl", ".index.json")
 
@@ -60,6 +64,38 @@ def _safe_relative(name: object) -> bool:
     return all(part not in ("", ".", "..") for part in name.split("/"))
 
 
+def _lock(folder: Path) -> int:
+    """An exclusive ``flock`` on ``folder/LOCK`` (created if needed); raises ValueError if another merge holds it.
+
+    Non-blocking: a second merge into the same OUT is refused at once rather than queued behind the first (the user
+    most likely started it by mistake). The lock file is removed on release; since a waiting opener can then lock
+    the unlinked file, the lock counts only when the path still names the locked file (else retried).
+    """
+    path = folder / LOCK
+    for _ in range(100):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ValueError(f"output folder {folder} is in use by another reprolab merge (it holds {LOCK}); "
+                             "wait for it to finish or choose another folder") from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)  # the holder released and removed it between our open and our flock: take the new one
+    raise ValueError(f"output folder {folder}: could not take {LOCK} (it keeps being replaced)")
+
+
+def _unlock(folder: Path, fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(folder / LOCK)  # while still holding it, so nobody can lock the file about to vanish
+    os.close(fd)
+
+
 class OutputFolder:
     """One merge's output folder. Use :meth:`temp` for every file, then :meth:`commit` (or :meth:`abort`)."""
 
@@ -80,8 +116,23 @@ class OutputFolder:
             raise ValueError(f"output {self.path}: cannot create the folder ({exc.strerror or exc})") from None
         if not os.access(self.path, os.W_OK | os.X_OK):
             raise ValueError(f"output {self.path}: the folder is not writable")
+        self._lock_fd: int | None = _lock(self.path)
+        try:
+            self._check_contents()
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        """Release OUT's lock (after :meth:`commit` or :meth:`abort`, which call it); idempotent."""
+        if self._lock_fd is not None:
+            _unlock(self.path, self._lock_fd)
+            self._lock_fd = None
+
+    def _check_contents(self) -> None:
+        overwrite = self.overwrite
         self._remove_stale_temporaries()
-        entries = sorted(p.name for p in self.path.iterdir())
+        entries = sorted(p.name for p in self.path.iterdir() if p.name != LOCK)
         if not entries:
             return
         if not overwrite:
@@ -112,7 +163,7 @@ class OutputFolder:
         for root, dirs, files in os.walk(self.path):
             dirs[:] = [d for d in dirs if not d.startswith(".")]
             rel = Path(root).relative_to(self.path)
-            out += [(rel / f).as_posix() for f in files if f != MANIFEST]
+            out += [(rel / f).as_posix() for f in files if f not in (MANIFEST, LOCK)]
         return out
 
     def _remove_stale_temporaries(self) -> None:
@@ -156,6 +207,7 @@ class OutputFolder:
         for folder in {(self.path / n).parent for n in names}:
             _fsync_dir(folder)
         self._temps.clear()
+        self.release()
         return [self.path / n for n in names]
 
     def _write_manifest(self, files: set[str]) -> None:
@@ -173,3 +225,4 @@ class OutputFolder:
             with contextlib.suppress(OSError):  # best effort while another error is being reported
                 tmp.unlink(missing_ok=True)
         self._temps.clear()
+        self.release()

@@ -11,6 +11,9 @@ Every method is ``fn(base, stack, weights, params, ctx) -> Tensor`` on one tenso
 
 A task-vector method returns the merged task vector (the engine adds the base); a weight method returns the
 merged weights. Methods that need a whole-model pass first (global trim) declare ``needs_global_threshold``.
+A method declares ``row_blocks`` when it is elementwise over entries once its per-tensor magnitude trim (by its
+``density``, unless ``trim_scope`` is ``model``) is given as ``ctx.cuts``: the engine may then merge a large
+tensor in row blocks (:mod:`blocked`), calling it once per block.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class TensorContext:
     # 16-bit dtype in which mergekit-family methods do their arithmetic (native.py); None: float32
     arith_dtype: torch.dtype | None = None
     returns_weights: bool = False  # set by a task-vector method that returned merged weights, not a task vector
+    cuts: list[Any] | None = None  # [K] per-tensor trims (sparsify.Cut) found over the whole tensor: ``stack`` is a row block
 
 
 MergeFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Mapping[str, Any], TensorContext], torch.Tensor]
@@ -73,6 +77,7 @@ class MergeMethod:
     doc: str = ""
     needs_base: bool = False  # a weight method that reads the base besides the sources (mergekit's nearswap)
     n_sources: int | None = None  # exact number of sources the method takes, when fixed
+    row_blocks: bool = False  # elementwise given ctx.cuts: a large tensor may be merged in row blocks (module doc)
 
     def resolve(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
         """Defaults overlaid with ``params``; unknown names are errors (a typo must not be ignored)."""
@@ -105,6 +110,7 @@ def register(
     stochastic: bool = False,
     needs_base: bool = False,
     n_sources: int | None = None,
+    row_blocks: bool = False,
 ) -> Callable[[MergeFn], MergeFn]:
     def deco(fn: MergeFn) -> MergeFn:
         if name in _METHODS:
@@ -112,7 +118,7 @@ def register(
         _METHODS[name] = MergeMethod(
             name, fn, uses_task_vectors, dict(defaults or {}), tuple(per_source), needs_global_threshold,
             needs_fisher, stochastic, (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else "",
-            needs_base, n_sources,
+            needs_base, n_sources, row_blocks,
         )
         return fn
 

@@ -9,6 +9,7 @@ float32 bit patterns (non-negative floats order like their bits), so no pass hol
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -118,6 +119,92 @@ def magnitude_mask(
 
 
 _BLOCK = 1 << 16
+_SAMPLE = 1 << 14
+
+
+def sample_positions(n: int, k: int) -> np.ndarray:
+    """The seeded positions whose |tau| bracket the k-th largest of n entries (sorted; they decide only the cost)."""
+    pick = torch.randint(n, (_SAMPLE,), generator=torch.Generator().manual_seed(n ^ k)).numpy()
+    return np.sort(pick)
+
+
+@dataclass
+class Cut:
+    """Which entries of one task vector a per-tensor top-k trim keeps: ``|tau| > thr``, plus, where entries tied
+    at ``thr`` straddle the cut, the first ``ties`` of them in index order (``ties is None``: every tied entry).
+
+    Applied block by block in index order (:func:`apply_cut`), ``ties`` counts down, so a tensor cut into row
+    blocks keeps exactly the entries the whole-tensor mask keeps.
+    """
+
+    thr: float
+    ties: int | None
+
+
+class CutFinder:
+    """The exact k-th largest |tau| of n entries, fed block by block (no whole-tensor scratch buffer).
+
+    A seeded sample (``sample_abs``: |tau| at :func:`sample_positions`) brackets the answer; one pass counts the
+    entries above the bracket and keeps those inside it; ``np.partition`` ranks only those. :meth:`finish` returns
+    None when the bracket missed (rare; the caller falls back to the whole tensor): the sample never decides the
+    result, only the cost.
+    """
+
+    def __init__(self, sample_abs: np.ndarray, n: int, k: int, ws: Workspace) -> None:
+        self.n, self.k, self.ws = n, k, ws
+        sample = np.sort(sample_abs)
+        m = sample.size
+        q = 1.0 - k / n
+        half = 5.0 * (q * (1 - q) / m) ** 0.5 + 2.0 / m
+        lo_i, hi_i = int((q - half) * m), int((q + half) * m) + 1
+        self.ok = lo_i >= 0 and hi_i < m
+        if self.ok:
+            self.lo, self.hi = sample[lo_i], sample[hi_i]
+        self.above, self.parts = 0, []
+
+    def add(self, ab: np.ndarray) -> None:
+        """Count one block of |tau| (any length; ``ab`` may be reused by the caller afterwards)."""
+        if not self.ok:
+            return
+        c = ab.size
+        m1 = _np(self.ws.get("blk_b1", (c,), torch.bool))
+        m2 = _np(self.ws.get("blk_b2", (c,), torch.bool))
+        np.less_equal(ab, self.hi, out=m2)
+        self.above += c - int(np.count_nonzero(m2))
+        np.greater_equal(ab, self.lo, out=m1)
+        np.logical_and(m1, m2, out=m1)
+        self.parts.append(ab[m1])
+
+    def finish(self) -> Cut | None:
+        if not self.ok:
+            return None
+        inside = np.concatenate(self.parts) if self.parts else np.empty(0, np.float32)
+        self.parts = []
+        r = self.k - self.above
+        if not 1 <= r <= inside.size:
+            return None
+        thr = np.partition(inside, inside.size - r)[inside.size - r]
+        if self.above + int(np.count_nonzero(inside >= thr)) == self.k:
+            return Cut(float(thr), None)
+        return Cut(float(thr), self.k - self.above - int(np.count_nonzero(inside > thr)))
+
+
+def apply_cut(t: np.ndarray, cut: Cut, ws: Workspace) -> None:
+    """Zero the entries of the float32 block ``t`` (the next block of its tensor in index order) that ``cut`` drops."""
+    c = t.size
+    ab = _np(ws.get("blk_abs", (c,)))
+    m1 = _np(ws.get("blk_b1", (c,), torch.bool))
+    np.abs(t, out=ab)
+    thr = np.float32(cut.thr)
+    if cut.ties is None:
+        np.greater_equal(ab, thr, out=m1)
+    else:
+        np.greater(ab, thr, out=m1)
+        if cut.ties > 0:
+            tied = np.flatnonzero(ab == thr)[: cut.ties]
+            m1[tied] = True
+            cut.ties -= tied.size
+    np.multiply(t, m1, out=t)
 
 
 def _trim_blocked(row: torch.Tensor, density: float, ws: Workspace, tie_break: str = "index") -> bool:
@@ -132,50 +219,19 @@ def _trim_blocked(row: torch.Tensor, density: float, ws: Workspace, tie_break: s
     t = _np(row)
     n = t.size
     k = max(1, int(density * n))
-    m = 1 << 14
-    pick = torch.randint(n, (m,), generator=torch.Generator().manual_seed(n ^ k)).numpy()
-    sample = np.sort(np.abs(t[pick]))
-    q = 1.0 - k / n
-    half = 5.0 * (q * (1 - q) / m) ** 0.5 + 2.0 / m
-    lo_i, hi_i = int((q - half) * m), int((q + half) * m) + 1
-    if lo_i < 0 or hi_i >= m:
+    finder = CutFinder(np.abs(t[sample_positions(n, k)]), n, k, ws)
+    if not finder.ok:
         return False
-    lo, hi = sample[lo_i], sample[hi_i]
-    a = _np(ws.get("blk_abs", (_BLOCK,)))
-    b1 = _np(ws.get("blk_b1", (_BLOCK,), torch.bool))
-    b2 = _np(ws.get("blk_b2", (_BLOCK,), torch.bool))
-    above, parts = 0, []
+    a = _np(ws.get("blk_abs_in", (_BLOCK,)))
     for s in range(0, n, _BLOCK):
         c = min(_BLOCK, n - s)
-        ab, m1, m2 = a[:c], b1[:c], b2[:c]
-        np.abs(t[s : s + c], out=ab)
-        np.less_equal(ab, hi, out=m2)
-        above += c - int(np.count_nonzero(m2))
-        np.greater_equal(ab, lo, out=m1)
-        np.logical_and(m1, m2, out=m1)
-        parts.append(ab[m1])
-    inside = np.concatenate(parts)
-    r = k - above
-    if not 1 <= r <= inside.size:
+        np.abs(t[s : s + c], out=a[:c])
+        finder.add(a[:c])
+    cut = finder.finish()
+    if cut is None or (cut.ties is not None and tie_break != "index"):
         return False
-    thr = np.partition(inside, inside.size - r)[inside.size - r]
-    ties = above + int(np.count_nonzero(inside >= thr)) != k
-    if ties and tie_break != "index":
-        return False
-    need = k - above - int(np.count_nonzero(inside > thr))  # tied entries to keep, lowest indices first
     for s in range(0, n, _BLOCK):
-        c = min(_BLOCK, n - s)
-        tb, ab, m1 = t[s : s + c], a[:c], b1[:c]
-        np.abs(tb, out=ab)
-        if not ties:
-            np.greater_equal(ab, thr, out=m1)
-        else:
-            np.greater(ab, thr, out=m1)
-            if need > 0:
-                tied = np.flatnonzero(ab == thr)[:need]
-                m1[tied] = True
-                need -= tied.size
-        np.multiply(tb, m1, out=tb)
+        apply_cut(t[s : s + _BLOCK], cut, ws)
     return True
 
 
@@ -185,17 +241,22 @@ def trim_stack(
     thresholds: torch.Tensor | None = None,
     ws: Workspace | None = None,
     tie_break: str = "index",
+    cuts: Sequence[Cut | None] | None = None,
 ) -> torch.Tensor:
     """Zero all but the kept entries of each task vector in ``stack`` ([K, ...]), in place; returns ``stack``.
 
     With ``thresholds`` (one per source, from :func:`global_thresholds`) entries with |tau| >= threshold are kept
-    (whole-model scope); otherwise the per-tensor top-k of each row.
+    (whole-model scope); otherwise the per-tensor top-k of each row. ``cuts`` (one per source, None: keep all):
+    the per-tensor top-k found beforehand over the whole tensor, when ``stack`` is one row block of it.
     """
     ws = ws or Workspace()
     fast = stack.dtype == torch.float32 and stack.is_contiguous()
     for i in range(stack.shape[0]):
         row = stack[i]
-        if thresholds is not None:
+        if cuts is not None and thresholds is None:
+            if cuts[i] is not None:
+                apply_cut(_np(row), cuts[i], ws)
+        elif thresholds is not None:
             a = torch.abs(row, out=ws.get("abs", row.shape))
             row.mul_(torch.ge(a, thresholds[i], out=ws.get("keep", row.shape, torch.bool)))
         elif fast and float(densities[i]) < 1.0 and row.numel() > 1 << 17 and _trim_blocked(
