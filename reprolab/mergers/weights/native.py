@@ -106,6 +106,14 @@ def _della(delta: torch.Tensor, density: float, epsilon: float, rescale: str, ge
     return _rescaled(rows.to(work), mask, rescale).to(delta.dtype).reshape(delta.shape)
 
 
+def sign_agreement(deltas: torch.Tensor, consensus: str) -> torch.Tensor:
+    """Where each (weighted) delta's sign equals the elected one, in the deltas' dtype as mergekit: the sign
+    of the sum over sources (``sum``) or of the sum of signs (``count``), ties elected positive."""
+    sign = deltas.sign()
+    votes = deltas.sum(dim=0) if consensus == "sum" else sign.sum(dim=0)
+    return sign == (votes >= 0).to(deltas.dtype) * 2 - 1
+
+
 def gta_in_dtype(
     base: torch.Tensor,
     stack: torch.Tensor,
@@ -145,12 +153,7 @@ def gta_in_dtype(
     w = _column(weights.to(dt), deltas)
     deltas.mul_(w)
     if consensus is not None:
-        sign = deltas.sign()
-        if consensus == "sum":
-            majority = (deltas.sum(dim=0) >= 0).to(dt) * 2 - 1
-        else:
-            majority = (sign.sum(dim=0) >= 0).to(dt) * 2 - 1
-        mask = sign == majority
+        mask = sign_agreement(deltas, consensus)
         mixed = (deltas * mask).sum(dim=0)
         divisor = (w * mask).sum(dim=0)
         divisor[divisor == 0] = 1

@@ -55,6 +55,8 @@ class TensorContext:
     # 16-bit dtype in which mergekit-family methods do their arithmetic (native.py); None: float32
     arith_dtype: torch.dtype | None = None
     returns_weights: bool = False  # set by a task-vector method that returned merged weights, not a task vector
+    has_base: bool = True  # False when the config names no base_model (``base`` is then the first source)
+    weight_values: tuple[float, ...] = ()  # the per-source weights as given (Python floats, before float32)
 
 
 MergeFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Mapping[str, Any], TensorContext], torch.Tensor]
@@ -73,11 +75,15 @@ class MergeMethod:
     doc: str = ""
     needs_base: bool = False  # a weight method that reads the base besides the sources (mergekit's nearswap)
     n_sources: int | None = None  # exact number of sources the method takes, when fixed
+    optional_base: bool = False  # a weight method for which a given base_model is the origin, not a source
+    base_is_source: bool = False  # mergekit merges a given base_model as one more input (its contract ignores bases)
+    min_sources: int = 1
+    rules: Mapping[str, Any] = field(default_factory=dict)  # params.py rules that differ for this method
 
     def resolve(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
         """Defaults overlaid with ``params``; unknown names are errors (a typo must not be ignored)."""
         params = dict(params or {})
-        unknown = sorted(set(params) - set(self.defaults) - {"weight"})
+        unknown = sorted(set(params) - set(self.defaults) - ({"weight"} & set(self.per_source)))
         if unknown:
             raise ValueError(f"merge method {self.name!r}: unknown parameter(s) {unknown}; known: {sorted(self.defaults)}")
         out = dict(self.defaults)
@@ -105,6 +111,10 @@ def register(
     stochastic: bool = False,
     needs_base: bool = False,
     n_sources: int | None = None,
+    optional_base: bool = False,
+    base_is_source: bool = False,
+    min_sources: int = 1,
+    rules: Mapping[str, Any] | None = None,
 ) -> Callable[[MergeFn], MergeFn]:
     def deco(fn: MergeFn) -> MergeFn:
         if name in _METHODS:
@@ -112,7 +122,7 @@ def register(
         _METHODS[name] = MergeMethod(
             name, fn, uses_task_vectors, dict(defaults or {}), tuple(per_source), needs_global_threshold,
             needs_fisher, stochastic, (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else "",
-            needs_base, n_sources,
+            needs_base, n_sources, optional_base, base_is_source, min_sources, dict(rules or {}),
         )
         return fn
 
