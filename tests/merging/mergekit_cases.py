@@ -274,10 +274,31 @@ merge_method: arcee_fusion
 base_model: {d}/base
 dtype: bfloat16
 """,
+    "ram_bf16": """
+models:
+  - model: {d}/ft0
+  - model: {d}/ft1
+  - model: {d}/ft2
+merge_method: ram
+base_model: {d}/base
+parameters: {{epsilon: 0.003}}
+dtype: bfloat16
+""",
+    "ramplus_tl_bf16": """
+models:
+  - model: {d}/ft0
+  - model: {d}/ft1
+  - model: {d}/ft2
+merge_method: ramplus_tl
+base_model: {d}/base
+parameters: {{epsilon: 0.004, r: 0.5, alpha: 0.6}}
+dtype: bfloat16
+""",
 }
-# mergekit writes these outputs in float32 whatever `dtype` says (arcee_fusion's keep mask is a float32 tensor,
-# and nothing casts the result back); reprolab writes the configured dtype. Compared after that cast.
-FLOAT32_OUTPUT = {"arcee_fusion_bf16"}
+# mergekit writes these outputs in float32 whatever `dtype` says (arcee_fusion's keep mask and ramplus_tl's boost
+# are float32 tensors, and nothing casts the result back); reprolab writes the configured dtype. Compared after
+# that cast.
+FLOAT32_OUTPUT = {"arcee_fusion_bf16", "ramplus_tl_bf16"}
 # DARE and DELLA draw their drop masks from an unseeded generator in mergekit: only mask statistics compare.
 DARE_CONFIGS: dict[str, str] = {
     "dare_ties_bf16": """

@@ -1,6 +1,7 @@
 """mergekit 0.1.5's methods whose mixing coefficients come from the tensors themselves: ``model_stock``
 (interpolation ratio from the angles between task vectors), ``sce`` (variance selection, per-source weights from
-task-vector energy, TIES sign election) and ``arcee_fusion`` (keep the changes of high importance).
+task-vector energy, TIES sign election), ``arcee_fusion`` (keep the changes of high importance) and ``ram`` /
+``ramplus_tl`` (unique changes kept, overlapping ones averaged).
 
 Like :mod:`spherical`, each does mergekit's arithmetic step by step in the merge dtype (``ctx.arith_dtype``;
 float32 with ``dtype: float32`` or ``compute_dtype: float32``), so the outputs are mergekit's bit for bit. The
@@ -13,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from reprolab.mergers.weights.native import sign_agreement
+from reprolab.mergers.weights.params import Number
 from reprolab.mergers.weights.registry import TensorContext, register
 
 _COS_FLOOR = 1e-6  # model_stock: floor on the product of the task-vector norms
@@ -26,7 +28,9 @@ def _dtype(ctx: TensorContext) -> torch.dtype:
     return ctx.arith_dtype or torch.float32
 
 
-@register("model_stock", uses_task_vectors=False, defaults={"filter_wise": False}, needs_base=True, min_sources=2)
+@register(
+    "model_stock", uses_task_vectors=False, defaults={"filter_wise": False}, needs_base=True, min_sources=2
+)
 def model_stock(base, stack, weights, params, ctx):
     """Model Stock (Jang et al. 2024): t = k cos / (1 + (k - 1) cos) from the mean pairwise cosine of the task
     vectors (per tensor, or per row with ``filter_wise``); t * mean of the models + (1 - t) * base."""
@@ -48,7 +52,9 @@ def model_stock(base, stack, weights, params, ctx):
     cos = torch.stack(cosines).mean(dim=0).unsqueeze(-1)
     denominator = 1 + (k - 1) * cos
     singular = denominator.abs() < _SINGULAR  # no finite ratio: keep the base there
-    t = torch.where(singular, torch.zeros_like(cos), (k * cos) / torch.where(singular, torch.ones_like(cos), denominator))
+    t = torch.where(
+        singular, torch.zeros_like(cos), (k * cos) / torch.where(singular, torch.ones_like(cos), denominator)
+    )
     average = sum(models) / k
     return (t * average + (1 - t) * origin).reshape(shape).float()
 
@@ -109,4 +115,51 @@ def arcee_fusion(base, stack, weights, params, ctx):
     a, b = base.to(dt), stack[0].to(dt)
     scores = _importance(b, a)
     keep = (scores >= _outlier_threshold(scores, ctx.generator)).float()
-    return a + (b - a) * keep  # float32, as mergekit's (its mask is float32): base + the change rounded to dtype
+    # float32, as mergekit's (its mask is float32): the base plus the change rounded to the dtype
+    return a + (b - a) * keep
+
+
+def _ram_parts(
+    tv: torch.Tensor, epsilon: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Task vectors [K, n] with entries of |tau| <= epsilon zeroed, where each source contributes (|tau| >
+    epsilon), how many contribute per entry, and where exactly one does."""
+    flat = tv.reshape(tv.shape[0], -1)
+    active = flat.abs() > epsilon
+    counts = active.sum(dim=0, keepdim=True)
+    return flat * active, active, counts, counts == 1
+
+
+def _ram_shared(kept: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    return kept * (counts > 1) / counts.clamp(min=1)  # entries several sources change: their mean
+
+
+@register("ram", uses_task_vectors=True, defaults={"epsilon": 1e-5}, rules={"epsilon": Number(0.0)})
+def ram(base, stack, weights, params, ctx):
+    """Reinforced Agent Merging: per entry, the one source's change where only one changes it by more than
+    epsilon, the mean of the changes where several do."""
+    ctx.returns_weights = True
+    dt = _dtype(ctx)
+    kept, _, counts, unique = _ram_parts(stack.to(dt), float(params["epsilon"]))
+    merged = (kept * unique + _ram_shared(kept, counts)).sum(dim=0, keepdim=True)
+    return (base.to(dt) + merged.reshape(base.shape)).float()
+
+
+@register(
+    "ramplus_tl",
+    uses_task_vectors=True,
+    defaults={"r": 0.1, "alpha": 0.2, "epsilon": 1e-5},
+    rules={"epsilon": Number(0.0)},
+)
+def ramplus_tl(base, stack, weights, params, ctx):
+    """RAM+ (tensor-local): as ``ram``, with each source's unique changes scaled by 1 + r * min(rho, alpha),
+    rho = its shared / unique contributing entries in the tensor. Float32 result, as mergekit's (its scale is)."""
+    ctx.returns_weights = True
+    dt = _dtype(ctx)
+    eps = float(params["epsilon"])
+    kept, active, counts, unique = _ram_parts(stack.to(dt), eps)
+    shared = (active & (counts > 1)).sum(dim=1)
+    rho = shared / (active & unique).sum(dim=1).clamp(min=eps)
+    boost = 1 + float(params["r"]) * rho.clamp(min=0, max=float(params["alpha"]))
+    merged = (kept * unique * boost.unsqueeze(-1) + _ram_shared(kept, counts)).sum(dim=0, keepdim=True)
+    return base.to(dt) + merged.reshape(base.shape)

@@ -225,14 +225,14 @@ def parse_config(config_path: Path, document: Any = None, aliases: Mapping[str, 
         per.append({})
     if not sources:
         raise ValueError(_where(config_path, "no source models to merge (only the base is listed)"))
+    if (method.uses_task_vectors or method.needs_base) and base is None:
+        raise ValueError(_where(config_path, f"method {method.name!r} needs `base_model` (the pretrained model)"))
     if len(sources) < method.min_sources:
         raise ValueError(_where(config_path, f"method {method.name!r} takes at least {method.min_sources} model(s) "
                                              f"besides the base, got {len(sources)}"))
     if method.n_sources is not None and len(sources) != method.n_sources:
         raise ValueError(_where(config_path, f"method {method.name!r} takes exactly {method.n_sources} model(s) "
                                              f"besides the base, got {len(sources)}"))
-    if (method.uses_task_vectors or method.needs_base) and base is None:
-        raise ValueError(_where(config_path, f"method {method.name!r} needs `base_model` (the pretrained model)"))
     if fisher and len(fisher) != len(sources):
         raise ValueError(_where(config_path, "give a `fisher:` path for every source or for none"))
     if method.needs_fisher and not fisher:

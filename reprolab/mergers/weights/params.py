@@ -81,6 +81,8 @@ RULES: Mapping[str, Rule] = {
     "max_iter": Integer(0),  # karcher
     "tol": Number(0.0),  # karcher: convergence tolerance
     "eps": Number(0.0),  # multislerp: added to norms
+    "r": Number(),  # ramplus_tl: boost of unique changes per unit of rho
+    "alpha": Number(0.0),  # ramplus_tl: cap on rho
     "normalize": Boolean(),
     "int8_mask": Boolean(),
     "trim_scope": Choice(("tensor", "model")),

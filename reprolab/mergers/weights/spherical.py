@@ -62,8 +62,14 @@ def slerp_tensor(t: float, v0: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:
     return out.reshape(v0.shape)
 
 
-@register("slerp", uses_task_vectors=False, defaults={"t": None}, needs_base=True, n_sources=1,
-          rules={"t": Number()})
+@register(
+    "slerp",
+    uses_task_vectors=False,
+    defaults={"t": None},
+    needs_base=True,
+    n_sources=1,
+    rules={"t": Number()},
+)
 def slerp(base, stack, weights, params, ctx):
     """mergekit's SLERP from the base (t = 0) to the other model (t = 1), over each whole tensor."""
     return slerp_tensor(float(params["t"]), base, stack[0])
@@ -73,7 +79,9 @@ def _unit_rows(x: torch.Tensor) -> torch.Tensor:
     return x / torch.norm(x, dim=-1, keepdim=True).clamp(min=_NUSLERP_NORM_FLOOR)
 
 
-def nuslerp_tensor(t: float, v0: torch.Tensor, v1: torch.Tensor, *, row_wise: bool, flatten: bool) -> torch.Tensor:
+def nuslerp_tensor(
+    t: float, v0: torch.Tensor, v1: torch.Tensor, *, row_wise: bool, flatten: bool
+) -> torch.Tensor:
     """NuSLERP of ``v0`` and ``v1`` in their dtype: over the whole tensor (``flatten``), else per vector along
     the last dimension (per vector along the first with ``row_wise``); linear where colinear."""
     shape = v0.shape
@@ -92,8 +100,14 @@ def nuslerp_tensor(t: float, v0: torch.Tensor, v1: torch.Tensor, *, row_wise: bo
     return out.reshape(shape)
 
 
-@register("nuslerp", uses_task_vectors=False, defaults={"nuslerp_row_wise": False, "nuslerp_flatten": True},
-          per_source=("weight",), optional_base=True, n_sources=2)
+@register(
+    "nuslerp",
+    uses_task_vectors=False,
+    defaults={"nuslerp_row_wise": False, "nuslerp_flatten": True},
+    per_source=("weight",),
+    optional_base=True,
+    n_sources=2,
+)
 def nuslerp(base, stack, weights, params, ctx):
     """mergekit's NuSLERP of two models, t = w_2 / (w_1 + w_2); of their task vectors when a base is given."""
     dt = _dtype(ctx)
@@ -108,8 +122,13 @@ def nuslerp(base, stack, weights, params, ctx):
     return (origin + nuslerp_tensor(t, a - origin, b - origin, **kw)).float()
 
 
-@register("multislerp", uses_task_vectors=False, defaults={"normalize_weights": True, "eps": 1e-8},
-          per_source=("weight",), optional_base=True)
+@register(
+    "multislerp",
+    uses_task_vectors=False,
+    defaults={"normalize_weights": True, "eps": 1e-8},
+    per_source=("weight",),
+    optional_base=True,
+)
 def multislerp(base, stack, weights, params, ctx):
     """mergekit's Multi-SLERP: weighted mean on the unit sphere through its tangent space at the normalised
     weighted mean, scaled by the weighted mean norm; of the task vectors when a base is given."""
@@ -131,8 +150,10 @@ def multislerp(base, stack, weights, params, ctx):
     mean_norm = torch.norm(mean)
     if mean_norm < eps:
         if k != 2:
-            raise ValueError(f"multislerp of tensor {ctx.name!r}: the weighted mean direction of the models is zero "
-                             "(antipodal vectors whose weights cancel); change the weights")
+            raise ValueError(
+                f"multislerp of tensor {ctx.name!r}: the weighted mean direction of the models is zero "
+                "(antipodal vectors whose weights cancel); change the weights"
+            )
         out = (x[0] * w[0] + x[1] * w[1]).view(x.shape[1:])  # mergekit's fallback: linear
     else:
         mean = mean / mean_norm
@@ -153,7 +174,10 @@ def karcher_mean(tensors: list[torch.Tensor], max_iter: int, tol: float) -> torc
     acc = torch.float64 if tensors[0].dtype == torch.float64 else torch.float32
     dt = tensors[0].dtype
     norms = [torch.linalg.vector_norm(x.to(acc)) for x in tensors]
-    units = [torch.zeros_like(x) if n.item() == 0.0 else (x / n).to(dt) for x, n in zip(tensors, norms, strict=True)]
+    units = [
+        torch.zeros_like(x) if n.item() == 0.0 else (x / n).to(dt)
+        for x, n in zip(tensors, norms, strict=True)
+    ]
     keep = [i for i in range(k) if norms[i].item() > tol]
     if not keep:
         return torch.zeros_like(tensors[0])
@@ -191,5 +215,7 @@ def karcher(base, stack, weights, params, ctx):
     """mergekit's Karcher mean: the Riemannian mean direction of all models (the base, if named, is one of
     them, as in mergekit), scaled by their mean norm."""
     dt = _dtype(ctx)
-    out = karcher_mean([stack[i].to(dt) for i in range(stack.shape[0])], int(params["max_iter"]), float(params["tol"]))
+    out = karcher_mean(
+        [stack[i].to(dt) for i in range(stack.shape[0])], int(params["max_iter"]), float(params["tol"])
+    )
     return out.float()
