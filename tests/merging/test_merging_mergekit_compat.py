@@ -12,10 +12,17 @@ import yaml
 from safetensors.torch import load_file
 
 from reprolab.mergers.weights import load_state_dict
-from reprolab.mergers.weights.run import run_merge
 from reprolab.mergers.weights.config import parse_config
 from reprolab.mergers.weights.engine import merge_state_dicts, merge_tensors
-from tests.merging.mergekit_cases import CONFIGS, DARE_CONFIGS, FLOAT32_OUTPUT, REFERENCE, build_models, write_config
+from reprolab.mergers.weights.run import run_merge
+from tests.merging.mergekit_cases import (
+    CONFIGS,
+    DARE_CONFIGS,
+    FLOAT32_OUTPUT,
+    REFERENCE,
+    build_models,
+    write_config,
+)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +91,8 @@ def _tied_at_threshold(root, name) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("name", ["ties_bf16", "ties_fp16", "task_arithmetic_bf16", "nuslerp_bf16",
-                                  "multislerp_base_bf16", "karcher_bf16", "model_stock_bf16", "sce_bf16"])
+                                  "multislerp_base_bf16", "karcher_bf16", "model_stock_bf16", "sce_bf16",
+                                  "ram_bf16"])
 def test_compute_dtype_float32_is_the_more_precise_explicit_choice(stand_ins, name):
     want = load_file(REFERENCE / f"{name}.safetensors")
     exact = {"parameters": {"tie_break": "mergekit"}} if "ties" in name else {}
@@ -178,6 +186,9 @@ _OTHER = lambda cfg: cfg["models"][0]["model"].rsplit("/", 1)[0] + "/ft0"  # noq
         ("sce_bf16", _params(weight=0.5), r"sce.*unknown parameter\(s\) \['weight'\]"),
         ("arcee_fusion_bf16", _params(t=0.5), r"arcee_fusion.*unknown parameter\(s\) \['t'\]"),
         ("arcee_fusion_bf16", _add_model(_OTHER), r"exactly 1 model"),
+        ("ram_bf16", _params(epsilon=-0.1), r"parameters\.epsilon must lie in \[0, inf\]"),
+        ("ramplus_tl_bf16", _params(alpha=-0.1), r"parameters\.alpha must lie in \[0, inf\]"),
+        ("ramplus_tl_bf16", _params(r="big"), r"parameters\.r must be a number"),
     ],
 )
 def test_bad_parameters_of_the_new_methods_are_refused_in_one_line(stand_ins, name, edit, match):

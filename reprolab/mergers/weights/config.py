@@ -1,7 +1,8 @@
 """The YAML merge configuration: mergekit's own format plus reprolab's extra methods and options.
 
-A mergekit config for ``linear``, ``task_arithmetic``, ``ties``, ``dare_ties``, ``dare_linear``,
-``breadcrumbs(_ties)``, ``della(_linear)``, ``passthrough`` or ``nearswap`` runs with mergekit's arithmetic::
+A mergekit config for any method of mergekit 0.1.5 (the task-arithmetic family, ``passthrough``, ``nearswap``,
+the spherical methods of :mod:`spherical`, the tensor-adaptive ones of :mod:`adaptive`) runs with mergekit's
+arithmetic and input roles (the registry's ``needs_base`` / ``optional_base`` / ``base_is_source``)::
 
     models:
       - model: ./ft-a

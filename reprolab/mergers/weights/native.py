@@ -82,7 +82,7 @@ def _breadcrumbs(delta: torch.Tensor, density: float, gamma: float, rescale: str
 
 def check_della_range(params: Mapping[str, Any]) -> None:
     """DELLA keeps entries with probabilities density +/- epsilon: both must lie in (0, 1) (mergekit's rule)."""
-    if "epsilon" not in params:
+    if "epsilon" not in params or "density" not in params:  # RAM's epsilon is a magnitude threshold
         return
     dens = torch.as_tensor(params["density"], dtype=torch.float64).reshape(-1)
     eps = torch.as_tensor(params["epsilon"], dtype=torch.float64).reshape(-1)
