@@ -224,3 +224,19 @@ def test_arcee_fusion_samples_quantiles_of_large_tensors_from_the_seeded_generat
     assert torch.equal(runs[0], runs[1])
     kept = [float((r != base).float().mean()) for r in runs]
     assert 0.0 < kept[0] < 0.5 and abs(kept[0] - kept[2]) < 0.01, kept
+
+
+# mergekit 0.1.5's registry (mergekit/merge_methods/registry.py), every name it runs
+_MERGEKIT_0_1_5_METHODS = {
+    "linear", "task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs", "breadcrumbs_ties", "della",
+    "della_linear", "passthrough", "nearswap", "slerp", "nuslerp", "multislerp", "karcher", "model_stock", "sce",
+    "arcee_fusion", "ram", "ramplus_tl",
+}
+
+
+def test_every_mergekit_method_is_registered_and_compared_with_mergekit():
+    from reprolab.mergers.weights import list_methods
+
+    assert set(list_methods()) >= _MERGEKIT_0_1_5_METHODS
+    compared = {yaml.safe_load(text.format(d="."))["merge_method"] for text in {**CONFIGS, **DARE_CONFIGS}.values()}
+    assert compared >= _MERGEKIT_0_1_5_METHODS - {"dare_linear", "della_linear"}, "a method without a recorded case"

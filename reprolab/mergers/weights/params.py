@@ -1,7 +1,8 @@
 """Types and ranges of merge-method parameters, checked where a config gives them (one line naming the field).
 
-A rule per parameter name (the names mean the same thing in every method); a parameter without a rule is
-checked against the type of its default, so a new method's parameters are never left unchecked.
+A rule per parameter name (the names mean the same thing in every method; a method whose parameter of that
+name means something else declares its own rule, ``register(..., rules=...)``, e.g. slerp's ``t``); a parameter
+without a rule is checked against the type of its default, so a new method's parameters are never left unchecked.
 """
 
 from __future__ import annotations

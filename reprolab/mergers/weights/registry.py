@@ -10,7 +10,9 @@ Every method is ``fn(base, stack, weights, params, ctx) -> Tensor`` on one tenso
   whole-model trim thresholds, per-source Fisher diagonals).
 
 A task-vector method returns the merged task vector (the engine adds the base); a weight method returns the
-merged weights. Methods that need a whole-model pass first (global trim) declare ``needs_global_threshold``.
+merged weights. Input roles follow mergekit's contracts: ``needs_base`` (a weight method that reads the base),
+``optional_base`` (a named base is the origin; ``ctx.has_base`` says whether there is one), ``base_is_source``
+(a named base is merged as one more model), ``n_sources`` / ``min_sources`` (counted besides the base). Methods that need a whole-model pass first (global trim) declare ``needs_global_threshold``.
 """
 
 from __future__ import annotations
