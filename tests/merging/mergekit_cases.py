@@ -323,6 +323,26 @@ base_model: {d}/base
 parameters: {{lambda: 1.0}}
 dtype: bfloat16
 """,
+    "dare_linear_bf16": """
+models:
+  - model: {d}/ft0
+    parameters: {{density: 0.5, weight: 0.6}}
+  - model: {d}/ft1
+    parameters: {{density: 0.5, weight: 0.4}}
+merge_method: dare_linear
+base_model: {d}/base
+dtype: bfloat16
+""",
+    "della_linear_bf16": """
+models:
+  - model: {d}/ft1
+    parameters: {{density: 0.5, epsilon: 0.05, weight: 0.5}}
+  - model: {d}/ft2
+    parameters: {{density: 0.5, epsilon: 0.05, weight: 0.5}}
+merge_method: della_linear
+base_model: {d}/base
+dtype: bfloat16
+""",
 }
 
 
