@@ -165,7 +165,145 @@ base_model: {d}/base
 parameters: {{t: 0.004}}
 dtype: bfloat16
 """,
+    # mergekit's spherical and tensor-adaptive methods (scalar parameters; gradients and slices: another suite)
+    "slerp_bf16": """
+models:
+  - model: {d}/base
+  - model: {d}/ft2
+merge_method: slerp
+base_model: {d}/base
+parameters: {{t: 0.3}}
+dtype: bfloat16
+""",
+    "nuslerp_bf16": """
+models:
+  - model: {d}/ft0
+    parameters: {{weight: 0.4}}
+  - model: {d}/ft1
+    parameters: {{weight: 0.7}}
+merge_method: nuslerp
+dtype: bfloat16
+""",
+    "nuslerp_rows_base_bf16": """
+models:
+  - model: {d}/ft1
+    parameters: {{weight: 1.0}}
+  - model: {d}/ft2
+    parameters: {{weight: 2.0}}
+merge_method: nuslerp
+base_model: {d}/base
+parameters: {{nuslerp_flatten: false, nuslerp_row_wise: true}}
+dtype: bfloat16
+""",
+    "multislerp_base_bf16": """
+models:
+  - model: {d}/ft0
+    parameters: {{weight: 0.5}}
+  - model: {d}/ft1
+    parameters: {{weight: 0.3}}
+  - model: {d}/ft2
+    parameters: {{weight: 0.2}}
+merge_method: multislerp
+base_model: {d}/base
+dtype: bfloat16
+""",
+    "multislerp_f32": """
+models:
+  - model: {d}/ft0
+    parameters: {{weight: 1.0}}
+  - model: {d}/ft2
+    parameters: {{weight: 3.0}}
+merge_method: multislerp
+parameters: {{normalize_weights: true, eps: 1.0e-6}}
+dtype: float32
+""",
+    "karcher_bf16": """
+models:
+  - model: {d}/ft0
+  - model: {d}/ft1
+  - model: {d}/ft2
+merge_method: karcher
+parameters: {{max_iter: 20, tol: 1.0e-6}}
+dtype: bfloat16
+""",
+    "karcher_with_base_f32": """
+models:
+  - model: {d}/ft0
+  - model: {d}/ft2
+merge_method: karcher
+base_model: {d}/base
+dtype: float32
+""",
+    "model_stock_bf16": """
+models:
+  - model: {d}/ft0
+  - model: {d}/ft1
+  - model: {d}/ft2
+merge_method: model_stock
+base_model: {d}/base
+dtype: bfloat16
+""",
+    "model_stock_filter_wise_stored_dtype": """
+models:
+  - model: {d}/base
+  - model: {d}/ft1
+  - model: {d}/ft2
+merge_method: model_stock
+base_model: {d}/base
+parameters: {{filter_wise: true}}
+""",
+    "sce_bf16": """
+models:
+  - model: {d}/ft0
+  - model: {d}/ft1
+  - model: {d}/ft2
+merge_method: sce
+base_model: {d}/base
+parameters: {{select_topk: 0.5}}
+dtype: bfloat16
+""",
+    "sce_f32": """
+models:
+  - model: {d}/ft0
+  - model: {d}/ft2
+merge_method: sce
+base_model: {d}/base
+parameters: {{int8_mask: true}}
+dtype: float32
+""",
+    "arcee_fusion_bf16": """
+models:
+  - model: {d}/base
+  - model: {d}/ft2
+merge_method: arcee_fusion
+base_model: {d}/base
+dtype: bfloat16
+""",
+    "ram_bf16": """
+models:
+  - model: {d}/ft0
+  - model: {d}/ft1
+  - model: {d}/ft2
+merge_method: ram
+base_model: {d}/base
+parameters: {{epsilon: 0.003}}
+dtype: bfloat16
+""",
+    "ramplus_tl_bf16": """
+models:
+  - model: {d}/ft0
+  - model: {d}/ft1
+  - model: {d}/ft2
+merge_method: ramplus_tl
+base_model: {d}/base
+parameters: {{epsilon: 0.004, r: 0.5, alpha: 0.6}}
+dtype: bfloat16
+""",
 }
+# mergekit writes these outputs in float32 whatever `dtype` says (arcee_fusion's keep mask and ramplus_tl's boost
+# are float32 tensors, and nothing casts the result back); reprolab writes the configured dtype. Compared after
+# that cast.
+FLOAT32_OUTPUT = {"arcee_fusion_bf16", "ramplus_tl_bf16"}
 # DARE and DELLA draw their drop masks from an unseeded generator in mergekit: only mask statistics compare.
 DARE_CONFIGS: dict[str, str] = {
     "dare_ties_bf16": """
@@ -188,6 +326,26 @@ models:
 merge_method: della
 base_model: {d}/base
 parameters: {{lambda: 1.0}}
+dtype: bfloat16
+""",
+    "dare_linear_bf16": """
+models:
+  - model: {d}/ft0
+    parameters: {{density: 0.5, weight: 0.6}}
+  - model: {d}/ft1
+    parameters: {{density: 0.5, weight: 0.4}}
+merge_method: dare_linear
+base_model: {d}/base
+dtype: bfloat16
+""",
+    "della_linear_bf16": """
+models:
+  - model: {d}/ft1
+    parameters: {{density: 0.5, epsilon: 0.05, weight: 0.5}}
+  - model: {d}/ft2
+    parameters: {{density: 0.5, epsilon: 0.05, weight: 0.5}}
+merge_method: della_linear
+base_model: {d}/base
 dtype: bfloat16
 """,
 }

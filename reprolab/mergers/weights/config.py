@@ -1,7 +1,8 @@
 """The YAML merge configuration: mergekit's own format plus reprolab's extra methods and options.
 
-A mergekit config for ``linear``, ``task_arithmetic``, ``ties``, ``dare_ties``, ``dare_linear``,
-``breadcrumbs(_ties)``, ``della(_linear)``, ``passthrough`` or ``nearswap`` runs with mergekit's arithmetic::
+A mergekit config for any method of mergekit 0.1.5 (the task-arithmetic family, ``passthrough``, ``nearswap``,
+the spherical methods of :mod:`spherical`, the tensor-adaptive ones of :mod:`adaptive`) runs with mergekit's
+arithmetic and input roles (the registry's ``needs_base`` / ``optional_base`` / ``base_is_source``)::
 
     models:
       - model: ./ft-a
@@ -106,14 +107,15 @@ def _params(method: Any, given: dict[str, Any], where: str, *, per_model: bool) 
     for key, value in given.items():
         field = f"parameters.{key}"
         value = _scalar(value, f"{where}: {field}")
-        known = key in method.defaults or key in method.per_source or key == "weight" or key in _MERGEKIT_NOOP
+        known = key in method.defaults or key in method.per_source or key in _MERGEKIT_NOOP
         if not known:
             if per_model:
                 raise ValueError(f"{where}: unknown per-model parameter {key!r} for {method.name!r}; "
                                  f"known: {list(method.per_source)}")
             out[key] = value
             continue
-        value = check_param(field, value, method.defaults.get(key, False if key in _MERGEKIT_NOOP else 1.0), where)
+        value = check_param(field, value, method.defaults.get(key, False if key in _MERGEKIT_NOOP else 1.0), where,
+                            method.rules.get(key))
         if key in _MERGEKIT_NOOP and key not in method.defaults:
             continue
         out[key] = value
@@ -213,19 +215,25 @@ def parse_config(config_path: Path, document: Any = None, aliases: Mapping[str, 
             raise ValueError(f"{where}: unknown key(s) {bad}")
         path = _resolve_path(entry["model"], cdir, where, aliases)
         params = _params(method, _mapping(entry.get("parameters"), f"{where}: parameters"), where, per_model=True)
-        if (method.uses_task_vectors or method.needs_base) and base is not None and path == base:
+        if (method.uses_task_vectors or method.needs_base or method.optional_base) and base is not None and path == base:
             continue  # mergekit lets the base appear in `models`; it is the base, not a source
         sources.append(path)
         per.append(params)
         if "fisher" in entry:
             fisher.append(_resolve_path(entry["fisher"], cdir, f"{where}.fisher"))
+    if method.base_is_source and base is not None and base not in sources:
+        sources.append(base)  # as mergekit does: the base is one more input, after the listed models
+        per.append({})
     if not sources:
         raise ValueError(_where(config_path, "no source models to merge (only the base is listed)"))
+    if (method.uses_task_vectors or method.needs_base) and base is None:
+        raise ValueError(_where(config_path, f"method {method.name!r} needs `base_model` (the pretrained model)"))
+    if len(sources) < method.min_sources:
+        raise ValueError(_where(config_path, f"method {method.name!r} takes at least {method.min_sources} model(s) "
+                                             f"besides the base, got {len(sources)}"))
     if method.n_sources is not None and len(sources) != method.n_sources:
         raise ValueError(_where(config_path, f"method {method.name!r} takes exactly {method.n_sources} model(s) "
                                              f"besides the base, got {len(sources)}"))
-    if (method.uses_task_vectors or method.needs_base) and base is None:
-        raise ValueError(_where(config_path, f"method {method.name!r} needs `base_model` (the pretrained model)"))
     if fisher and len(fisher) != len(sources):
         raise ValueError(_where(config_path, "give a `fisher:` path for every source or for none"))
     if method.needs_fisher and not fisher:
@@ -236,6 +244,7 @@ def parse_config(config_path: Path, document: Any = None, aliases: Mapping[str, 
         raise ValueError(_where(config_path, f"seed must be an integer, got {seed!r}"))
     try:
         plan = MergePlan.build(method, len(sources), None, top, per, seed)
+        plan.has_base = base is not None
         check_della_range(plan.tensor_params())
     except ValueError as exc:
         raise ValueError(f"{config_path}: {exc}") from None

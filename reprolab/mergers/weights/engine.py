@@ -135,6 +135,8 @@ class MergePlan:
     weights: torch.Tensor  # [K]
     per_source: dict[str, torch.Tensor]  # per-source parameter -> [K]
     seed: int = 0
+    has_base: bool = True  # False: no base model was named (methods with an optional base work on the weights)
+    weight_values: tuple[float, ...] | None = None  # ``weights`` as given, before rounding to float32
 
     @classmethod
     def build(
@@ -174,7 +176,7 @@ class MergePlan:
             check_density(resolved["density"])
         if m.uses_task_vectors is False and m.name == "linear" and resolved.get("normalize") and abs(sum(w)) < 1e-12:
             raise ValueError("linear merge with normalize needs weights that do not sum to zero")
-        return cls(m, resolved, torch.tensor(w, dtype=torch.float32), per_t, seed)
+        return cls(m, resolved, torch.tensor(w, dtype=torch.float32), per_t, seed, weight_values=tuple(w))
 
     def tensor_params(self) -> dict[str, Any]:
         out = dict(self.params)
@@ -234,6 +236,7 @@ def merge_iter(
         dens = plan.per_source["density"] if "density" in plan.per_source else torch.full((k,), float(params["density"]))
         thresholds = global_thresholds(_stacks(base, sources, names), dens.tolist())
     identical = [True] * k
+    weight_values = tuple(plan.weights.tolist()) if plan.weight_values is None else plan.weight_values
     work = compute_dtype or torch.float32
     ws = Workspace()
     cut_dens = _trim_densities(plan, params, k)
@@ -279,7 +282,8 @@ def merge_iter(
             if m.uses_task_vectors:
                 stack[i] -= b32
         arith = (compute_dtype or binfo.dtype) if native_arithmetic else None
-        ctx = TensorContext(name=name, ws=ws, arith_dtype=arith if arith in SIXTEEN_BIT else None)
+        ctx = TensorContext(name=name, ws=ws, arith_dtype=arith if arith in SIXTEEN_BIT else None,
+                            has_base=plan.has_base, weight_values=weight_values)
         if m.stochastic:
             ctx.generator = torch.Generator().manual_seed(_tensor_seed(plan.seed, name))
         if thresholds is not None:
@@ -315,8 +319,9 @@ def merge_state_dicts(
     if not sources:
         raise ValueError("merge needs at least one source model (the source list is empty)")
     plan = MergePlan.build(method, len(sources), weights, params, per_source_params, seed)
+    plan.has_base = base is not None
     if base is None:
-        if plan.method.uses_task_vectors:
+        if plan.method.uses_task_vectors or plan.method.needs_base:
             raise ValueError(f"method {plan.method.name!r} needs the pretrained base model")
         base = sources[0]
     srcs = [StateDictSource(s, f"source[{i}]") for i, s in enumerate(sources)]

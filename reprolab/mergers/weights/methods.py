@@ -362,3 +362,7 @@ def neuromerging(base, stack, weights, params, ctx):
     if params["lambda1"]:
         out += elect_and_mix(parallel, weights, consensus="sum", normalize=norm) * float(params["lambda1"])
     return out
+
+
+# mergekit's spherical and tensor-adaptive methods live in modules of their own; importing them registers them.
+from reprolab.mergers.weights import adaptive, spherical  # noqa: E402, F401

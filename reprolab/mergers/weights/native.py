@@ -82,7 +82,7 @@ def _breadcrumbs(delta: torch.Tensor, density: float, gamma: float, rescale: str
 
 def check_della_range(params: Mapping[str, Any]) -> None:
     """DELLA keeps entries with probabilities density +/- epsilon: both must lie in (0, 1) (mergekit's rule)."""
-    if "epsilon" not in params:
+    if "epsilon" not in params or "density" not in params:  # RAM's epsilon is a magnitude threshold
         return
     dens = torch.as_tensor(params["density"], dtype=torch.float64).reshape(-1)
     eps = torch.as_tensor(params["epsilon"], dtype=torch.float64).reshape(-1)
@@ -104,6 +104,14 @@ def _della(delta: torch.Tensor, density: float, epsilon: float, rescale: str, ge
     probs = (density - epsilon) + ((ranks - lo) / (hi - lo)).clamp(0, 1) * 2 * epsilon
     mask = torch.bernoulli(probs.float(), generator=generator).to(work)
     return _rescaled(rows.to(work), mask, rescale).to(delta.dtype).reshape(delta.shape)
+
+
+def sign_agreement(deltas: torch.Tensor, consensus: str) -> torch.Tensor:
+    """Where each (weighted) delta's sign equals the elected one, in the deltas' dtype as mergekit: the sign
+    of the sum over sources (``sum``) or of the sum of signs (``count``), ties elected positive."""
+    sign = deltas.sign()
+    votes = deltas.sum(dim=0) if consensus == "sum" else sign.sum(dim=0)
+    return sign == (votes >= 0).to(deltas.dtype) * 2 - 1
 
 
 def gta_in_dtype(
@@ -145,12 +153,7 @@ def gta_in_dtype(
     w = _column(weights.to(dt), deltas)
     deltas.mul_(w)
     if consensus is not None:
-        sign = deltas.sign()
-        if consensus == "sum":
-            majority = (deltas.sum(dim=0) >= 0).to(dt) * 2 - 1
-        else:
-            majority = (sign.sum(dim=0) >= 0).to(dt) * 2 - 1
-        mask = sign == majority
+        mask = sign_agreement(deltas, consensus)
         mixed = (deltas * mask).sum(dim=0)
         divisor = (w * mask).sum(dim=0)
         divisor[divisor == 0] = 1

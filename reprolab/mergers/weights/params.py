@@ -1,7 +1,8 @@
 """Types and ranges of merge-method parameters, checked where a config gives them (one line naming the field).
 
-A rule per parameter name (the names mean the same thing in every method); a parameter without a rule is
-checked against the type of its default, so a new method's parameters are never left unchecked.
+A rule per parameter name (the names mean the same thing in every method; a method whose parameter of that
+name means something else declares its own rule, ``register(..., rules=...)``, e.g. slerp's ``t``); a parameter
+without a rule is checked against the type of its default, so a new method's parameters are never left unchecked.
 """
 
 from __future__ import annotations
@@ -36,6 +37,18 @@ class Number:
 
 
 @dataclass(frozen=True)
+class Integer:
+    low: int | None = None
+
+    def check(self, value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"must be an integer, got {value!r}"
+        if self.low is not None and value < self.low:
+            return f"must be >= {self.low}, got {value!r}"
+        return None
+
+
+@dataclass(frozen=True)
 class Boolean:
     def check(self, value: Any) -> str | None:
         if not isinstance(value, bool):
@@ -53,7 +66,7 @@ class Choice:
         return None
 
 
-Rule = Number | Boolean | Choice
+Rule = Number | Integer | Boolean | Choice
 
 RULES: Mapping[str, Rule] = {
     "weight": Number(),
@@ -63,8 +76,14 @@ RULES: Mapping[str, Rule] = {
     "floor": Number(0.0),
     "gamma": Number(0.0, 1.0),
     "scale": Number(),  # passthrough
-    "t": Number(0.0),  # nearswap: similarity threshold  # breadcrumbs: share of largest entries dropped as outliers
+    "t": Number(0.0),  # nearswap: similarity threshold (slerp's interpolation t has a rule of its own)
     "epsilon": Number(0.0, 1.0, high_open=True),  # DELLA: half-width of the keep-probability range
+    "select_topk": Number(0.0, 1.0, low_open=True),  # SCE: share of entries (highest variance) kept
+    "max_iter": Integer(0),  # karcher
+    "tol": Number(0.0),  # karcher: convergence tolerance
+    "eps": Number(0.0),  # multislerp: added to norms
+    "r": Number(),  # ramplus_tl: boost of unique changes per unit of rho
+    "alpha": Number(0.0),  # ramplus_tl: cap on rho
     "normalize": Boolean(),
     "int8_mask": Boolean(),
     "trim_scope": Choice(("tensor", "model")),
@@ -86,12 +105,16 @@ def rule_for(name: str, default: Any) -> Rule:
     return Choice((default,))
 
 
-def check_param(name: str, value: Any, default: Any, where: str) -> Any:
+def check_param(name: str, value: Any, default: Any, where: str, rule: Rule | None = None) -> Any:
     """Return ``value`` if it is a valid ``name``; else raise ValueError ``"{where}: {name} must ..."``.
 
-    ``name`` may carry a prefix for the message (``parameters.density``); the rule is looked up by its last part.
+    ``name`` may carry a prefix for the message (``parameters.density``); the rule is looked up by its last part
+    unless ``rule`` is given (a method whose parameter of that name has another range, e.g. slerp's ``t``).
     """
-    problem = rule_for(name.rsplit(".", 1)[-1], default).check(value)
+    rule = rule or rule_for(name.rsplit(".", 1)[-1], default)
+    problem = rule.check(value)
     if problem:
         raise ValueError(f"{where}: {name} {problem}")
+    if isinstance(rule, Integer):
+        return value
     return float(value) if isinstance(value, Real) and not isinstance(value, bool) else value

@@ -10,7 +10,9 @@ Every method is ``fn(base, stack, weights, params, ctx) -> Tensor`` on one tenso
   whole-model trim thresholds, per-source Fisher diagonals).
 
 A task-vector method returns the merged task vector (the engine adds the base); a weight method returns the
-merged weights. Methods that need a whole-model pass first (global trim) declare ``needs_global_threshold``.
+merged weights. Input roles follow mergekit's contracts: ``needs_base`` (a weight method that reads the base),
+``optional_base`` (a named base is the origin; ``ctx.has_base`` says whether there is one), ``base_is_source``
+(a named base is merged as one more model), ``n_sources`` / ``min_sources`` (counted besides the base). Methods that need a whole-model pass first (global trim) declare ``needs_global_threshold``.
 A method declares ``row_blocks`` when it is elementwise over entries once its per-tensor magnitude trim (by its
 ``density``, unless ``trim_scope`` is ``model``) is given as ``ctx.cuts``: the engine may then merge a large
 tensor in row blocks (:mod:`blocked`), calling it once per block.
@@ -59,6 +61,8 @@ class TensorContext:
     arith_dtype: torch.dtype | None = None
     returns_weights: bool = False  # set by a task-vector method that returned merged weights, not a task vector
     cuts: list[Any] | None = None  # [K] per-tensor trims (sparsify.Cut) found over the whole tensor: ``stack`` is a row block
+    has_base: bool = True  # False when the config names no base_model (``base`` is then the first source)
+    weight_values: tuple[float, ...] = ()  # the per-source weights as given (Python floats, before float32)
 
 
 MergeFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Mapping[str, Any], TensorContext], torch.Tensor]
@@ -78,11 +82,15 @@ class MergeMethod:
     needs_base: bool = False  # a weight method that reads the base besides the sources (mergekit's nearswap)
     n_sources: int | None = None  # exact number of sources the method takes, when fixed
     row_blocks: bool = False  # elementwise given ctx.cuts: a large tensor may be merged in row blocks (module doc)
+    optional_base: bool = False  # a weight method for which a given base_model is the origin, not a source
+    base_is_source: bool = False  # mergekit merges a given base_model as one more input (its contract ignores bases)
+    min_sources: int = 1
+    rules: Mapping[str, Any] = field(default_factory=dict)  # params.py rules that differ for this method
 
     def resolve(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
         """Defaults overlaid with ``params``; unknown names are errors (a typo must not be ignored)."""
         params = dict(params or {})
-        unknown = sorted(set(params) - set(self.defaults) - {"weight"})
+        unknown = sorted(set(params) - set(self.defaults) - ({"weight"} & set(self.per_source)))
         if unknown:
             raise ValueError(f"merge method {self.name!r}: unknown parameter(s) {unknown}; known: {sorted(self.defaults)}")
         out = dict(self.defaults)
@@ -111,6 +119,10 @@ def register(
     needs_base: bool = False,
     n_sources: int | None = None,
     row_blocks: bool = False,
+    optional_base: bool = False,
+    base_is_source: bool = False,
+    min_sources: int = 1,
+    rules: Mapping[str, Any] | None = None,
 ) -> Callable[[MergeFn], MergeFn]:
     def deco(fn: MergeFn) -> MergeFn:
         if name in _METHODS:
@@ -118,7 +130,7 @@ def register(
         _METHODS[name] = MergeMethod(
             name, fn, uses_task_vectors, dict(defaults or {}), tuple(per_source), needs_global_threshold,
             needs_fisher, stochastic, (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else "",
-            needs_base, n_sources, row_blocks,
+            needs_base, n_sources, row_blocks, optional_base, base_is_source, min_sources, dict(rules or {}),
         )
         return fn
 
