@@ -147,7 +147,8 @@ def test_whiten_latents_gives_a_standard_marginal_and_floors_component_variances
 
     raw = _stats(4)
     ez = raw.ez * 3.0 + 1.0
-    ezz = jnp.einsum("kl,km->klm", ez, ez) + 0.3 * jnp.eye(L)  # consistent moments: component covariance 0.3 I
+    # consistent moments: every component's covariance is 0.3 I
+    ezz = jnp.einsum("kl,km->klm", ez, ez) + 0.3 * jnp.eye(L)
     stats = raw._replace(weights=raw.weights / raw.weights.sum(), ez=ez, ezz=ezz)
     b = core.whiten_latents(stats, lat_min_var=0.5)
     w = np.asarray(b.weights)
