@@ -226,3 +226,12 @@ def test_component_that_loses_all_mass_stays_finite(blobs):
     new, loglik = hmog._em_step_jit(q, X, 1e-3)
     assert np.isfinite(float(loglik)) and all(np.all(np.isfinite(np.asarray(v))) for v in new.values())
     assert float(jnp.exp(new["log_w"][0])) < 1e-6
+
+
+def test_summarise_equals_the_separate_predictions(blobs, fitted_mfa, fitted_hmog):
+    X = blobs[0]
+    for model in (fitted_mfa, fitted_hmog):
+        resp, log_px, recon = model.summarise(X)
+        np.testing.assert_allclose(resp, model.predict_proba(X), atol=1e-5)
+        np.testing.assert_allclose(log_px, model.score_samples(X), rtol=1e-5, atol=1e-3)
+        np.testing.assert_allclose(recon, model.reconstruct(X), rtol=1e-5, atol=1e-5)
