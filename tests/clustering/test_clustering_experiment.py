@@ -35,6 +35,16 @@ def test_returns_every_promised_metric_deterministically(experiment):
         ({"dataset": "cifar"}, "config key 'dataset'"),
         ({"merge": "ward"}, "is not one of"),
         ({"n_components": "12"}, "config key 'n_components' must be int"),
+        (
+            {"model": "hmog", "trainer": "em", "learning_rate": 0.1},
+            "do not apply to model 'hmog' with trainer 'em'",
+        ),
+        (
+            {"model": "mfa", "trainer": "gradient", "steps_per_epoch": 5},
+            r"\['steps_per_epoch'\] do not apply",
+        ),
+        ({"model": "hmog", "trainer": "gradient", "batch_steps": 5}, r"\['batch_steps'\] do not apply"),
+        ({"model": "hmog", "trainer": "gradient", "grad_clip": "big"}, "config key 'grad_clip' must be"),
     ],
 )
 def test_bad_config_is_a_clear_error(experiment, override, match):

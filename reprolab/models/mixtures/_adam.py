@@ -42,9 +42,10 @@ def adam_update(
 
 
 def clip_by_global_norm(grads: Any, max_norm: float) -> Any:
-    """Scale ``grads`` so that their global L2 norm is at most ``max_norm`` (no-op when ``max_norm`` <= 0)."""
-    if max_norm <= 0.0:
-        return grads
+    """Scale ``grads`` so that their global L2 norm is at most ``max_norm`` (no-op when ``max_norm`` <= 0).
+
+    ``max_norm`` may be traced (a jit argument), so the no-op case is a ``where``, not a Python branch.
+    """
     norm = jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree_util.tree_leaves(grads)))
-    scale = jnp.minimum(1.0, max_norm / jnp.maximum(norm, 1e-30))
+    scale = jnp.where(max_norm > 0.0, jnp.minimum(1.0, max_norm / jnp.maximum(norm, 1e-30)), 1.0)
     return jax.tree_util.tree_map(lambda g: g * scale, grads)

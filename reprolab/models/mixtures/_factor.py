@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 
+from reprolab.models.mixtures._chunk import chunk_rows, chunked_sum
+
 
 class FactorPosterior(NamedTuple):
     """log N(x_n | k) (N,K) and the posterior of the standard-normal factor z given (x_n, k).
@@ -93,3 +95,22 @@ def log_responsibilities(log_weights: jax.Array, log_prob: jax.Array) -> tuple[j
     joint = log_weights[None, :] + log_prob
     log_px = jax.nn.logsumexp(joint, axis=1)
     return joint - log_px[:, None], log_px
+
+
+def _sums_rows(params: dict, X: jax.Array, mask: jax.Array) -> dict:
+    """E-step sums of one row chunk (rows weighted by ``mask``)."""
+    post = factor_posterior(X, params["means"], params["loads"], params["psi"])
+    log_r, log_px = log_responsibilities(params["log_w"], post.log_prob)
+    resp = jnp.exp(log_r) * mask[:, None]
+    g, h, sxx = regression_stats(X, resp, post.mean, post.cov)
+    return {"nk": resp.sum(axis=0), "g": g, "h": h, "sxx": sxx, "loglik": jnp.sum(log_px * mask)}
+
+
+def factor_sums(params: dict, X: jax.Array) -> dict:
+    """The E-step's sums over all rows of a factor mixture (``log_w``, ``means``, ``loads``, ``psi``).
+
+    nk (K,), G = sum r [z;1][z;1]^T (K, L+1, L+1), H = sum r x [z;1]^T (K, D, L+1), sxx (K, D) and the total
+    log-likelihood; in row chunks, so memory is O(rows K L), not O(N K L).
+    """
+    rows = chunk_rows(X.shape[0], params["loads"].shape[0] * params["loads"].shape[2])
+    return chunked_sum(lambda x, mask: _sums_rows(params, x, mask), X, rows)

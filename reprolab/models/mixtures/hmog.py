@@ -9,10 +9,13 @@ mean_k = W_k m_k + b + c_k and loadings W_k chol(S_k), so they share the MFA ker
 Two trainers:
 - ``trainer="em"`` (hierarchical only): exact EM; the latent posterior given x is a Gaussian mixture, the
   M-step has closed forms for (pi, m_k, S_k) and a shared regression for (W, b, psi).
-- ``trainer="gradient"``: the goal-apps "gradient EM": per epoch a full-batch E-step fixes the
-  responsibilities, then ``steps_per_epoch`` Adam steps on the expected complete-data loss
-  -E_r[log p(k) + log p(x | k)] + ent_reg * (-H(pi)) + l2_reg * ||(W, dW, c)||^2, each step followed by the
-  bounds (variance floor, weights clipped to ``min_weight`` and renormalised, latent prior whitened).
+- ``trainer="gradient"``: the reference trainer of goal-apps' HMoG (``FullGradientTrainer``), sharing its
+  core with MFA's (``_gradient``): per epoch one full-batch E-step gives each component's posterior
+  statistics (in y-coordinates), bounded as the reference's ``bound_means`` (observable variance floor,
+  weights clipped at ``min_prob``, latent statistics whitened against their marginal and floored at
+  ``lat_min_var``), then ``steps_per_epoch`` clipped AdamW steps in natural coordinates on the negative
+  expected complete-data log-likelihood plus the precision-eigenvalue penalty on the latent component
+  precisions, ``l2_reg`` and ``ent_reg``. A step costs O(K D L^2), independent of N.
 
 Whitening the latent mixture to mean 0 / covariance I after every update fixes the affine gauge freedom of
 y without changing the likelihood.
@@ -21,7 +24,6 @@ y without changing the likelihood.
 from __future__ import annotations
 
 import math
-from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -30,15 +32,17 @@ import numpy as np
 from jax.scipy.linalg import solve_triangular
 from numpy.typing import NDArray
 
-from reprolab.models.mixtures._adam import adam_init, adam_update
+from reprolab.models.mixtures import _gradient as core
 from reprolab.models.mixtures._base import FactorMixtureModel, run_em
 from reprolab.models.mixtures._chunk import chunk_rows, chunked_map, chunked_sum
 from reprolab.models.mixtures._factor import (
     factor_log_prob,
     factor_posterior,
+    factor_sums,
     log_responsibilities,
     solve_regression,
 )
+from reprolab.models.mixtures._gradient import TrainerSettings, statistics_from_sums
 from reprolab.models.mixtures._init import kmeans_partition, partition_moments
 from reprolab.models.mixtures._validation import check_choice, check_float, check_int
 
@@ -142,14 +146,6 @@ def _whiten(p: dict) -> dict:
     return new
 
 
-def _bound(p: dict, min_variance: float, min_weight: float) -> dict:
-    new = dict(p)
-    new["psi"] = jnp.maximum(p["psi"], min_variance)
-    w = jnp.maximum(jnp.exp(p["log_w"]), min_weight)
-    new["log_w"] = jnp.log(w / w.sum())
-    return _whiten(new)
-
-
 def _e_stats(t: _SharedTerms, p: dict, X: jax.Array, mask: jax.Array) -> dict:
     """Sufficient statistics of one row chunk, latent moments in u-coordinates (see ``_hier_posterior``)."""
     log_prob, u = _hier_posterior(t, p, X)
@@ -203,68 +199,108 @@ def _em(p: dict, X: jax.Array, min_variance: float, n_iter: int) -> tuple[dict, 
     return run_em(_em_step_jit, p, X, min_variance, n_iter)
 
 
-def _to_free(p: dict) -> dict:
-    free = {k: v for k, v in p.items() if k not in ("chol", "psi")}
-    diag = jnp.diagonal(p["chol"], axis1=1, axis2=2)
-    free["chol_raw"] = jnp.tril(p["chol"], -1) + jax.vmap(jnp.diag)(jnp.log(diag))
-    free["log_psi"] = jnp.log(p["psi"])
-    return free
+# ---- the reference gradient trainer (goal-apps' HMoG ``FullGradientTrainer``; core in ``_gradient``) ----
 
 
-def _from_free(free: dict) -> dict:
-    p = {k: v for k, v in free.items() if k not in ("chol_raw", "log_psi")}
-    raw = free["chol_raw"]
-    p["chol"] = jnp.tril(raw, -1) + jax.vmap(jnp.diag)(jnp.exp(jnp.diagonal(raw, axis1=1, axis2=2)))
-    p["psi"] = jnp.exp(free["log_psi"])
-    p["log_w"] = jax.nn.log_softmax(free["log_w"])
+def _to_natural(p: dict) -> dict:
+    """(log_w, m, chol, W, b, psi[, dW, c]) -> natural coordinates of x | y, k and y | k, and the logits.
+
+    x | y, k: eta = Psi^-1 (b [+ c_k]), half_prec = Psi^-1 / 2, B = Psi^-1 (W [+ dW_k]) (the offsets as
+    ``eta_c``, ``dB``); y | k: lat_eta = P_k m_k with the precision P_k = S_k^-1 = C_k C_k^T stored as
+    ``lat_raw`` (C_k with log diagonal), so P_k stays positive definite under any update.
+    """
+    inv_psi = 1.0 / p["psi"]
+    eye = jnp.eye(p["m"].shape[1], dtype=p["m"].dtype)
+    prec = jax.vmap(lambda c: jax.scipy.linalg.cho_solve((c, True), eye))(p["chol"])
+    c_prec = jnp.linalg.cholesky(prec)
+    theta = {
+        "logits": p["log_w"],
+        "eta": p["b"] * inv_psi,
+        "half_prec": 0.5 * inv_psi,
+        "B": p["W"] * inv_psi[:, None],
+        "lat_eta": jnp.einsum("klm,km->kl", prec, p["m"]),
+        "lat_raw": jnp.tril(c_prec, -1) + jnp.log(jnp.diagonal(c_prec, axis1=1, axis2=2))[..., None] * eye,
+    }
+    if "dW" in p:
+        theta["eta_c"] = p["c"] * inv_psi[None]
+        theta["dB"] = p["dW"] * inv_psi[None, :, None]
+    return theta
+
+
+def _from_natural(theta: dict, obs_min_var: float) -> dict:
+    """Natural coordinates -> the model's parameters; psi is kept at or above ``obs_min_var``."""
+    psi = 1.0 / jnp.clip(2.0 * theta["half_prec"], 1e-6, 1.0 / obs_min_var)
+    c_prec = core.precision_factor(theta["lat_raw"])
+    eye = jnp.eye(c_prec.shape[1], dtype=psi.dtype)
+    cov = jax.vmap(lambda c: jax.scipy.linalg.cho_solve((c, True), eye))(c_prec)
+    p = {
+        "log_w": jax.nn.log_softmax(theta["logits"]),
+        "m": jax.vmap(lambda c, v: jax.scipy.linalg.cho_solve((c, True), v))(c_prec, theta["lat_eta"]),
+        "chol": jnp.linalg.cholesky(0.5 * (cov + jnp.swapaxes(cov, 1, 2))),
+        "W": theta["B"] * psi[:, None],
+        "b": theta["eta"] * psi,
+        "psi": psi,
+    }
+    if "dB" in theta:
+        p["dW"] = theta["dB"] * psi[None, :, None]
+        p["c"] = theta["eta_c"] * psi[None]
     return p
 
 
-def _loss(free: dict, X: jax.Array, resp: jax.Array, ent_reg: float, l2_reg: float) -> jax.Array:
-    p = _from_free(free)
-    expected = jnp.mean(jnp.sum(resp * (p["log_w"][None] + factor_log_prob(X, *_components(p))), axis=1))
-    weights = jnp.exp(p["log_w"])
-    entropy = -jnp.sum(weights * p["log_w"])
-    l2 = jnp.sum(free["W"] ** 2) + jnp.sum(free["dW"] ** 2) + jnp.sum(free["c"] ** 2)
-    return -expected - ent_reg * entropy + l2_reg * l2
+# Jitted once per shape: run eagerly, each of their many small ops would compile a kernel of its own.
+_whiten_jit = jax.jit(_whiten)
+_natural_init = jax.jit(lambda p: _to_natural(_whiten(p)))
+_from_natural_jit = jax.jit(_from_natural)
 
 
-@partial(jax.jit, static_argnames=("steps_per_epoch",))
-def _gradient_epoch(
-    free, opt, X, lr, ent_reg, l2_reg, min_variance, min_weight, offsets_on, steps_per_epoch: int
-):
-    """One gradient-EM epoch: a full-batch E-step, then ``steps_per_epoch`` bounded Adam steps.
+def _gradient_loss(theta: dict, stats, cfg) -> jax.Array:
+    """-E[log p(k) + log p(y | k) + log p(x | y, k)] under the bounded statistics, plus the regularisers.
 
-    ``offsets_on`` (0 or 1, traced) freezes the full model's offsets dW, c at zero for plain HMoG, so both
-    variants share one compiled function.
+    Plain HMoG shares x | y across components, so its observable term is linear in the weight-averaged
+    statistics: it is evaluated once on those (O(D L^2) per step) instead of per component (O(K D L^2)).
     """
-    p_now = _from_free(free)
-    log_r, log_px = log_responsibilities(p_now["log_w"], factor_log_prob(X, *_components(p_now)))
-    resp = jax.lax.stop_gradient(jnp.exp(log_r))
+    c_prec = core.precision_factor(theta["lat_raw"])  # the latent component precisions P_k = C C^T
+    log_w = jax.nn.log_softmax(theta["logits"])
+    if "dB" in theta:  # full model: per-component x | y, k
+        obs = core.observable_nll(
+            log_w, theta["eta"][None] + theta["eta_c"], jnp.broadcast_to(theta["half_prec"], theta["eta_c"].shape),
+            theta["B"][None] + theta["dB"], stats, cfg.obs_min_var,
+        )  # fmt: skip
+    else:
+        w = stats.weights
+        pooled = core.ComponentStatistics(
+            jnp.ones((1,), w.dtype), (w @ stats.ex)[None], (w @ stats.exx)[None],
+            jnp.einsum("k,kdl->dl", w, stats.exz)[None], (w @ stats.ez)[None], jnp.einsum("k,klm->lm", w, stats.ezz)[None],
+        )  # fmt: skip
+        zero = jnp.zeros((1,), log_w.dtype)  # log p(k) enters below, weighted by the unpooled weights
+        obs = core.observable_nll(
+            zero, theta["eta"][None], theta["half_prec"][None], theta["B"][None], pooled, cfg.obs_min_var
+        ) - jnp.sum(w * log_w)
+    return obs + core.latent_nll(theta["lat_eta"], c_prec, stats) + core.penalties(theta, c_prec, cfg)
 
-    def step(carry, _):
-        free, opt = carry
-        grads = jax.grad(_loss)(free, X, resp, ent_reg, l2_reg)
-        grads = dict(grads, dW=grads["dW"] * offsets_on, c=grads["c"] * offsets_on)
-        free, opt = adam_update(free, grads, opt, lr)
-        return (_to_free(_bound(_from_free(free), min_variance, min_weight)), opt), None
 
-    (free, opt), _ = jax.lax.scan(step, (free, opt), None, length=steps_per_epoch)
-    return free, opt, jnp.mean(log_px)
+def _gradient_bound(stats, cfg):
+    """The HMoG reference's ``bound_means``: observable floor and weight clip, whitened and floored latents."""
+    return core.whiten_latents(core.floor_observable(stats, cfg.obs_min_var, cfg.min_prob), cfg.lat_min_var)
 
 
-def _gradient_em(
-    p: dict, X, lr, ent_reg, l2_reg, min_variance, min_weight, offsets_on, n_epochs, steps_per_epoch
-):
-    free = _to_free(p)
-    opt = adam_init(free)
-    history = []
-    for _ in range(n_epochs):
-        free, opt, loglik = _gradient_epoch(
-            free, opt, X, lr, ent_reg, l2_reg, min_variance, min_weight, offsets_on, steps_per_epoch
-        )
-        history.append(loglik)
-    return _from_free(free), jnp.asarray(history, dtype=X.dtype)
+@jax.jit
+def _gradient_e_step(theta: dict, X: jax.Array, cfg):
+    """Posterior statistics in y-coordinates at the current parameters, and the mean log-likelihood.
+
+    The factor kernel's posterior is over z with y = m_k + chol_k z, so [y; 1] = A_k [z; 1] with
+    A_k = [[chol_k, m_k], [0, 1]], and the sums map as G_y = A G_z A^T, H_y = H_z A^T.
+    """
+    p = _from_natural(theta, cfg.obs_min_var)
+    means, loads, psi = _components(p)
+    sums = factor_sums({"log_w": p["log_w"], "means": means, "loads": loads, "psi": psi}, X)
+    k, latent = p["m"].shape
+    top = jnp.concatenate([p["chol"], p["m"][:, :, None]], axis=2)
+    bottom = jnp.broadcast_to(jnp.eye(latent + 1, dtype=X.dtype)[latent], (k, 1, latent + 1))
+    a = jnp.concatenate([top, bottom], axis=1)  # (K, L+1, L+1)
+    g = jnp.einsum("klm,kmn,kpn->klp", a, sums["g"], a)
+    h = jnp.einsum("kdm,klm->kdl", sums["h"], a)
+    return statistics_from_sums(sums["nk"], g, h, sums["sxx"]), sums["loglik"] / X.shape[0]
 
 
 def _reconstruct_rows(p: dict, X: jax.Array) -> jax.Array:
@@ -284,15 +320,29 @@ def _reconstruct(p: dict, X: jax.Array) -> jax.Array:
     return chunked_map(lambda x: _reconstruct_rows(p, x), X, _rows(p, X))
 
 
+@jax.jit
+def _summary(p: dict, X: jax.Array) -> jax.Array:
+    """[log p(k) + log p(x | k) | reconstruction] (N, K + D) in one compiled pass (one compilation per shape)."""
+    return chunked_map(
+        lambda x: jnp.concatenate([_joint_rows(p, x), _reconstruct_rows(p, x)], axis=1), X, _rows(p, X)
+    )
+
+
 class HierarchicalMixture(FactorMixtureModel):
     """HMoG (``interaction="hierarchical"``) or the full-interaction model (``interaction="full"``).
 
-    ``n_iter`` is the number of EM iterations (``trainer="em"``) or of gradient-EM epochs
-    (``trainer="gradient"``, each one E-step and ``steps_per_epoch`` Adam steps at ``learning_rate``).
+    ``n_iter`` is the number of EM iterations (``trainer="em"``) or of gradient epochs (``trainer="gradient"``,
+    the reference trainer: each one full-batch E-step and ``steps_per_epoch`` clipped AdamW steps on the
+    bounded statistics). The gradient settings default to the reference's (goal-apps' HMoG
+    ``GradientTrainerConfig``): ``learning_rate`` 1e-4, ``steps_per_epoch`` (its ``batch_steps``) 1,000,
+    ``grad_clip`` 8.0, ``weight_decay`` 1e-4 (optax.adamw), ``upr_prs_reg`` = ``lwr_prs_reg`` = 1e-3,
+    ``obs_min_var`` 1e-5, ``lat_min_var`` 1e-6, ``min_prob`` 1e-4, ``l2_reg`` = ``ent_reg`` = 0.
+    ``min_variance`` floors exact EM's noise and the PPCA init; ``min_weight`` floors EM's init weights.
     """
 
     _log_joint_fn = staticmethod(_log_joint)
     _reconstruct_fn = staticmethod(_reconstruct)
+    _summary_fn = staticmethod(_summary)
 
     def __init__(
         self,
@@ -302,10 +352,17 @@ class HierarchicalMixture(FactorMixtureModel):
         interaction: str = "hierarchical",
         trainer: str = "em",
         n_iter: int = 100,
-        steps_per_epoch: int = 10,
-        learning_rate: float = 1e-2,
+        steps_per_epoch: int = 1000,
+        learning_rate: float = 1e-4,
+        grad_clip: float = 8.0,
+        weight_decay: float = 1e-4,
+        upr_prs_reg: float = 1e-3,
+        lwr_prs_reg: float = 1e-3,
         ent_reg: float = 0.0,
         l2_reg: float = 0.0,
+        obs_min_var: float = 1e-5,
+        lat_min_var: float = 1e-6,
+        min_prob: float = 1e-4,
         min_variance: float = 1e-3,
         min_weight: float = 1e-6,
         random_state: int | None = None,
@@ -317,8 +374,15 @@ class HierarchicalMixture(FactorMixtureModel):
         self.n_iter = n_iter
         self.steps_per_epoch = steps_per_epoch
         self.learning_rate = learning_rate
+        self.grad_clip = grad_clip
+        self.weight_decay = weight_decay
+        self.upr_prs_reg = upr_prs_reg
+        self.lwr_prs_reg = lwr_prs_reg
         self.ent_reg = ent_reg
         self.l2_reg = l2_reg
+        self.obs_min_var = obs_min_var
+        self.lat_min_var = lat_min_var
+        self.min_prob = min_prob
         self.min_variance = min_variance
         self.min_weight = min_weight
         self.random_state = random_state
@@ -333,12 +397,31 @@ class HierarchicalMixture(FactorMixtureModel):
         check_int("n_iter", self.n_iter, minimum=0)
         check_int("steps_per_epoch", self.steps_per_epoch, minimum=1)
         check_float("learning_rate", self.learning_rate, minimum=0.0, strict=True)
-        check_float("ent_reg", self.ent_reg, minimum=0.0)
-        check_float("l2_reg", self.l2_reg, minimum=0.0)
+        for name in (
+            "grad_clip",
+            "weight_decay",
+            "upr_prs_reg",
+            "lwr_prs_reg",
+            "ent_reg",
+            "l2_reg",
+            "lat_min_var",
+        ):
+            check_float(name, getattr(self, name), minimum=0.0)
+        check_float("obs_min_var", self.obs_min_var, minimum=0.0, strict=True)
         check_float("min_variance", self.min_variance, minimum=0.0, strict=True)
         check_float("min_weight", self.min_weight, minimum=0.0)
-        if self.min_weight * self.n_components >= 1.0:
-            raise ValueError(f"min_weight={self.min_weight} times n_components must be below 1")
+        check_float("min_prob", self.min_prob, minimum=0.0)
+        for name in ("min_weight", "min_prob"):
+            if getattr(self, name) * self.n_components >= 1.0:
+                raise ValueError(f"{name}={getattr(self, name)} times n_components must be below 1")
+
+    def settings(self) -> TrainerSettings:
+        """The gradient trainer's hyperparameters (``steps_per_epoch`` apart)."""
+        return TrainerSettings(
+            float(self.learning_rate), float(self.grad_clip), float(self.weight_decay), float(self.upr_prs_reg),
+            float(self.lwr_prs_reg), float(self.l2_reg), float(self.ent_reg), float(self.obs_min_var),
+            float(self.min_prob), float(self.lat_min_var),
+        )  # fmt: skip
 
     def _init_params(self, X: NDArray, seed: int) -> dict:
         """PPCA for (W, b, psi); k-means in the whitened PCA scores for (pi, m_k, S_k)."""
@@ -362,20 +445,22 @@ class HierarchicalMixture(FactorMixtureModel):
             "b": jnp.asarray(mean, dtype=jnp.float32),
             "psi": jnp.asarray(psi, dtype=jnp.float32),
         }
-        if self.trainer == "gradient":  # offsets exist (frozen at zero unless interaction="full")
+        if self.interaction == "full":  # direct x-k offsets, from zero
             p["dW"] = jnp.zeros((k, X.shape[1], latent), jnp.float32)
             p["c"] = jnp.zeros((k, X.shape[1]), jnp.float32)
-        return _whiten(p)
+        return p
 
     def _fit(self, X: jax.Array, seed: int) -> dict:
         p = self._init_params(np.asarray(X), seed)
         if self.trainer == "em":
-            p, history = _em(p, X, self.min_variance, self.n_iter)
+            p, history = _em(_whiten_jit(p), X, self.min_variance, self.n_iter)
         else:
-            p, history = _gradient_em(
-                p, X, self.learning_rate, self.ent_reg, self.l2_reg, self.min_variance, self.min_weight,
-                float(self.interaction == "full"), self.n_iter, self.steps_per_epoch,
+            cfg = self.settings()
+            theta, history = core.train(
+                _natural_init(p), X, _gradient_e_step, _gradient_bound, _gradient_loss, cfg,
+                int(self.steps_per_epoch), self.n_iter,
             )  # fmt: skip
+            p = _from_natural_jit(theta, cfg.obs_min_var)
         self.loglik_history_ = np.asarray(history)
         return p
 

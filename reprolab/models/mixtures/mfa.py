@@ -16,15 +16,17 @@ import jax.numpy as jnp
 import numpy as np
 from numpy.typing import NDArray
 
+from reprolab.models.mixtures import _gradient as core
 from reprolab.models.mixtures import _mfa_gradient as grad_trainer
 from reprolab.models.mixtures._base import FactorMixtureModel, run_em
-from reprolab.models.mixtures._chunk import chunk_rows, chunked_map, chunked_sum
+from reprolab.models.mixtures._chunk import chunk_rows, chunked_map
 from reprolab.models.mixtures._factor import (
     factor_posterior,
+    factor_sums,
     log_responsibilities,
-    regression_stats,
     solve_regression,
 )
+from reprolab.models.mixtures._gradient import ComponentStatistics, TrainerSettings, statistics_from_sums
 from reprolab.models.mixtures._init import kmeans_partition, partition_moments
 from reprolab.models.mixtures._validation import check_choice, check_float, check_int
 
@@ -44,23 +46,9 @@ def _log_joint(params: dict, X: jax.Array) -> jax.Array:
     return chunked_map(lambda x: _joint_rows(params, x), X, _rows(params, X))
 
 
-def _e_stats(params: dict, X: jax.Array, mask: jax.Array) -> dict:
-    """Sufficient statistics of one row chunk (rows weighted by ``mask``)."""
-    post = factor_posterior(X, params["means"], params["loads"], params["psi"])
-    log_r, log_px = log_responsibilities(params["log_w"], post.log_prob)
-    resp = jnp.exp(log_r) * mask[:, None]
-    g, h, sxx = regression_stats(X, resp, post.mean, post.cov)
-    return {"nk": resp.sum(axis=0), "g": g, "h": h, "sxx": sxx, "loglik": jnp.sum(log_px * mask)}
-
-
-def _posterior_sums(params: dict, X: jax.Array) -> dict:
-    """The E-step's sums over all rows, in row chunks (memory O(rows K L), not O(N K L))."""
-    return chunked_sum(lambda x, mask: _e_stats(params, x, mask), X, _rows(params, X))
-
-
 def _em_step(params: dict, X: jax.Array, min_variance: float) -> tuple[dict, jax.Array]:
     """One exact EM iteration."""
-    stats = _posterior_sums(params, X)
+    stats = factor_sums(params, X)
     nk = stats["nk"]
     lam, psi = solve_regression(stats["g"], stats["h"], stats["sxx"], nk, min_variance)
     latent = params["loads"].shape[2]
@@ -77,25 +65,11 @@ def _em(params: dict, X: jax.Array, min_variance: float, n_iter: int) -> tuple[d
 
 
 @jax.jit
-def _bounded_e_step(theta: dict, X: jax.Array, obs_min_var: float):
+def _bounded_e_step(theta: dict, X: jax.Array, cfg: TrainerSettings) -> tuple[ComponentStatistics, jax.Array]:
     """Posterior statistics at the current natural parameters, and the mean log-likelihood."""
-    sums = _posterior_sums(grad_trainer.from_natural(theta, obs_min_var), X)
-    stats = grad_trainer.statistics_from_em(sums["nk"], sums["g"], sums["h"], sums["sxx"])
+    sums = factor_sums(grad_trainer.from_natural(theta, cfg.obs_min_var), X)
+    stats = statistics_from_sums(sums["nk"], sums["g"], sums["h"], sums["sxx"])
     return stats, sums["loglik"] / X.shape[0]
-
-
-def _gradient_train(
-    params: dict, X: jax.Array, cfg: grad_trainer.TrainerSettings, n_epochs: int
-) -> tuple[dict, jax.Array]:
-    """``n_epochs`` of (full-batch E-step, bounded statistics, ``cfg.batch_steps`` AdamW steps)."""
-    theta = grad_trainer.to_natural(params)
-    opt = grad_trainer.init_optimizer(theta)  # kept across epochs, as the reference does
-    history = []
-    for _ in range(n_epochs):
-        stats, loglik = _bounded_e_step(theta, X, cfg.obs_min_var)
-        theta, opt = grad_trainer.inner_steps(theta, opt, stats, cfg)
-        history.append(loglik)
-    return grad_trainer.from_natural(theta, cfg.obs_min_var), jnp.asarray(history, dtype=X.dtype)
 
 
 def _reconstruct_rows(params: dict, X: jax.Array) -> jax.Array:
@@ -109,6 +83,14 @@ def _reconstruct_rows(params: dict, X: jax.Array) -> jax.Array:
 @jax.jit
 def _reconstruct(params: dict, X: jax.Array) -> jax.Array:
     return chunked_map(lambda x: _reconstruct_rows(params, x), X, _rows(params, X))
+
+
+@jax.jit
+def _summary(p: dict, X: jax.Array) -> jax.Array:
+    """[log p(k) + log p(x | k) | reconstruction] (N, K + D) in one compiled pass (one compilation per shape)."""
+    return chunked_map(
+        lambda x: jnp.concatenate([_joint_rows(p, x), _reconstruct_rows(p, x)], axis=1), X, _rows(p, X)
+    )
 
 
 class MixtureOfFactorAnalyzers(FactorMixtureModel):
@@ -125,6 +107,7 @@ class MixtureOfFactorAnalyzers(FactorMixtureModel):
 
     _log_joint_fn = staticmethod(_log_joint)
     _reconstruct_fn = staticmethod(_reconstruct)
+    _summary_fn = staticmethod(_summary)
 
     def __init__(
         self,
@@ -182,12 +165,12 @@ class MixtureOfFactorAnalyzers(FactorMixtureModel):
             if self.min_prob * self.n_components >= 1.0:
                 raise ValueError(f"min_prob={self.min_prob} times n_components must be below 1")
 
-    def settings(self) -> grad_trainer.TrainerSettings:
-        """The gradient trainer's hyperparameters."""
-        return grad_trainer.TrainerSettings(
-            float(self.learning_rate), int(self.batch_steps), float(self.grad_clip), float(self.weight_decay),
-            float(self.upr_prs_reg), float(self.lwr_prs_reg), float(self.l2_reg), float(self.ent_reg),
-            float(self.obs_min_var), float(self.min_prob),
+    def settings(self) -> TrainerSettings:
+        """The gradient trainer's hyperparameters (``batch_steps`` apart)."""
+        return TrainerSettings(
+            float(self.learning_rate), float(self.grad_clip), float(self.weight_decay), float(self.upr_prs_reg),
+            float(self.lwr_prs_reg), float(self.l2_reg), float(self.ent_reg), float(self.obs_min_var),
+            float(self.min_prob),
         )  # fmt: skip
 
     def _reference_init(self, data: NDArray, seed: int) -> dict:
@@ -207,9 +190,12 @@ class MixtureOfFactorAnalyzers(FactorMixtureModel):
     def _fit(self, X: jax.Array, seed: int) -> dict:
         data = np.asarray(X)
         if self.trainer == "gradient":
-            params, history = _gradient_train(
-                self._reference_init(data, seed), X, self.settings(), self.n_iter
-            )
+            cfg = self.settings()
+            theta, history = core.train(
+                jax.jit(grad_trainer.to_natural)(self._reference_init(data, seed)), X, _bounded_e_step,
+                grad_trainer.bound, grad_trainer.loss, cfg, int(self.batch_steps), self.n_iter,
+            )  # fmt: skip
+            params = jax.jit(grad_trainer.from_natural)(theta, cfg.obs_min_var)
             self.loglik_history_ = np.asarray(history)
             return params
         k, latent = self.n_components, self.latent_dim
