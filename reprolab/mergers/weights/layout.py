@@ -183,7 +183,7 @@ def plan_groups(
         for s in [*srcs, *([base_src] if base_src else [])]:
             n = layers(s.model).n
             lo, hi = s.layers if s.layers is not None else (0, n)
-            if not 0 <= lo < hi <= n:
+            if s.layers is not None and not 0 <= lo < hi <= n:
                 raise ValueError(f"{s.where}: layer_range [{lo}, {hi}] does not fit the {n} layers of {s.model}")
             ranges[id(s)] = lo, hi
         lengths = {hi - lo for lo, hi in ranges.values()}

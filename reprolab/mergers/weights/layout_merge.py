@@ -136,7 +136,19 @@ def merge_layout(
     overwrite: bool = False,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> list[Path]:
-    """Merge ``cfg`` (slices, per-tensor parameters and/or tokenizer settings) into ``out_dir``."""
+    """Merge ``cfg`` (slices, per-tensor parameters and/or tokenizer settings) into ``out_dir``.
+
+    Errors are one line naming the config file (and the slice, model, tensor or token).
+    """
+    try:
+        return _merge_layout(cfg, out_dir, overwrite=overwrite, progress=progress)
+    except ValueError as exc:
+        msg = str(exc)
+        raise ValueError(msg if msg.startswith(str(cfg.config_path)) else f"{cfg.config_path}: {msg}") from None
+
+
+def _merge_layout(cfg: MergeConfig, out_dir: Path, *, overwrite: bool,
+                  progress: Callable[[int, int, str], None] | None) -> list[Path]:
     method = cfg.plan.method
     slices = _slices(cfg)
     models = list(dict.fromkeys([*([cfg.base] if cfg.base else []), *(s.model for sl in slices for s in sl.sources),

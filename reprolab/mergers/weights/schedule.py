@@ -48,8 +48,6 @@ def _plain(name: str, raw: Any, default: Any, where: str) -> Any:
         if not all(_scalar(v) for v in raw):
             raise ValueError(f"{where}: {name}: a gradient must list plain values, got {raw!r}")
         return tuple(check_param(name, v, default, where) for v in raw)
-    if raw is None or not _scalar(raw):
-        raise ValueError(f"{where}: {name} must be a value, a gradient list or filter entries, got {raw!r}")
     return check_param(name, raw, default, where)
 
 
