@@ -25,9 +25,17 @@ MERGEKIT_PY = os.environ.get("REPROLAB_MERGEKIT_PYTHON", "/work/venv-mergekit/bi
 
 
 def main() -> None:
-    version = subprocess.run([MERGEKIT_PY, "-c", "import importlib.metadata as m; print(m.version('mergekit'), "
-                              "m.version('torch'), m.version('transformers'))"], check=True, capture_output=True,
-                             text=True).stdout.split()
+    version = subprocess.run(
+        [
+            MERGEKIT_PY,
+            "-c",
+            "import importlib.metadata as m; print(m.version('mergekit'), "
+            "m.version('torch'), m.version('transformers'))",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     recorded = json.loads(REFERENCE.read_text()) if REFERENCE.exists() else {"cases": {}}
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     names = sys.argv[1:] or list(CASES)  # names given: record only those
@@ -38,8 +46,15 @@ def main() -> None:
         for name in names:
             tok = CASES[name][1]
             out = root / f"out_{name}"
-            cmd = [MERGEKIT_PY, "-m", "mergekit.scripts.run_yaml", str(write_config(root, name)), str(out),
-                   "--no-lazy-unpickle", *([] if tok else ["--no-copy-tokenizer"])]
+            cmd = [
+                MERGEKIT_PY,
+                "-m",
+                "mergekit.scripts.run_yaml",
+                str(write_config(root, name)),
+                str(out),
+                "--no-lazy-unpickle",
+                *([] if tok else ["--no-copy-tokenizer"]),
+            ]
             subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
             recorded["cases"][name] = summarize(out, tok)
             print(f"recorded {name}")

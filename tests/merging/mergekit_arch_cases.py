@@ -27,9 +27,16 @@ def _config(arch: str, vocab: int):
     import transformers
 
     common = {"vocab_size": vocab, "bos_token_id": 1, "eos_token_id": 2}
-    llama_like = {"hidden_size": HIDDEN, "intermediate_size": INTER, "num_hidden_layers": LAYERS,
-                  "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 48,
-                  "tie_word_embeddings": False, **common}
+    llama_like = {
+        "hidden_size": HIDDEN,
+        "intermediate_size": INTER,
+        "num_hidden_layers": LAYERS,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 48,
+        "tie_word_embeddings": False,
+        **common,
+    }
     if arch == "llama":
         return transformers.LlamaConfig(**llama_like)
     if arch == "mistral":
@@ -37,8 +44,14 @@ def _config(arch: str, vocab: int):
     if arch == "qwen2":
         return transformers.Qwen2Config(**llama_like)
     if arch == "phi":
-        return transformers.PhiConfig(hidden_size=HIDDEN, intermediate_size=INTER, num_hidden_layers=LAYERS,
-                                      num_attention_heads=4, max_position_embeddings=48, **common)
+        return transformers.PhiConfig(
+            hidden_size=HIDDEN,
+            intermediate_size=INTER,
+            num_hidden_layers=LAYERS,
+            num_attention_heads=4,
+            max_position_embeddings=48,
+            **common,
+        )
     if arch == "gpt2":
         return transformers.GPT2Config(n_embd=HIDDEN, n_layer=LAYERS, n_head=4, n_positions=48, **common)
     raise ValueError(arch)
@@ -52,7 +65,9 @@ def _shapes(arch: str, vocab: int) -> tuple[dict[str, tuple[int, ...]], object]:
         model = AutoModelForCausalLM.from_config(cfg)
     cfg.architectures = [type(model).__name__]
     tied = getattr(cfg, "tie_word_embeddings", False)
-    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items() if not (tied and k == "lm_head.weight")}
+    shapes = {
+        k: tuple(v.shape) for k, v in model.state_dict().items() if not (tied and k == "lm_head.weight")
+    }
     return shapes, cfg
 
 
@@ -73,8 +88,13 @@ def _write_tokenizer(folder: Path, tokens: list[str], chat_template: str | None)
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.add_special_tokens(list(SPECIALS))
     tok.save(str(folder / "tokenizer.json"))
-    cfg = {"tokenizer_class": "PreTrainedTokenizerFast", "unk_token": "<unk>", "bos_token": "<s>",
-           "eos_token": "</s>", "model_max_length": 64}
+    cfg = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "unk_token": "<unk>",
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "model_max_length": 64,
+    }
     if chat_template:
         cfg["chat_template"] = chat_template
     (folder / "tokenizer_config.json").write_text(json.dumps(cfg, indent=1))
@@ -94,7 +114,9 @@ def build_models(root: Path, arch: str = "llama", tokenizers: bool = False) -> P
     base_vocab = vocabulary("base")
     shapes, _ = _shapes(arch, VOCAB)
     base = {k: torch.randn(s, generator=g) * 0.05 for k, s in shapes.items()}
-    extra_rows = {k: torch.randn((EXTRA, *s[1:]), generator=g) * 0.05 for k, s in shapes.items() if s[:1] == (VOCAB,)}
+    extra_rows = {
+        k: torch.randn((EXTRA, *s[1:]), generator=g) * 0.05 for k, s in shapes.items() if s[:1] == (VOCAB,)
+    }
     for i, name in enumerate(MODELS):
         tokens = vocabulary(name) if tokenizers else base_vocab
         sd_shapes, cfg = _shapes(arch, len(tokens))
@@ -122,7 +144,10 @@ def build_models(root: Path, arch: str = "llama", tokenizers: bool = False) -> P
 # (examples/orcamini-platy-44layer.yml's shape), per-slice merges, and tokenizer settings
 # (docs: tokenizer_source / tokenizer.tokens / pad_to_multiple_of / chat_template).
 CASES: dict[str, tuple[str, bool, str]] = {
-    "gradient_ties_f32": ("llama", False, """
+    "gradient_ties_f32": (
+        "llama",
+        False,
+        """
 models:
   - model: {d}/ft0
     parameters:
@@ -135,8 +160,12 @@ merge_method: ties
 base_model: {d}/base
 parameters: {{normalize: true}}
 dtype: float32
-"""),
-    "gradient_ties_bf16": ("llama", False, """
+""",
+    ),
+    "gradient_ties_bf16": (
+        "llama",
+        False,
+        """
 models:
   - model: {d}/ft0
     parameters: {{weight: [0.0, 0.5, 1.0], density: 0.5}}
@@ -146,8 +175,12 @@ merge_method: ties
 base_model: {d}/base
 parameters: {{normalize: false}}
 dtype: bfloat16
-"""),
-    "filter_task_arithmetic_bf16": ("llama", False, """
+""",
+    ),
+    "filter_task_arithmetic_bf16": (
+        "llama",
+        False,
+        """
 models:
   - model: {d}/ft0
     parameters:
@@ -164,8 +197,12 @@ base_model: {d}/base
 parameters:
   lambda: [{{filter: embed, value: 0.5}}, {{value: [0.9, 1.1]}}]
 dtype: bfloat16
-"""),
-    "top_level_gradient_linear_f32": ("llama", False, """
+""",
+    ),
+    "top_level_gradient_linear_f32": (
+        "llama",
+        False,
+        """
 models:
   - model: {d}/ft0
   - model: {d}/ft1
@@ -174,8 +211,12 @@ merge_method: linear
 parameters:
   weight: [{{filter: layers.1., value: 2.0}}, {{value: [0.1, 0.9]}}]
 dtype: float32
-"""),
-    "slices_passthrough_bf16": ("llama", False, """
+""",
+    ),
+    "slices_passthrough_bf16": (
+        "llama",
+        False,
+        """
 slices:
   - sources:
       - model: {d}/ft0
@@ -185,8 +226,12 @@ slices:
         layer_range: [1, 4]
 merge_method: passthrough
 dtype: bfloat16
-"""),
-    "slices_ties_f32": ("llama", False, """
+""",
+    ),
+    "slices_ties_f32": (
+        "llama",
+        False,
+        """
 slices:
   - sources:
       - model: {d}/base
@@ -210,8 +255,12 @@ merge_method: ties
 base_model: {d}/base
 parameters: {{normalize: true, weight: 0.6}}
 dtype: float32
-"""),
-    "slices_linear_bf16": ("llama", False, """
+""",
+    ),
+    "slices_linear_bf16": (
+        "llama",
+        False,
+        """
 slices:
   - sources:
       - model: {d}/ft0
@@ -226,9 +275,14 @@ slices:
       - model: {d}/ft2
         layer_range: [0, 4]
 merge_method: linear
+parameters: {{weight: 0.5}}
 dtype: bfloat16
-"""),
-    "tokenizer_union_ties_f32": ("llama", True, """
+""",
+    ),
+    "tokenizer_union_ties_f32": (
+        "llama",
+        True,
+        """
 models:
   - model: {d}/ft0
     parameters: {{weight: 0.5, density: 0.7}}
@@ -240,9 +294,15 @@ merge_method: ties
 base_model: {d}/base
 tokenizer_source: union
 dtype: float32
-"""),
-    "tokenizer_base_linear_f32": ("llama", True, """
+""",
+    ),
+    "tokenizer_base_linear_f32": (
+        "llama",
+        True,
+        """
 models:
+  - model: {d}/base
+    parameters: {{weight: 0.2}}
   - model: {d}/ft0
     parameters: {{weight: 0.6}}
   - model: {d}/ft2
@@ -251,8 +311,12 @@ merge_method: linear
 base_model: {d}/base
 tokenizer_source: base
 dtype: float32
-"""),
-    "tokenizer_model_task_arithmetic_bf16": ("llama", True, """
+""",
+    ),
+    "tokenizer_model_task_arithmetic_bf16": (
+        "llama",
+        True,
+        """
 models:
   - model: {d}/ft1
     parameters: {{weight: 0.7}}
@@ -262,8 +326,12 @@ merge_method: task_arithmetic
 base_model: {d}/base
 tokenizer_source: {d}/ft1
 dtype: bfloat16
-"""),
-    "tokenizer_tokens_pad_f32": ("llama", True, """
+""",
+    ),
+    "tokenizer_tokens_pad_f32": (
+        "llama",
+        True,
+        """
 models:
   - model: {d}/ft0
     parameters: {{weight: 0.5}}
@@ -286,9 +354,15 @@ tokenizer:
       source: {{kind: model_token, model: {d}/base, token_id: 7}}
       force: true
 dtype: float32
-"""),
-    "chat_template_literal_f32": ("llama", True, """
+""",
+    ),
+    "chat_template_literal_f32": (
+        "llama",
+        True,
+        """
 models:
+  - model: {d}/base
+    parameters: {{weight: 0.2}}
   - model: {d}/ft0
     parameters: {{weight: 0.5}}
   - model: {d}/ft2
@@ -297,21 +371,31 @@ merge_method: linear
 base_model: {d}/base
 chat_template: "{{% for m in messages %}}{{{{ m['role'] }}}}: {{{{ m['content'] }}}};{{% endfor %}}"
 dtype: float32
-"""),
-    "chat_template_auto_union_f32": ("llama", True, """
+""",
+    ),
+    "chat_template_auto_union_f32": (
+        "llama",
+        True,
+        """
 models:
+  - model: {d}/base
   - model: {d}/ft0
   - model: {d}/ft1
   - model: {d}/ft2
 merge_method: linear
 base_model: {d}/base
+parameters: {{weight: 0.25}}
 tokenizer_source: union
 chat_template: auto
 dtype: float32
-"""),
+""",
+    ),
 }
 for _arch in ARCHS:
-    CASES[f"{_arch}_gradient_ties_bf16"] = (_arch, False, """
+    CASES[f"{_arch}_gradient_ties_bf16"] = (
+        _arch,
+        False,
+        """
 models:
   - model: {d}/ft0
     parameters: {{weight: [0.3, 1.0], density: [{{filter: mlp, value: 0.4}}, {{value: [0.9, 0.5]}}]}}
@@ -320,8 +404,12 @@ models:
 merge_method: ties
 base_model: {d}/base
 dtype: bfloat16
-""")
-    CASES[f"{_arch}_slices_passthrough_f32"] = (_arch, False, """
+""",
+    )
+    CASES[f"{_arch}_slices_passthrough_f32"] = (
+        _arch,
+        False,
+        """
 slices:
   - sources:
       - model: {d}/ft0
@@ -334,7 +422,8 @@ slices:
         layer_range: [3, 4]
 merge_method: passthrough
 dtype: float32
-""")
+""",
+    )
 
 
 def write_config(root: Path, name: str) -> Path:
@@ -346,7 +435,9 @@ def write_config(root: Path, name: str) -> Path:
 
 
 def tensor_digest(t: torch.Tensor) -> str:
-    return hashlib.sha256(t.contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"").hexdigest()[:32]
+    return hashlib.sha256(
+        t.contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b""
+    ).hexdigest()[:32]
 
 
 def summarize(out: Path, tokenizers: bool) -> dict:
@@ -360,10 +451,14 @@ def summarize(out: Path, tokenizers: bool) -> dict:
     for f in sorted(out.glob("*.safetensors")):
         sd.update(load_file(f))
     cfg = json.loads((out / "config.json").read_text())
-    res: dict = {"config": {k: cfg.get(k) for k in ("num_hidden_layers", "n_layer", "vocab_size", "torch_dtype")}}
+    res: dict = {
+        "config": {k: cfg.get(k) for k in ("num_hidden_layers", "n_layer", "vocab_size", "torch_dtype")}
+    }
     if not tokenizers:
-        res["tensors"] = {k: [str(v.dtype).removeprefix("torch."), list(v.shape), tensor_digest(v)]
-                          for k, v in sorted(sd.items())}
+        res["tensors"] = {
+            k: [str(v.dtype).removeprefix("torch."), list(v.shape), tensor_digest(v)]
+            for k, v in sorted(sd.items())
+        }
         return res
     from transformers import AutoTokenizer
 

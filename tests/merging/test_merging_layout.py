@@ -23,7 +23,9 @@ def test_gradients_interpolate_as_mergekit():
     # mergekit: scaled = t * (n - 1), linear between the two neighbours, in Python floats
     assert evaluate(g, "x", 0.0) == 0.0 and evaluate(g, "x", 1.0) == 1.0
     assert evaluate(g, "x", 1 / 3) == (1 - (4 / 3 - 1)) * 0.5 + (4 / 3 - 1) * 0.3
-    assert evaluate(parse_setting("normalize", [True, False], True, "cfg"), "x", 0.6) is True  # picked, not mixed
+    assert (
+        evaluate(parse_setting("normalize", [True, False], True, "cfg"), "x", 0.6) is True
+    )  # picked, not mixed
     flt = parse_setting("weight", [{"filter": "mlp", "value": [1, 0]}, {"value": 0.5}], 1.0, "cfg")
     assert evaluate(flt, "model.layers.0.mlp.up_proj.weight", 0.25) == 0.75
     assert evaluate(flt, "model.layers.0.self_attn.q_proj.weight", 0.25) == 0.5
@@ -42,54 +44,109 @@ def _cfg(tmp: Path, text: str) -> Path:
 
 
 BAD = {
-    "layer range too long": ("slices: [{sources: [{model: ft0, layer_range: [0, 9]}]}]\nmerge_method: passthrough",
-                             "slices[0].sources[0] (ft0): layer_range [0, 9] does not fit the 4 layers"),
-    "layer range not a pair": ("slices: [{sources: [{model: ft0, layer_range: [2]}]}]\nmerge_method: passthrough",
-                               "slices[0].sources[0] (ft0): layer_range must be [start, end]"),
-    "slice lengths differ": ("slices: [{sources: [{model: ft0, layer_range: [0, 2]}, {model: ft1, layer_range: [0, 3]}]}]"
-                             "\nmerge_method: linear", "slices[0]: every source of a slice must give the same number"),
-    "slice without layer_range": ("slices: [{sources: [{model: ft0}]}]\nmerge_method: passthrough",
-                                  "slices[0].sources[0]: each source needs `model:` and `layer_range"),
-    "slice unknown key": ("slices: [{sources: [{model: ft0, layer_range: [0, 1]}], weight: 1}]\nmerge_method: passthrough",
-                          "slices[0]: unknown key(s) ['weight']"),
-    "residual_weight": ("slices: [{sources: [{model: ft0, layer_range: [0, 1]}], residual_weight: 0.5}]\n"
-                        "merge_method: passthrough", "slices[0]: residual_weight is not implemented"),
-    "modules": ("modules: {text: {models: [{model: ft0}]}}\nmerge_method: linear", "`modules` layouts are not supported"),
-    "models and slices": ("models: [{model: ft0}]\nslices: [{sources: [{model: ft0, layer_range: [0, 1]}]}]\n"
-                          "merge_method: passthrough", "give exactly one of `models`"),
-    "slice without base": ("base_model: base\nslices: [{sources: [{model: ft0, layer_range: [0, 2]}]}]\nmerge_method: ties",
-                           "slices[0]: the method needs the base model, so list"),
-    "gradient out of range": ("base_model: base\nmodels: [{model: ft0, parameters: {density: [0.5, 1.5]}}]\n"
-                              "merge_method: ties", "models[0] (ft0): parameters.density must lie in (0, 1], got 1.5"),
-    "gradient of lists": ("base_model: base\nmodels: [{model: ft0, parameters: {weight: [[1, 2]]}}]\nmerge_method: ties",
-                          "models[0] (ft0): parameters.weight: a gradient must list plain values"),
-    "filter without value": ("base_model: base\nmodels: [{model: ft0, parameters: {weight: [{filter: mlp}]}}]\n"
-                             "merge_method: ties", "models[0] (ft0): parameters.weight[0] must be a mapping with `value`"),
-    "filter unknown key": ("base_model: base\nmodels: [{model: ft0, parameters: {weight: {filter: mlp, value: 1, x: 2}}}]"
-                           "\nmerge_method: ties", "parameters.weight must be a mapping with `value` and an optional"),
-    "filter not a string": ("base_model: base\nmodels: [{model: ft0, parameters: {weight: [{filter: 3, value: 1}]}}]\n"
-                            "merge_method: ties", "parameters.weight[0].filter must be a non-empty string"),
-    "mixed list": ("base_model: base\nmodels: [{model: ft0, parameters: {weight: [{filter: mlp, value: 1}, 2]}}]\n"
-                   "merge_method: ties", "parameters.weight mixes filter entries and plain values"),
-    "trim_scope model with gradient": ("base_model: base\nmodels: [{model: ft0, parameters: {weight: [0, 1]}}]\n"
-                                       "merge_method: ties\nparameters: {trim_scope: model}",
-                                       "trim_scope: model (one threshold over the whole model) cannot be combined"),
-    "tokens source unknown kind": ("base_model: base\nmodels: [{model: ft0}]\nmerge_method: linear\n"
-                                   "tokenizer: {tokens: {w1: {source: {kind: average}}}}",
-                                   "tokenizer.tokens['w1'].source must be a model path"),
-    "tokens token and token_id": ("base_model: base\nmodels: [{model: ft0}]\nmerge_method: linear\ntokenizer: {tokens: "
-                                  "{w1: {source: {kind: model_token, model: ft0, token: a, token_id: 1}}}}",
-                                  "give exactly one of `token` and `token_id`"),
-    "tokens force not a bool": ("base_model: base\nmodels: [{model: ft0}]\nmerge_method: linear\n"
-                                "tokenizer: {tokens: {w1: {source: ft0, force: 'yes'}}}", ".force must be a YAML boolean"),
-    "pad_to_multiple_of zero": ("base_model: base\nmodels: [{model: ft0}]\nmerge_method: linear\n"
-                                "tokenizer: {pad_to_multiple_of: 0}", "tokenizer.pad_to_multiple_of must be a positive"),
-    "tokenizer_source missing model": ("base_model: base\nmodels: [{model: ft0}]\nmerge_method: linear\n"
-                                       "tokenizer_source: ft9", "tokenizer_source: model path 'ft9' does not exist"),
-    "token from an unmerged model": ("base_model: base\nmodels: [{model: ft0}]\nmerge_method: linear\n"
-                                     "tokenizer: {tokens: {zz: {source: ft2}}}", "model"),
-    "chat template too short": ("base_model: base\nmodels: [{model: ft0}]\nmerge_method: linear\nchat_template: '{x}'",
-                                "is not a Jinja template"),
+    "layer range too long": (
+        "slices: [{sources: [{model: ft0, layer_range: [0, 9]}]}]\nmerge_method: passthrough",
+        "slices[0].sources[0] (ft0): layer_range [0, 9] does not fit the 4 layers",
+    ),
+    "layer range not a pair": (
+        "slices: [{sources: [{model: ft0, layer_range: [2]}]}]\nmerge_method: passthrough",
+        "slices[0].sources[0] (ft0): layer_range must be [start, end]",
+    ),
+    "slice lengths differ": (
+        "slices: [{sources: [{model: ft0, layer_range: [0, 2]}, {model: ft1, layer_range: [0, 3]}]}]"
+        "\nmerge_method: linear",
+        "slices[0]: every source of a slice must give the same number",
+    ),
+    "slice without layer_range": (
+        "slices: [{sources: [{model: ft0}]}]\nmerge_method: passthrough",
+        "slices[0].sources[0]: each source needs `model:` and `layer_range",
+    ),
+    "slice unknown key": (
+        "slices: [{sources: [{model: ft0, layer_range: [0, 1]}], weight: 1}]\nmerge_method: passthrough",
+        "slices[0]: unknown key(s) ['weight']",
+    ),
+    "residual_weight": (
+        "slices: [{sources: [{model: ft0, layer_range: [0, 1]}], residual_weight: 0.5}]\n"
+        "merge_method: passthrough",
+        "slices[0]: residual_weight is not implemented",
+    ),
+    "modules": (
+        "modules: {text: {models: [{model: ft0}]}}\nmerge_method: linear",
+        "`modules` layouts are not supported",
+    ),
+    "models and slices": (
+        "models: [{model: ft0}]\nslices: [{sources: [{model: ft0, layer_range: [0, 1]}]}]\n"
+        "merge_method: passthrough",
+        "give exactly one of `models`",
+    ),
+    "slice without base": (
+        "base_model: base\nslices: [{sources: [{model: ft0, layer_range: [0, 2]}]}]\nmerge_method: ties",
+        "slices[0]: the method needs the base model, so list",
+    ),
+    "gradient out of range": (
+        "base_model: base\nmodels: [{model: ft0, parameters: {density: [0.5, 1.5]}}]\nmerge_method: ties",
+        "models[0] (ft0): parameters.density must lie in (0, 1], got 1.5",
+    ),
+    "gradient of lists": (
+        "base_model: base\nmodels: [{model: ft0, parameters: {weight: [[1, 2]]}}]\nmerge_method: ties",
+        "models[0] (ft0): parameters.weight: a gradient must list plain values",
+    ),
+    "filter without value": (
+        "base_model: base\nmodels: [{model: ft0, parameters: {weight: [{filter: mlp}]}}]\nmerge_method: ties",
+        "models[0] (ft0): parameters.weight[0] must be a mapping with `value`",
+    ),
+    "filter unknown key": (
+        "base_model: base\nmodels: [{model: ft0, parameters: {weight: {filter: mlp, value: 1, x: 2}}}]"
+        "\nmerge_method: ties",
+        "parameters.weight must be a mapping with `value` and an optional",
+    ),
+    "filter not a string": (
+        "base_model: base\nmodels: [{model: ft0, parameters: {weight: [{filter: 3, value: 1}]}}]\n"
+        "merge_method: ties",
+        "parameters.weight[0].filter must be a non-empty string",
+    ),
+    "mixed list": (
+        "base_model: base\nmodels: [{model: ft0, parameters: {weight: [{filter: mlp, value: 1}, 2]}}]\n"
+        "merge_method: ties",
+        "parameters.weight mixes filter entries and plain values",
+    ),
+    "trim_scope model with gradient": (
+        "base_model: base\nmodels: [{model: ft0, parameters: {weight: [0, 1]}}]\n"
+        "merge_method: ties\nparameters: {trim_scope: model}",
+        "trim_scope: model (one threshold over the whole model) cannot be combined",
+    ),
+    "tokens source unknown kind": (
+        "base_model: base\nmodels: [{model: ft0}]\nmerge_method: linear\n"
+        "tokenizer: {tokens: {w1: {source: {kind: average}}}}",
+        "tokenizer.tokens['w1'].source must be a model path",
+    ),
+    "tokens token and token_id": (
+        "base_model: base\nmodels: [{model: ft0}]\nmerge_method: linear\ntokenizer: {tokens: "
+        "{w1: {source: {kind: model_token, model: ft0, token: a, token_id: 1}}}}",
+        "give exactly one of `token` and `token_id`",
+    ),
+    "tokens force not a bool": (
+        "base_model: base\nmodels: [{model: ft0}]\nmerge_method: linear\n"
+        "tokenizer: {tokens: {w1: {source: ft0, force: 'yes'}}}",
+        ".force must be a YAML boolean",
+    ),
+    "pad_to_multiple_of zero": (
+        "base_model: base\nmodels: [{model: ft0}]\nmerge_method: linear\ntokenizer: {pad_to_multiple_of: 0}",
+        "tokenizer.pad_to_multiple_of must be a positive",
+    ),
+    "tokenizer_source missing model": (
+        "base_model: base\nmodels: [{model: ft0}]\nmerge_method: linear\ntokenizer_source: ft9",
+        "tokenizer_source: model path 'ft9' does not exist",
+    ),
+    "token from an unmerged model": (
+        "base_model: base\nmodels: [{model: ft0}]\nmerge_method: linear\n"
+        "tokenizer: {tokens: {zz: {source: ft2}}}",
+        "model",
+    ),
+    "chat template too short": (
+        "base_model: base\nmodels: [{model: ft0}]\nmerge_method: linear\nchat_template: '{x}'",
+        "is not a Jinja template",
+    ),
 }
 
 
@@ -102,7 +159,9 @@ def test_bad_layout_and_tokenizer_settings_are_one_line_errors(arch, case):
     assert match in str(err.value) and str(cfg) in str(err.value), str(err.value)
     r = CliRunner().invoke(cli, ["merge", str(cfg), str(arch / "out"), "--quiet"])
     lines = r.output.strip().splitlines()
-    assert r.exit_code != 0 and len(lines) == 1 and lines[0].startswith("Error: ") and match in lines[0], r.output
+    assert r.exit_code != 0 and len(lines) == 1 and lines[0].startswith("Error: ") and match in lines[0], (
+        r.output
+    )
     assert not (arch / "out").exists()
 
 
@@ -111,16 +170,21 @@ def test_a_model_without_a_tokenizer_is_a_one_line_error(tmp_path):
     for name in ("base", "ft0"):
         save_state_dict({"model.embed_tokens.weight": torch.randn(8, 4, generator=g)}, tmp_path / name)
         (tmp_path / name / "config.json").write_text(json.dumps({"vocab_size": 8}))
-    cfg = _cfg(tmp_path, "base_model: base\nmodels: [{model: ft0}]\nmerge_method: task_arithmetic\n"
-                         "tokenizer_source: union\n")
+    cfg = _cfg(
+        tmp_path,
+        "base_model: base\nmodels: [{model: ft0}]\nmerge_method: task_arithmetic\ntokenizer_source: union\n",
+    )
     with pytest.raises(ValueError, match="cannot load its tokenizer"):
         run_merge(cfg, tmp_path / "out", show_progress=False)
     assert not (tmp_path / "out").exists()
 
 
 def test_tokenizer_files_are_written_listed_and_replace_the_donors(arch, tmp_path):
-    cfg = _cfg(tmp_path, f"base_model: {arch}/base\nmodels: [{{model: {arch}/ft1}}]\nmerge_method: task_arithmetic\n"
-                         "tokenizer: {source: union, pad_to_multiple_of: 16}\nchat_template: chatml\n")
+    cfg = _cfg(
+        tmp_path,
+        f"base_model: {arch}/base\nmodels: [{{model: {arch}/ft1}}]\nmerge_method: task_arithmetic\n"
+        "tokenizer: {source: union, pad_to_multiple_of: 16}\nchat_template: chatml\n",
+    )
     run_merge(cfg, tmp_path / "out", show_progress=False)
     out = tmp_path / "out"
     manifest = json.loads((out / ".reprolab-merge.json").read_text())["files"]
@@ -137,8 +201,10 @@ def test_tokenizer_files_are_written_listed_and_replace_the_donors(arch, tmp_pat
 
 
 def test_gradient_merge_streams_and_is_deterministic(arch, tmp_path):
-    text = (f"base_model: {arch}/base\nmodels: [{{model: {arch}/ft0, parameters: {{weight: [0, 1], density: 0.5}}}}]\n"
-            "merge_method: dare_ties\nseed: 3\n")
+    text = (
+        f"base_model: {arch}/base\nmodels: [{{model: {arch}/ft0, parameters: {{weight: [0, 1], density: 0.5}}}}]\n"
+        "merge_method: dare_ties\nseed: 3\n"
+    )
     for name in ("a", "b"):
         run_merge(_cfg(tmp_path, text), tmp_path / name, show_progress=False)
     a, b = load_state_dict(tmp_path / "a"), load_state_dict(tmp_path / "b")

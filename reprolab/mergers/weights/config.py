@@ -37,7 +37,6 @@ from reprolab.mergers.weights.engine import MergePlan
 from reprolab.mergers.weights.io import dtype_from_name
 from reprolab.mergers.weights.layout import OutputSlice, SliceSource
 from reprolab.mergers.weights.native import check_della_range
-from reprolab.mergers.weights.params import check_param
 from reprolab.mergers.weights.registry import MergeMethod, get_method
 from reprolab.mergers.weights.schedule import any_varies, parse_setting, varies
 from reprolab.mergers.weights.tokenizer import TokenizerSpec, parse_tokenizer

@@ -92,11 +92,17 @@ def model_layers(ckpt: Checkpoint) -> ModelLayers:
     cfg = model_config(ckpt.path) if ckpt.path.is_dir() else {}
     key = next((k for k in LAYER_KEYS if isinstance(cfg.get(k), int)), None)
     if key is not None and cfg[key] != count:
-        raise ValueError(f"{ckpt.path}: config.json says {key}={cfg[key]} but the weights hold {count} layers "
-                         f"({prefix}.0 .. {prefix}.{count - 1})")
+        raise ValueError(
+            f"{ckpt.path}: config.json says {key}={cfg[key]} but the weights hold {count} layers "
+            f"({prefix}.0 .. {prefix}.{count - 1})"
+        )
     return ModelLayers(
-        prefix, count, tuple(tuple(per[i]) for i in range(count)),
-        tuple(n for n in others if _PRE.search(n)), tuple(n for n in others if not _PRE.search(n)), key,
+        prefix,
+        count,
+        tuple(tuple(per[i]) for i in range(count)),
+        tuple(n for n in others if _PRE.search(n)),
+        tuple(n for n in others if not _PRE.search(n)),
+        key,
     )
 
 
@@ -142,11 +148,85 @@ class Group:
     entries: list[Entry] = field(default_factory=list)
 
 
-def _split_base(sl: OutputSlice, base: Path | None, separate_base: bool) -> tuple[SliceSource | None, list[SliceSource]]:
+def _split_base(
+    sl: OutputSlice, base: Path | None, separate_base: bool
+) -> tuple[SliceSource | None, list[SliceSource]]:
+    """(the slice's base source, its merge sources); a `models:` config's base need not be listed (mergekit adds it)."""
     if not separate_base or base is None:
         return None, list(sl.sources)
     found = [s for s in sl.sources if s.model == base]
-    return (found[0] if found else None), [s for s in sl.sources if s.model != base]
+    others = [s for s in sl.sources if s.model != base]
+    if not found and all(s.layers is None for s in sl.sources):
+        found = [SliceSource(base, None, {}, sl.where)]
+    if not found:
+        raise ValueError(
+            f"{sl.where}: the method needs the base model, so list {base} among this slice's sources"
+        )
+    return found[0], others
+
+
+def _range(s: SliceSource, layers: Callable[[Path], ModelLayers]) -> tuple[int, int]:
+    n = layers(s.model).n
+    if s.layers is None:
+        return 0, n
+    lo, hi = s.layers
+    if not 0 <= lo < hi <= n:
+        raise ValueError(f"{s.where}: layer_range [{lo}, {hi}] does not fit the {n} layers of {s.model}")
+    return lo, hi
+
+
+def _slice_group(
+    sl: OutputSlice,
+    base_src: SliceSource | None,
+    srcs: list[SliceSource],
+    first_layer: int,
+    layers: Callable[[Path], ModelLayers],
+) -> tuple[Group, int]:
+    """The output layers ``first_layer ..`` of one slice, and how many there are."""
+    ref = base_src or srcs[0]
+    everyone = [ref, *srcs] if base_src else srcs
+    ranges = [_range(s, layers) for s in everyone]
+    lengths = [hi - lo for lo, hi in ranges]
+    if len(set(lengths)) != 1:
+        raise ValueError(
+            f"{sl.where}: every source of a slice must give the same number of layers, got {lengths}"
+        )
+    n = lengths[0]
+    group = Group(ref.model, [s.model for s in srcs], [s.params for s in srcs], sl.params)
+    ref_layers = layers(ref.model)
+    for o in range(n):
+        t = o / (n - 1) if n > 1 else 1.0  # mergekit's gradient position within the slice
+        ref_layer = ranges[0][0] + o
+        inputs = list(zip(srcs, ranges[1:] if base_src else ranges, strict=True))
+        for suffix in ref_layers.suffixes[ref_layer]:
+            names = []
+            for s, (lo, _) in inputs:
+                ml = layers(s.model)
+                if suffix not in ml.suffixes[lo + o]:
+                    raise ValueError(
+                        f"{s.where}: {s.model} has no tensor {ml.name(lo + o, suffix)!r} (its layer "
+                        f"{lo + o} does not match layer {ref_layer} of {ref.model})"
+                    )
+                names.append(ml.name(lo + o, suffix))
+            group.entries.append(
+                Entry(ref_layers.name(first_layer + o, suffix), ref_layers.name(ref_layer, suffix), names, t)
+            )
+    return group, n
+
+
+def _edge_group(
+    base_src: SliceSource | None,
+    srcs: list[SliceSource],
+    sl: OutputSlice,
+    layers: Callable[[Path], ModelLayers],
+    which: str,
+) -> Group:
+    """The pre-layer (``which="pre"``) or post-layer weights, merged at t = 0."""
+    ref = base_src or srcs[0]
+    group = Group(ref.model, [s.model for s in srcs], [s.params for s in srcs], sl.params)
+    for name in getattr(layers(ref.model), which):
+        group.entries.append(Entry(name, name, [name] * len(srcs), 0.0))
+    return group
 
 
 def plan_groups(
@@ -164,77 +244,29 @@ def plan_groups(
     """
     groups: list[Group] = []
     total = 0
-    first: tuple[SliceSource | None, list[SliceSource]] | None = None
-    for si, sl in enumerate(slices):
-        sbase = sl.base or base
-        base_src, srcs = _split_base(sl, sbase, separate_base)
-        if separate_base and sbase is not None and base_src is None:
-            base_src = SliceSource(sbase, None, {}, sl.where) if sl.sources[0].layers is None else None
-        if separate_base and base_src is None:
-            raise ValueError(f"{sl.where}: the method needs the base model, so list "
-                             f"{sbase if sbase is not None else 'a `base_model`'} among this slice's sources")
+    split = []
+    for sl in slices:
+        base_src, srcs = _split_base(sl, sl.base or base, separate_base)
         if not srcs:
             raise ValueError(f"{sl.where}: no source models to merge (only the base is listed)")
         if n_sources is not None and len(srcs) != n_sources:
-            raise ValueError(f"{sl.where}: the method takes exactly {n_sources} model(s) per slice besides the base, "
-                             f"got {len(srcs)}")
-        ref = base_src or srcs[0]
-        ranges = {}
-        for s in [*srcs, *([base_src] if base_src else [])]:
-            n = layers(s.model).n
-            lo, hi = s.layers if s.layers is not None else (0, n)
-            if s.layers is not None and not 0 <= lo < hi <= n:
-                raise ValueError(f"{s.where}: layer_range [{lo}, {hi}] does not fit the {n} layers of {s.model}")
-            ranges[id(s)] = lo, hi
-        lengths = {hi - lo for lo, hi in ranges.values()}
-        if len(lengths) != 1:
-            raise ValueError(f"{sl.where}: every source of a slice must give the same number of layers, "
-                             f"got {sorted(hi - lo for lo, hi in ranges.values())}")
-        n = lengths.pop()
-        if first is None:
-            first = (base_src, srcs)
-        group = Group(ref.model if base_src is None else base_src.model, [s.model for s in srcs],
-                      [s.params for s in srcs], sl.params)
-        ref_layers = layers(ref.model)
-        for o in range(n):
-            t = o / (n - 1) if n > 1 else 1.0
-            ref_layer = ranges[id(ref)][0] + o
-            for suffix in ref_layers.suffixes[ref_layer]:
-                ins = []
-                for s in srcs:
-                    ml = layers(s.model)
-                    name = ml.name(ranges[id(s)][0] + o, suffix)
-                    if name not in ml_names(ml, ranges[id(s)][0] + o):
-                        raise ValueError(f"{s.where}: {s.model} has no tensor {name!r} (layer {ranges[id(s)][0] + o} "
-                                         f"of the slice does not match {ref.model}'s layer {ref_layer})")
-                    ins.append(name)
-                group.entries.append(Entry(ref_layers.name(total + o, suffix), ref_layers.name(ref_layer, suffix), ins, t))
+            raise ValueError(
+                f"{sl.where}: the method takes exactly {n_sources} model(s) per slice besides the base, "
+                f"got {len(srcs)}"
+            )
+        group, n = _slice_group(sl, base_src, srcs, total, layers)
         groups.append(group)
+        split.append((base_src, srcs))
         total += n
-    assert first is not None
-    pre = _edge_group(first, slices[0], base, layers, "pre")
-    last_base, last_srcs = _split_base(slices[-1], slices[-1].base or base, separate_base)
-    if separate_base and last_base is None:
-        last_base = first[0]
-    post = _edge_group((last_base, last_srcs[: len(first[1])]), slices[-1], base, layers, "post")
+    pre = _edge_group(*split[0], slices[0], layers, "pre")
+    # mergekit pairs the last slice's models with as many of the first slice's as there are
+    post = _edge_group(split[-1][0], split[-1][1][: len(split[0][1])], slices[-1], layers, "post")
     return [g for g in (pre, *groups, post) if g.entries], total
 
 
-def ml_names(ml: ModelLayers, layer: int) -> set[str]:
-    return {ml.name(layer, s) for s in ml.suffixes[layer]}
-
-
-def _edge_group(chosen: tuple[SliceSource | None, list[SliceSource]], sl: OutputSlice, base: Path | None,
-                layers: Callable[[Path], ModelLayers], which: str) -> Group:
-    base_src, srcs = chosen
-    ref = base_src or srcs[0]
-    group = Group(ref.model, [s.model for s in srcs], [s.params for s in srcs], sl.params)
-    for name in getattr(layers(ref.model), which):
-        group.entries.append(Entry(name, name, [name] * len(srcs), 0.0))
-    return group
-
-
-def resolve_plans(group: Group, method: MergeMethod, top: Mapping[str, Any], seed: int, where: str) -> dict[str, MergePlan]:
+def resolve_plans(
+    group: Group, method: MergeMethod, top: Mapping[str, Any], seed: int, where: str
+) -> dict[str, MergePlan]:
     """One :class:`MergePlan` per output tensor of ``group``, with mergekit's precedence: the model's own
     ``parameters``, then the slice's, then the top level (filters match the model's input tensor name for
     per-model parameters and the output name for the others, as mergekit's resolver does)."""
@@ -244,8 +276,10 @@ def resolve_plans(group: Group, method: MergeMethod, top: Mapping[str, Any], see
     plans = {}
     for e in group.entries:
         shared = resolve_all(shared_names, (group.slice_params, top), e.out, e.t)
-        per = [resolve_all(per_names, (p, group.slice_params, top), name, e.t)
-               for p, name in zip(group.source_params, e.sources_in, strict=True)]
+        per = [
+            resolve_all(per_names, (p, group.slice_params, top), name, e.t)
+            for p, name in zip(group.source_params, e.sources_in, strict=True)
+        ]
         key = (tuple(sorted(shared.items())), tuple(tuple(sorted(p.items())) for p in per))
         if key not in cache:
             try:
@@ -262,7 +296,9 @@ def per_tensor_method(method: MergeMethod, plans: Mapping[str, MergePlan]) -> Me
     """``method`` with each tensor's weights and parameters taken from ``plans`` (by the tensor's name)."""
     fn = method.fn
 
-    def per_tensor(base: torch.Tensor, stack: torch.Tensor, weights: torch.Tensor, params: Mapping[str, Any], ctx):
+    def per_tensor(
+        base: torch.Tensor, stack: torch.Tensor, weights: torch.Tensor, params: Mapping[str, Any], ctx
+    ):
         plan = plans[ctx.name]
         return fn(base, stack, plan.weights, plan.tensor_params(), ctx)
 

@@ -66,7 +66,9 @@ class _Info:
 class _GroupAligner:
     """The realigned vocabulary tensors of one group, computed for all its models at once, one tensor at a time."""
 
-    def __init__(self, voc: Vocabulary, views: dict[Path, Checkpoint], names: set[str], work: torch.dtype | None):
+    def __init__(
+        self, voc: Vocabulary, views: dict[Path, Checkpoint], names: set[str], work: torch.dtype | None
+    ):
         self.voc, self.views, self.names, self.work = voc, views, names, work
         self._name: str | None = None
         self._rows: dict[Path, torch.Tensor] = {}
@@ -118,9 +120,12 @@ def _slices(cfg: MergeConfig) -> list[OutputSlice]:
     if cfg.slices is not None:
         return cfg.slices
     where = str(cfg.config_path)
-    sources = tuple(SliceSource(p, None, s, f"{where}: models[{i}] ({p})")
-                    for i, (p, s) in enumerate(zip(cfg.sources, cfg.model_settings or [{}] * len(cfg.sources),
-                                                   strict=True)))
+    sources = tuple(
+        SliceSource(p, None, s, f"{where}: models[{i}] ({p})")
+        for i, (p, s) in enumerate(
+            zip(cfg.sources, cfg.model_settings or [{}] * len(cfg.sources), strict=True)
+        )
+    )
     return [OutputSlice(sources, None, {}, where)]
 
 
@@ -144,15 +149,25 @@ def merge_layout(
         return _merge_layout(cfg, out_dir, overwrite=overwrite, progress=progress)
     except ValueError as exc:
         msg = str(exc)
-        raise ValueError(msg if msg.startswith(str(cfg.config_path)) else f"{cfg.config_path}: {msg}") from None
+        raise ValueError(
+            msg if msg.startswith(str(cfg.config_path)) else f"{cfg.config_path}: {msg}"
+        ) from None
 
 
-def _merge_layout(cfg: MergeConfig, out_dir: Path, *, overwrite: bool,
-                  progress: Callable[[int, int, str], None] | None) -> list[Path]:
+def _merge_layout(
+    cfg: MergeConfig, out_dir: Path, *, overwrite: bool, progress: Callable[[int, int, str], None] | None
+) -> list[Path]:
     method = cfg.plan.method
     slices = _slices(cfg)
-    models = list(dict.fromkeys([*([cfg.base] if cfg.base else []), *(s.model for sl in slices for s in sl.sources),
-                                 *(sl.base for sl in slices if sl.base)]))
+    models = list(
+        dict.fromkeys(
+            [
+                *([cfg.base] if cfg.base else []),
+                *(s.model for sl in slices for s in sl.sources),
+                *(sl.base for sl in slices if sl.base),
+            ]
+        )
+    )
     check_separate(Path(out_dir), [(f"model {i}", m) for i, m in enumerate(models)])
     ckpts = {m: Checkpoint(m, allow_pickle=cfg.allow_pickle) for m in models}
     layer_cache: dict[Path, ModelLayers] = {}
@@ -163,8 +178,9 @@ def _merge_layout(cfg: MergeConfig, out_dir: Path, *, overwrite: bool,
         return layer_cache[m]
 
     separate = method.uses_task_vectors or method.needs_base
-    groups, n_layers = plan_groups(slices, cfg.base if separate else None, layers, separate_base=separate,
-                                   n_sources=method.n_sources)
+    groups, n_layers = plan_groups(
+        slices, cfg.base if separate else None, layers, separate_base=separate, n_sources=method.n_sources
+    )
     spec = cfg.tokenizer
     voc = build_vocabulary(spec, cfg.base, models) if spec is not None and spec.aligns else None
     passes = []
@@ -172,11 +188,14 @@ def _merge_layout(cfg: MergeConfig, out_dir: Path, *, overwrite: bool,
     for g in groups:
         names = [e.out for e in g.entries]
         base_view = renamed(ckpts[g.base], {e.out: e.base_in for e in g.entries})
-        views = [renamed(ckpts[m], {e.out: e.sources_in[i] for e in g.entries}) for i, m in enumerate(g.sources)]
+        views = [
+            renamed(ckpts[m], {e.out: e.sources_in[i] for e in g.entries}) for i, m in enumerate(g.sources)
+        ]
         vocab = _vocab_names(g, {g.base: base_view}, layers(g.base)) if voc is not None else set()
         if vocab:
-            aligner = _GroupAligner(voc, {g.base: base_view, **dict(zip(g.sources, views, strict=True))}, vocab,
-                                    cfg.compute_dtype)
+            aligner = _GroupAligner(
+                voc, {g.base: base_view, **dict(zip(g.sources, views, strict=True))}, vocab, cfg.compute_dtype
+            )
             base_view = _AlignedView(base_view, g.base, aligner)
             views = [_AlignedView(v, m, aligner) for v, m in zip(views, g.sources, strict=True)]
         _validate(base_view, views)
@@ -202,14 +221,24 @@ def _merge_layout(cfg: MergeConfig, out_dir: Path, *, overwrite: bool,
         tok_files = save_tokenizer(tokenizer, template)
     output = OutputFolder(out_dir, overwrite=overwrite)
     try:
-        writer = StreamingWriter(output.path, shapes, max_shard_bytes=cfg.max_shard_bytes,
-                                 metadata={"merged_by": "reprolab"}, output=output)
+        writer = StreamingWriter(
+            output.path,
+            shapes,
+            max_shard_bytes=cfg.max_shard_bytes,
+            metadata={"merged_by": "reprolab"},
+            output=output,
+        )
         done = 0
         with writer:
             for base_view, views, plan in passes:
-                for name, t in merge_iter(base_view, views, plan, compute_dtype=cfg.compute_dtype,
-                                          allow_source_as_base=cfg.allow_source_as_base,
-                                          native_arithmetic=cfg.native_arithmetic):
+                for name, t in merge_iter(
+                    base_view,
+                    views,
+                    plan,
+                    compute_dtype=cfg.compute_dtype,
+                    allow_source_as_base=cfg.allow_source_as_base,
+                    native_arithmetic=cfg.native_arithmetic,
+                ):
                     writer.write(name, t.to(shapes[name][0]))
                     done += 1
                     if progress is not None:

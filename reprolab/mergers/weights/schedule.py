@@ -60,11 +60,15 @@ def parse_setting(name: str, raw: Any, default: Any, where: str) -> Any:
             here = f"{name}[{i}]" if isinstance(raw, list) else name
             extra = sorted(map(str, set(e) - {"filter", "value"}))
             if extra or "value" not in e:
-                raise ValueError(f"{where}: {here} must be a mapping with `value` and an optional `filter`"
-                                 f"{f', got unknown key(s) {extra}' if extra else ', `value` is missing'}")
+                raise ValueError(
+                    f"{where}: {here} must be a mapping with `value` and an optional `filter`"
+                    f"{f', got unknown key(s) {extra}' if extra else ', `value` is missing'}"
+                )
             flt = e.get("filter")
             if flt is not None and (not isinstance(flt, str) or not flt):
-                raise ValueError(f"{where}: {here}.filter must be a non-empty string (part of a tensor name), got {flt!r}")
+                raise ValueError(
+                    f"{where}: {here}.filter must be a non-empty string (part of a tensor name), got {flt!r}"
+                )
             out.append(Conditional(flt, _plain(f"{here}.value", e["value"], default, where)))
         return tuple(out)
     if isinstance(raw, list) and any(isinstance(e, dict) for e in raw):
@@ -108,8 +112,9 @@ def resolve(name: str, scopes: Iterable[Mapping[str, Any] | None], tensor_name: 
     return _UNSET
 
 
-def resolve_all(names: Iterable[str], scopes: Sequence[Mapping[str, Any] | None], tensor_name: str,
-                t: float) -> dict[str, Any]:
+def resolve_all(
+    names: Iterable[str], scopes: Sequence[Mapping[str, Any] | None], tensor_name: str, t: float
+) -> dict[str, Any]:
     """``{name: value}`` for the names some scope sets for this tensor (the others keep their defaults)."""
     out = {}
     for name in names:

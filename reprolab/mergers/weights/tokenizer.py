@@ -32,15 +32,28 @@ from typing import Any
 import torch
 
 # tokenizer files of a donor model that a written tokenizer replaces (mergekit's list of tokenizer files)
-TOKENIZER_FILES = frozenset({"tokenizer_config.json", "special_tokens_map.json", "tokenizer.json", "tokenizer.model",
-                             "added_tokens.json", "merges.txt", "vocab.json", "vocab.txt", "chat_template.jinja",
-                             "chat_template.json"})
+TOKENIZER_FILES = frozenset(
+    {
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "tokenizer.json",
+        "tokenizer.model",
+        "added_tokens.json",
+        "merges.txt",
+        "vocab.json",
+        "vocab.txt",
+        "chat_template.jinja",
+        "chat_template.json",
+    }
+)
 _SOURCES = ("base", "union")
 _TOKENIZER_KEYS = {"source", "tokens", "pad_to_multiple_of"}
 _TOKEN_KEYS = {"source", "force"}
-_CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
-           "'<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
-           "{% endif %}")
+_CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+    "'<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+    "{% endif %}"
+)
 
 
 @dataclass(frozen=True)
@@ -78,16 +91,20 @@ def _token_source(raw: Any, where: str, resolve) -> TokenSource | None:
     if isinstance(raw, str):
         return TokenSource(resolve(raw, where))
     if not isinstance(raw, dict) or raw.get("kind") not in ("model_token", "zero"):
-        raise ValueError(f"{where} must be a model path, {{kind: zero}} or {{kind: model_token, model, token | "
-                         f"token_id}}, got {raw!r}")
+        raise ValueError(
+            f"{where} must be a model path, {{kind: zero}} or {{kind: model_token, model, token | "
+            f"token_id}}, got {raw!r}"
+        )
     if raw["kind"] == "zero":
         if set(raw) != {"kind"}:
             raise ValueError(f"{where}: {{kind: zero}} takes no other keys, got {sorted(map(str, raw))}")
         return TokenSource(None)
     bad = sorted(map(str, set(raw) - {"kind", "model", "token", "token_id"}))
     if bad or "model" not in raw:
-        raise ValueError(f"{where}: model_token needs `model` and one of `token` / `token_id`"
-                         f"{f'; unknown key(s) {bad}' if bad else ''}")
+        raise ValueError(
+            f"{where}: model_token needs `model` and one of `token` / `token_id`"
+            f"{f'; unknown key(s) {bad}' if bad else ''}"
+        )
     token, token_id = raw.get("token"), raw.get("token_id")
     if (token is None) == (token_id is None):
         raise ValueError(f"{where}: give exactly one of `token` and `token_id`")
@@ -98,8 +115,9 @@ def _token_source(raw: Any, where: str, resolve) -> TokenSource | None:
     return TokenSource(resolve(raw["model"], f"{where}.model"), token, token_id)
 
 
-def parse_tokenizer(raw: Mapping[str, Any], cdir: Path, config_path: Path, aliases: Mapping[str, Path] | None = None
-                    ) -> TokenizerSpec | None:
+def parse_tokenizer(
+    raw: Mapping[str, Any], cdir: Path, config_path: Path, aliases: Mapping[str, Path] | None = None
+) -> TokenizerSpec | None:
     """The tokenizer settings of a config (None when it has none); errors name the file and the field."""
     from reprolab.mergers.weights.config import _resolve_path  # one rule for model references
 
@@ -119,7 +137,9 @@ def parse_tokenizer(raw: Mapping[str, Any], cdir: Path, config_path: Path, alias
     elif raw.get("tokenizer") is not None:
         tok = raw["tokenizer"]
         if not isinstance(tok, dict):
-            raise ValueError(f"{where}: tokenizer must be a mapping with source / tokens / pad_to_multiple_of")
+            raise ValueError(
+                f"{where}: tokenizer must be a mapping with source / tokens / pad_to_multiple_of"
+            )
         bad = sorted(map(str, set(tok) - _TOKENIZER_KEYS))
         if bad:
             raise ValueError(f"{where}: tokenizer: unknown key(s) {bad}; known: {sorted(_TOKENIZER_KEYS)}")
@@ -153,12 +173,16 @@ def parse_tokenizer(raw: Mapping[str, Any], cdir: Path, config_path: Path, alias
 
 def _chat_template(value: Any, where: str) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"{where}: chat_template must be a string (a Jinja template, chatml or auto), got {value!r}")
+        raise ValueError(
+            f"{where}: chat_template must be a string (a Jinja template, chatml or auto), got {value!r}"
+        )
     if value in ("auto", "chatml"):
         return value
     if len(value) < 256 and "\n" not in value and "{" not in value and value.isidentifier():
-        raise ValueError(f"{where}: chat_template {value!r}: only the built-in names `chatml` and `auto` are "
-                         "implemented; give the template's Jinja text instead")
+        raise ValueError(
+            f"{where}: chat_template {value!r}: only the built-in names `chatml` and `auto` are "
+            "implemented; give the template's Jinja text instead"
+        )
     if len(value) < 20 or "{" not in value:
         raise ValueError(f"{where}: chat_template {value!r} is not a Jinja template (nor chatml / auto)")
     return value
@@ -175,8 +199,9 @@ def load_tokenizer(folder: Path) -> Any:
     try:
         return AutoTokenizer.from_pretrained(str(folder), local_files_only=True, use_fast=True)
     except Exception as exc:  # transformers raises many types for a folder without a usable tokenizer
-        raise ValueError(f"{folder}: cannot load its tokenizer ({type(exc).__name__}: "
-                         f"{' '.join(str(exc).split())[:200]})") from None
+        raise ValueError(
+            f"{folder}: cannot load its tokenizer ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
+        ) from None
 
 
 def vocab_size(folder: Path, tokenizer: Any) -> int:
@@ -236,8 +261,10 @@ def build_vocabulary(spec: TokenizerSpec, base: Path, models: Sequence[Path]) ->
     base_tok = load_tokenizer(base)
     sizes = {base: vocab_size(base, base_tok)}
     if any(i >= sizes[base] for i in base_tok.get_vocab().values()):
-        raise ValueError(f"{base}: its tokenizer has tokens beyond the model's vocab_size {sizes[base]}; stripping "
-                         "them (mergekit does, for BPE tokenizers) is not implemented")
+        raise ValueError(
+            f"{base}: its tokenizer has tokens beyond the model's vocab_size {sizes[base]}; stripping "
+            "them (mergekit does, for BPE tokenizers) is not implemented"
+        )
     toks = {base: base_tok}
     for m in models:
         if m not in toks:
@@ -255,7 +282,9 @@ def build_vocabulary(spec: TokenizerSpec, base: Path, models: Sequence[Path]) ->
         out.add_tokens(extra)
     vocab = dict(sorted(out.get_vocab().items(), key=lambda kv: kv[1]))
     if sorted(vocab.values()) != list(range(len(vocab))):
-        raise ValueError(f"the output tokenizer's ids are not 0 .. {len(vocab) - 1} (holes in its vocabulary)")
+        raise ValueError(
+            f"the output tokenizer's ids are not 0 .. {len(vocab) - 1} (holes in its vocabulary)"
+        )
     size = len(vocab)
     if spec.pad_to_multiple_of and size % spec.pad_to_multiple_of:
         size += spec.pad_to_multiple_of - size % spec.pad_to_multiple_of
@@ -281,7 +310,9 @@ def align_rows(voc: Vocabulary, tensors: Mapping[Path, torch.Tensor], name: str)
     shape = tensors[models[0]].shape[1:]
     for m, t in tensors.items():
         if t.shape[1:] != shape:
-            raise ValueError(f"tensor {name!r}: {m} has rows of shape {tuple(t.shape[1:])}, others {tuple(shape)}")
+            raise ValueError(
+                f"tensor {name!r}: {m} has rows of shape {tuple(t.shape[1:])}, others {tuple(shape)}"
+            )
         used = voc.rows[m]
         if used.numel() and int(used.max()) >= t.shape[0]:
             raise ValueError(f"tensor {name!r}: {m}'s tokenizer uses row {int(used.max())} of {t.shape[0]}")
@@ -305,14 +336,23 @@ def align_rows(voc: Vocabulary, tensors: Mapping[Path, torch.Tensor], name: str)
             elif tid in defaults:
                 new[tid] = defaults[tid]
         if voc.size > len(voc.vocab):  # mergekit's padding rows: the mean of the real rows
-            new[len(voc.vocab):] = torch.mean(new[: len(voc.vocab)], dim=0)
+            new[len(voc.vocab) :] = torch.mean(new[: len(voc.vocab)], dim=0)
         out[m] = new
     return out
 
 
-def _default_row(voc: Vocabulary, tensors: Mapping[Path, torch.Tensor], rows: Mapping[Path, list[int]], token: str,
-                 tid: int, override: TokenOverride | None, present: list[Path], dtype: torch.dtype,
-                 shape: torch.Size, name: str) -> torch.Tensor:
+def _default_row(
+    voc: Vocabulary,
+    tensors: Mapping[Path, torch.Tensor],
+    rows: Mapping[Path, list[int]],
+    token: str,
+    tid: int,
+    override: TokenOverride | None,
+    present: list[Path],
+    dtype: torch.dtype,
+    shape: torch.Size,
+    name: str,
+) -> torch.Tensor:
     if override is None:
         if len(present) == 1:
             return tensors[present[0]][rows[present[0]][tid]]
