@@ -147,6 +147,18 @@ def _slice_plan(method: MergeMethod, sl: OutputSlice, base: Path | None, top: di
     return plan
 
 
+def _model_entry(entry: dict[str, Any], where: str, keys: set[str], method: MergeMethod, cdir: Path,
+                 aliases: Mapping[str, Path] | None) -> tuple[str, Path, dict[str, Any]]:
+    """(where, resolved path, checked parameter settings) of a `models:` entry or a slice source."""
+    where = f"{where} ({entry['model']})"
+    bad = sorted(map(str, set(entry) - keys))
+    if bad:
+        raise ValueError(f"{where}: unknown key(s) {bad}")
+    path = _resolve_path(entry["model"], cdir, where, aliases)
+    params = _params(method, _mapping(entry.get("parameters"), f"{where}: parameters"), where, per_model=True)
+    return where, path, params
+
+
 def _layer_range(value: Any, where: str) -> tuple[int, int]:
     ok = (isinstance(value, list) and len(value) == 2
           and all(isinstance(v, int) and not isinstance(v, bool) for v in value) and 0 <= value[0] < value[1])
@@ -175,15 +187,9 @@ def _parse_slices(raw: Any, method: MergeMethod, cdir: Path, config_path: Path,
             raise ValueError(f"{where}: sources must be a non-empty list")
         srcs = []
         for j, src in enumerate(sources):
-            swhere = f"{where}.sources[{j}]"
             if not isinstance(src, dict) or "model" not in src or "layer_range" not in src:
-                raise ValueError(f"{swhere}: each source needs `model:` and `layer_range: [start, end]`")
-            swhere = f"{swhere} ({src['model']})"
-            bad = sorted(map(str, set(src) - _SLICE_SOURCE_KEYS))
-            if bad:
-                raise ValueError(f"{swhere}: unknown key(s) {bad}")
-            path = _resolve_path(src["model"], cdir, swhere, aliases)
-            params = _params(method, _mapping(src.get("parameters"), f"{swhere}: parameters"), swhere, per_model=True)
+                raise ValueError(f"{where}.sources[{j}]: each source needs `model:` and `layer_range: [start, end]`")
+            swhere, path, params = _model_entry(src, f"{where}.sources[{j}]", _SLICE_SOURCE_KEYS, method, cdir, aliases)
             srcs.append(SliceSource(path, _layer_range(src["layer_range"], swhere), params, swhere))
         sbase = (_resolve_path(sl["base_model"], cdir, f"{where}: base_model", aliases)
                  if sl.get("base_model") is not None else None)
@@ -348,12 +354,7 @@ def _parse_models(models: Any, method: MergeMethod, base: Path | None, cdir: Pat
             entry = {"model": entry}
         if not isinstance(entry, dict) or "model" not in entry:
             raise ValueError(f"{where}: each model needs a `model:` path")
-        where = f"{where} ({entry['model']})"
-        bad = sorted(map(str, set(entry) - _MODEL_KEYS))
-        if bad:
-            raise ValueError(f"{where}: unknown key(s) {bad}")
-        path = _resolve_path(entry["model"], cdir, where, aliases)
-        params = _params(method, _mapping(entry.get("parameters"), f"{where}: parameters"), where, per_model=True)
+        where, path, params = _model_entry(entry, where, _MODEL_KEYS, method, cdir, aliases)
         if _separates_base(method) and base is not None and path == base:
             continue  # mergekit lets the base appear in `models`; it is the base, not a source
         sources.append(path)
