@@ -213,3 +213,26 @@ def test_gradient_merge_streams_and_is_deterministic(arch, tmp_path):
     # weight 0 at layer 0: DARE-TIES of a zero-weighted task vector leaves the base
     assert torch.equal(a["model.layers.0.mlp.up_proj.weight"], base["model.layers.0.mlp.up_proj.weight"])
     assert not torch.equal(a["model.layers.3.mlp.up_proj.weight"], base["model.layers.3.mlp.up_proj.weight"])
+
+
+def test_the_base_guard_looks_at_the_whole_model_not_at_frozen_embeddings(arch, tmp_path):
+    """Per-tensor parameters run through the layout path: a source whose embeddings equal the base's (frozen
+    during fine-tuning) merges; a source equal to the base everywhere is still refused."""
+    sd = load_state_dict(arch / "ft0")
+    base = load_state_dict(arch / "base")
+    for name, frozen in (
+        ("frozen", ["model.embed_tokens.weight", "lm_head.weight", "model.norm.weight"]),
+        ("same", list(sd)),
+    ):
+        save_state_dict({k: (base[k] if k in frozen else v) for k, v in sd.items()}, tmp_path / name)
+        (tmp_path / name / "config.json").write_text((arch / "ft0" / "config.json").read_text())
+        cfg = _cfg(
+            tmp_path,
+            f"base_model: {arch}/base\nmodels: [{{model: {tmp_path / name}, "
+            "parameters: {weight: [0.5, 1]}}]\nmerge_method: task_arithmetic\n",
+        )
+        if name == "frozen":
+            run_merge(cfg, tmp_path / f"out_{name}", show_progress=False)
+        else:
+            with pytest.raises(ValueError, match="identical to source"):
+                run_merge(cfg, tmp_path / f"out_{name}", show_progress=False)

@@ -146,6 +146,30 @@ class Group:
     source_params: list[Mapping[str, Any]]
     slice_params: Mapping[str, Any]
     entries: list[Entry] = field(default_factory=list)
+    edge: bool = False  # only pre- or post-layer tensors (no layers)
+
+    def same_models(self, other: Group) -> bool:
+        return (self.base, self.sources, self.source_params, self.slice_params) == (
+            other.base,
+            other.sources,
+            other.source_params,
+            other.slice_params,
+        )
+
+
+def _coalesce(groups: Sequence[Group]) -> list[Group]:
+    """Join neighbouring groups that merge the same models with the same settings (one engine pass each, so a
+    check over a whole pass, such as "this source equals the base", sees the whole model where it can)."""
+    out: list[Group] = []
+    for g in groups:
+        if not g.entries:
+            continue
+        if out and out[-1].same_models(g):
+            out[-1].entries.extend(g.entries)
+            out[-1].edge = out[-1].edge and g.edge
+        else:
+            out.append(g)
+    return out
 
 
 def _split_base(
@@ -223,7 +247,7 @@ def _edge_group(
 ) -> Group:
     """The pre-layer (``which="pre"``) or post-layer weights, merged at t = 0."""
     ref = base_src or srcs[0]
-    group = Group(ref.model, [s.model for s in srcs], [s.params for s in srcs], sl.params)
+    group = Group(ref.model, [s.model for s in srcs], [s.params for s in srcs], sl.params, edge=True)
     for name in getattr(layers(ref.model), which):
         group.entries.append(Entry(name, name, [name] * len(srcs), 0.0))
     return group
@@ -259,9 +283,11 @@ def plan_groups(
         split.append((base_src, srcs))
         total += n
     pre = _edge_group(*split[0], slices[0], layers, "pre")
-    # mergekit pairs the last slice's models with as many of the first slice's as there are
-    post = _edge_group(split[-1][0], split[-1][1][: len(split[0][1])], slices[-1], layers, "post")
-    return [g for g in (pre, *groups, post) if g.entries], total
+    # mergekit zips the last slice's listed models with the first slice's: as many as the first slice lists
+    last = slices[-1]
+    trimmed = dataclasses.replace(last, sources=last.sources[: len(slices[0].sources)])
+    post = _edge_group(*_split_base(trimmed, last.base or base, separate_base), last, layers, "post")
+    return _coalesce([pre, *groups, post]), total
 
 
 def resolve_plans(

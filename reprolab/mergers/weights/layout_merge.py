@@ -206,7 +206,7 @@ def _merge_layout(
         for n in names:
             dt = base_view.info(n).dtype
             shapes[n] = ((cfg.out_dtype or dt) if dt in _FLOATS else dt, tuple(base_view.info(n).shape))
-        passes.append((base_view, views, plan))
+        passes.append((base_view, views, plan, g.edge))
     donor = cfg.base
     updates: dict[str, Any] = {}
     key = layers(donor).config_key
@@ -230,13 +230,14 @@ def _merge_layout(
         )
         done = 0
         with writer:
-            for base_view, views, plan in passes:
+            for base_view, views, plan, edge in passes:
+                # embeddings or a head alone (e.g. frozen during fine-tuning) do not make a source the base
                 for name, t in merge_iter(
                     base_view,
                     views,
                     plan,
                     compute_dtype=cfg.compute_dtype,
-                    allow_source_as_base=cfg.allow_source_as_base,
+                    allow_source_as_base=cfg.allow_source_as_base or edge,
                     native_arithmetic=cfg.native_arithmetic,
                 ):
                     writer.write(name, t.to(shapes[name][0]))
