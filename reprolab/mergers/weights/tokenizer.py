@@ -316,27 +316,43 @@ def align_rows(voc: Vocabulary, tensors: Mapping[Path, torch.Tensor], name: str)
         used = voc.rows[m]
         if used.numel() and int(used.max()) >= t.shape[0]:
             raise ValueError(f"tensor {name!r}: {m}'s tokenizer uses row {int(used.max())} of {t.shape[0]}")
+    n = len(voc.vocab)
+    forced = torch.zeros(n, dtype=torch.bool)
+    for token, o in voc.tokens.items():
+        if o.force and token in voc.vocab:
+            forced[voc.vocab[token]] = True
+    present = torch.stack([voc.rows[m] >= 0 for m in models])  # [models, tokens]
+    need = (
+        (~present.all(dim=0) | forced).nonzero().flatten().tolist()
+    )  # tokens some model takes a default for
+    tokens = list(voc.vocab)
     rows = {m: voc.rows[m].tolist() for m in models}
-    defaults: dict[int, torch.Tensor] = {}
-    for token, tid in voc.vocab.items():
-        override = voc.tokens.get(token)
-        present = [m for m in models if rows[m][tid] >= 0]
-        if len(present) == len(models) and not (override and override.force):
-            continue
-        defaults[tid] = _default_row(voc, tensors, rows, token, tid, override, present, dtype, shape, name)
+    defaults = {
+        tid: _default_row(
+            voc,
+            tensors,
+            rows,
+            tokens[tid],
+            tid,
+            voc.tokens.get(tokens[tid]),
+            [m for m in models if rows[m][tid] >= 0],
+            dtype,
+            shape,
+            name,
+        )
+        for tid in need
+    }
     out = {}
     for m in models:
-        t = tensors[m]
         new = torch.zeros((voc.size, *shape), dtype=dtype)
-        for token, tid in voc.vocab.items():
-            override = voc.tokens.get(token)
-            r = rows[m][tid]
-            if r >= 0 and not (override and override.force):
-                new[tid] = t[r]
-            elif tid in defaults:
-                new[tid] = defaults[tid]
-        if voc.size > len(voc.vocab):  # mergekit's padding rows: the mean of the real rows
-            new[len(voc.vocab) :] = torch.mean(new[: len(voc.vocab)], dim=0)
+        keep = (voc.rows[m] >= 0) & ~forced
+        ids = keep.nonzero().flatten()
+        new[ids] = tensors[m][voc.rows[m][ids]].to(dtype)
+        for tid, row in defaults.items():
+            if not bool(keep[tid]):
+                new[tid] = row
+        if voc.size > n:  # mergekit's padding rows: the mean of the real rows
+            new[n:] = torch.mean(new[:n], dim=0)
         out[m] = new
     return out
 
