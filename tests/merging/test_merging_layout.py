@@ -236,3 +236,35 @@ def test_the_base_guard_looks_at_the_whole_model_not_at_frozen_embeddings(arch, 
         else:
             with pytest.raises(ValueError, match="identical to source"):
                 run_merge(cfg, tmp_path / f"out_{name}", show_progress=False)
+
+
+def test_row_alignment_rules():
+    """mergekit's PermutedVocabulary rules on a hand-made vocabulary: kept rows, the only model's row, the base's
+    row, the mean, zero, overrides (forced or not) and mean padding rows."""
+    from reprolab.mergers.weights.tokenizer import TokenOverride, TokenSource, Vocabulary, align_rows
+
+    base, a, b = Path("base"), Path("a"), Path("b")
+    vocab = {"all": 0, "only_a": 1, "base_a": 2, "a_b": 3, "none": 4, "forced": 5}
+    rows = {
+        base: torch.tensor([0, -1, 1, -1, -1, 2]),
+        a: torch.tensor([0, 1, 2, 3, -1, 4]),
+        b: torch.tensor([0, -1, -1, 1, -1, 2]),
+    }
+    tokens = {"forced": TokenOverride(TokenSource(b, token="all"), force=True)}
+    voc = Vocabulary(None, vocab, 8, rows, {b: {"all": 0}}, tokens, base)
+    t = {
+        base: torch.arange(3 * 2.0).view(3, 2),
+        a: 10 + torch.arange(5 * 2.0).view(5, 2),
+        b: 20 + torch.arange(3 * 2.0).view(3, 2),
+    }
+    out = align_rows(voc, t, "embed")
+    for m in (base, a, b):
+        assert out[m].shape == (8, 2)
+        assert torch.equal(out[m][1], t[a][1])  # only a has it
+        assert torch.equal(out[m][4], torch.zeros(2))  # nobody has it
+        assert torch.equal(out[m][5], t[b][0])  # forced override: b's row of "all"
+        assert torch.equal(out[m][6], out[m][:6].mean(dim=0)) and torch.equal(out[m][7], out[m][6])
+    assert torch.equal(out[base][0], t[base][0]) and torch.equal(out[a][0], t[a][0])
+    assert torch.equal(out[b][2], t[base][1])  # the base's row where the base has it
+    assert torch.equal(out[base][3], (t[a][3] + t[b][1]) / 2)  # else the mean of those that have it
+    assert torch.equal(out[a][3], t[a][3])
