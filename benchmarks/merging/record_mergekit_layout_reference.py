@@ -55,9 +55,19 @@ def main() -> None:
                 "--no-lazy-unpickle",
                 *([] if tok else ["--no-copy-tokenizer"]),
             ]
-            subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+            done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            if done.returncode != 0 and not list(out.glob("*.safetensors")):
+                raise RuntimeError(f"mergekit failed on {name}: {done.stderr[-2000:]}")
             recorded["cases"][name] = summarize(out, tok)
-            print(f"recorded {name}")
+            if done.returncode != 0:  # tensors written, then mergekit failed (e.g. saving config.json)
+                recorded["cases"][name]["mergekit_error"] = done.stderr.strip().splitlines()[-1]
+            print(
+                f"recorded {name}{' (mergekit failed after writing the tensors)' if done.returncode else ''}"
+            )
+            _save(recorded, version)
+
+
+def _save(recorded: dict, version: list[str]) -> None:
     recorded["recorded_with"] = dict(zip(("mergekit", "torch", "transformers"), version, strict=True))
     REFERENCE.parent.mkdir(parents=True, exist_ok=True)
     REFERENCE.write_text(json.dumps(recorded, indent=1, sort_keys=True) + "\n")

@@ -450,9 +450,12 @@ def summarize(out: Path, tokenizers: bool) -> dict:
     sd = {}
     for f in sorted(out.glob("*.safetensors")):
         sd.update(load_file(f))
-    cfg = json.loads((out / "config.json").read_text())
+    cfg = json.loads((out / "config.json").read_text()) if (out / "config.json").is_file() else {}
     res: dict = {
-        "config": {k: cfg.get(k) for k in ("num_hidden_layers", "n_layer", "vocab_size", "torch_dtype")}
+        "config": {
+            **{k: cfg.get(k) for k in ("num_hidden_layers", "n_layer", "vocab_size")},
+            "dtype": cfg.get("dtype") or cfg.get("torch_dtype"),  # transformers 5 writes `dtype`
+        }
     }
     if not tokenizers:
         res["tensors"] = {

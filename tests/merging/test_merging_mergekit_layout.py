@@ -15,6 +15,7 @@ import json
 
 import pytest
 import yaml
+from transformers import AutoConfig
 
 from reprolab.mergers.weights.run import run_merge
 from tests.merging.mergekit_arch_cases import CASES, REFERENCE, build_models, summarize, write_config
@@ -53,7 +54,13 @@ def test_layout_configs_give_mergekits_output(root, name):
     out = d / f"ours_{name}"
     run_merge(path, out, show_progress=False, overwrite=True)
     got, want = summarize(out, CASES[name][1]), REF["cases"][name]
-    assert got["config"] == want["config"]
+    if "mergekit_error" in want:
+        # mergekit 0.1.5 wrote the tensors, then could not save config.json (transformers 5 refuses a Qwen2
+        # config whose `layer_types` no longer matches `num_hidden_layers`); ours must be loadable
+        assert "layer_types" in want["mergekit_error"]
+    else:
+        assert got["config"] == want["config"]
+    AutoConfig.from_pretrained(str(out), local_files_only=True)  # a config.json transformers accepts
     assert got["tensors"].keys() == want["tensors"].keys()
     differ = [k for k in want["tensors"] if got["tensors"][k] != want["tensors"][k]]
     assert not differ, f"{len(differ)} tensor(s) differ from mergekit's, e.g. {differ[:3]}"

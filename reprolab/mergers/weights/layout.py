@@ -147,6 +147,9 @@ class Group:
     slice_params: Mapping[str, Any]
     entries: list[Entry] = field(default_factory=list)
     edge: bool = False  # only pre- or post-layer tensors (no layers)
+    layers: list[tuple[Path, int]] = field(
+        default_factory=list
+    )  # per output layer: the model and layer it copies
 
     def same_models(self, other: Group) -> bool:
         return (self.base, self.sources, self.source_params, self.slice_params) == (
@@ -166,6 +169,7 @@ def _coalesce(groups: Sequence[Group]) -> list[Group]:
             continue
         if out and out[-1].same_models(g):
             out[-1].entries.extend(g.entries)
+            out[-1].layers.extend(g.layers)
             out[-1].edge = out[-1].edge and g.edge
         else:
             out.append(g)
@@ -221,6 +225,7 @@ def _slice_group(
     for o in range(n):
         t = o / (n - 1) if n > 1 else 1.0  # mergekit's gradient position within the slice
         ref_layer = ranges[0][0] + o
+        group.layers.append((ref.model, ref_layer))
         inputs = list(zip(srcs, ranges[1:] if base_src else ranges, strict=True))
         for suffix in ref_layers.suffixes[ref_layer]:
             names = []

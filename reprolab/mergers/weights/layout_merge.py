@@ -134,6 +134,28 @@ def _vocab_names(group: Group, views: dict[Path, Checkpoint], layers: ModelLayer
     return {n for n in names if len(views[group.base].info(n).shape) >= 1}
 
 
+# config.json entries with one value per layer (transformers checks their length against the layer count)
+_PER_LAYER_KEYS = ("layer_types",)
+
+
+def _per_layer_config(layer_map: list[tuple[Path, int]], donor: Path) -> dict[str, Any]:
+    """Per-layer config entries for the output layers: each output layer takes the entry of the layer it copies
+    (mergekit 0.1.5 leaves them as they are, and transformers 5 then refuses to save a Qwen2 frankenmerge)."""
+    out: dict[str, Any] = {}
+    donor_cfg = model_config(donor)
+    for key in _PER_LAYER_KEYS:
+        if not isinstance(donor_cfg.get(key), list):
+            continue
+        values = []
+        for model, layer in layer_map:
+            src = model_config(model).get(key)
+            if not isinstance(src, list) or layer >= len(src):
+                raise ValueError(f"{model}/config.json: {key} has no entry for layer {layer}")
+            values.append(src[layer])
+        out[key] = values
+    return out
+
+
 def merge_layout(
     cfg: MergeConfig,
     out_dir: Path,
@@ -212,6 +234,7 @@ def _merge_layout(
     key = layers(donor).config_key
     if cfg.slices is not None and key is not None:
         updates[key] = n_layers
+        updates.update(_per_layer_config([lay for g in groups for lay in g.layers], donor))
     if voc is not None:
         updates["vocab_size"] = voc.size
     tok_files: dict[str, bytes] = {}
