@@ -473,7 +473,9 @@ def summarize(out: Path, tokenizers: bool) -> dict:
         tensors[k] = [str(v.dtype).removeprefix("torch."), list(v.shape)]
         if v.shape[0] >= len(vocab) and v.dim() == 2 and ("embed" in k or "lm_head" in k):
             rows[k] = {t: tensor_digest(v[i]) for t, i in sorted(vocab.items())}
-            rows[k]["<padding>"] = [tensor_digest(v[i]) for i in range(len(vocab), v.shape[0])]
+            # padding rows are the mean of the token rows: summed in token-id order, which for a union is
+            # mergekit's hash order, so kept as values to compare within the rounding of that sum
+            rows[k]["<padding>"] = v[len(vocab) :].tolist()
         else:
             tensors[k].append(tensor_digest(v))
     res.update(tensors=tensors, rows=rows, vocab=sorted(vocab), chat_template=tok.chat_template)
