@@ -268,3 +268,26 @@ def test_row_alignment_rules():
     assert torch.equal(out[b][2], t[base][1])  # the base's row where the base has it
     assert torch.equal(out[base][3], (t[a][3] + t[b][1]) / 2)  # else the mean of those that have it
     assert torch.equal(out[a][3], t[a][3])
+
+
+def test_a_multi_document_config_orders_merges_referenced_from_slices(arch, tmp_path):
+    """The final merge (first in the file) slices an earlier named merge: it runs after it, as mergekit-multi."""
+    cfg = _cfg(
+        tmp_path,
+        f"""
+        slices:
+          - sources: [{{model: mid, layer_range: [0, 2]}}]
+          - sources: [{{model: {arch}/ft1, layer_range: [2, 4]}}]
+        merge_method: passthrough
+        ---
+        name: mid
+        models: [{{model: {arch}/ft0, parameters: {{weight: [0.2, 0.8]}}}}, {{model: {arch}/ft2}}]
+        merge_method: linear
+        parameters: {{weight: 0.5}}
+        """,
+    )
+    run_merge(cfg, tmp_path / "out", show_progress=False, intermediate_dir=tmp_path / "inter")
+    out, mid = load_state_dict(tmp_path / "out"), load_state_dict(tmp_path / "inter" / "mid")
+    assert torch.equal(out["model.layers.1.mlp.up_proj.weight"], mid["model.layers.1.mlp.up_proj.weight"])
+    ft1 = load_state_dict(arch / "ft1")
+    assert torch.equal(out["model.layers.3.mlp.up_proj.weight"], ft1["model.layers.3.mlp.up_proj.weight"])
