@@ -286,9 +286,10 @@ BAD_CONFIGS = {
     "seed bool": ("models: [{model: ft0}]\nseed: true", "seed must be an integer"),
     "allow_pickle string": ("models: [{model: ft0}]\nallow_pickle: \"yes\"", "allow_pickle must be a YAML boolean"),
     "shard size zero": ("models: [{model: ft0}]\nmax_shard_size: 0", "max_shard_size must be a positive"),
-    "tokenizer_source": ("models: [{model: ft0}]\ntokenizer_source: union", "`tokenizer_source` is not implemented"),
-    "tokenizer": ("models: [{model: ft0}]\ntokenizer: {pad_to_multiple_of: 8}", "`tokenizer` is not implemented"),
-    "chat_template": ("models: [{model: ft0}]\nchat_template: chatml", "`chat_template` is not implemented"),
+    "tokenizer and tokenizer_source": ("models: [{model: ft0}]\ntokenizer_source: union\ntokenizer: {source: base}",
+                                       "give `tokenizer_source` or `tokenizer`, not both"),
+    "tokenizer sub-option": ("models: [{model: ft0}]\ntokenizer: {pad_to_multiple: 8}", "tokenizer: unknown key(s) ['pad_to_multiple']"),
+    "chat_template name": ("models: [{model: ft0}]\nchat_template: llama3", "chat_template 'llama3': only the built-in names"),
     "method a list": ("models: [{model: ft0}]\nmerge_method: [ties]", "merge_method must be a non-empty string"),
     "dtype a number": ("models: [{model: ft0}]\ndtype: 16", "dtype must be a non-empty string"),
 }

@@ -1,8 +1,7 @@
 """The YAML merge configuration: mergekit's own format plus reprolab's extra methods and options.
 
-A mergekit config for any method of mergekit 0.1.5 (the task-arithmetic family, ``passthrough``, ``nearswap``,
-the spherical methods of :mod:`spherical`, the tensor-adaptive ones of :mod:`adaptive`) runs with mergekit's
-arithmetic and input roles (the registry's ``needs_base`` / ``optional_base`` / ``base_is_source``)::
+A mergekit config for ``linear``, ``task_arithmetic``, ``ties``, ``dare_ties``, ``dare_linear``,
+``breadcrumbs(_ties)``, ``della(_linear)``, ``passthrough`` or ``nearswap`` runs with mergekit's arithmetic::
 
     models:
       - model: ./ft-a
@@ -16,16 +15,18 @@ arithmetic and input roles (the registry's ``needs_base`` / ``optional_base`` / 
 Extras: any registered method (``fisher`` with a per-model ``fisher:`` path, ``neuromerging``,
 ``directional_consensus``, ...), method parameters such as ``trim_scope: model`` or ``rescale: paper``, and
 top-level ``seed``, ``max_shard_size`` (bytes or "2GB"), ``compute_dtype: float32``, ``allow_source_as_base``.
-Not supported (clear error naming the key): ``slices``/``modules`` layouts, per-layer parameter lists
-(``filter``/gradients), ``tokenizer_source``/``tokenizer``/``chat_template``. Every field is typed and checked
-(``params.py``); multi-document configs are run by :mod:`multi`.
+mergekit's layouts and schedules are honoured: ``slices`` with ``layer_range`` (:mod:`layout`), parameter
+gradients and ``filter`` lists (:mod:`schedule`), ``tokenizer_source`` / ``tokenizer`` / ``chat_template``
+(:mod:`tokenizer`). Not supported (clear error naming the key): ``modules`` layouts, a slice's
+``residual_weight``. Every field is typed and checked (``params.py``); multi-document configs are run by
+:mod:`multi`.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,24 +35,20 @@ import yaml
 
 from reprolab.mergers.weights.engine import MergePlan
 from reprolab.mergers.weights.io import dtype_from_name
+from reprolab.mergers.weights.layout import OutputSlice, SliceSource
 from reprolab.mergers.weights.native import check_della_range
-from reprolab.mergers.weights.params import check_param
-from reprolab.mergers.weights.registry import get_method
+from reprolab.mergers.weights.registry import MergeMethod, get_method
+from reprolab.mergers.weights.schedule import any_varies, parse_setting, varies
+from reprolab.mergers.weights.tokenizer import TokenizerSpec, parse_tokenizer
 
 _TOP = {"models", "merge_method", "base_model", "dtype", "out_dtype", "parameters", "tokenizer_source", "tokenizer",
         "chat_template", "seed", "max_shard_size", "allow_source_as_base", "allow_pickle", "slices", "modules",
         "compute_dtype"}
 _MODEL_KEYS = {"model", "parameters", "fisher"}
+_SLICE_KEYS = {"sources", "base_model", "parameters", "residual_weight"}
+_SLICE_SOURCE_KEYS = {"model", "layer_range", "parameters"}
 # mergekit parameters that only steer its own execution and do not change the result.
 _MERGEKIT_NOOP = {"int8_mask"}
-# mergekit settings reprolab does not implement yet: refused by name, never read and then ignored.
-_NOT_IMPLEMENTED = {
-    "tokenizer_source": "the base's tokenizer files are copied as they are; embeddings are not re-aligned",
-    "tokenizer": "token overrides and pad_to_multiple_of are not applied",
-    "chat_template": "no chat template is written",
-}
-
-
 @dataclass
 class MergeConfig:
     method: str
@@ -65,16 +62,21 @@ class MergeConfig:
     allow_source_as_base: bool = False
     allow_pickle: bool = False
     native_arithmetic: bool = True  # mergekit's arithmetic in the 16-bit dtype; `compute_dtype: float32` turns it off
+    config_path: Path = Path("merge.yaml")
+    top_settings: dict[str, Any] = field(default_factory=dict)  # top-level `parameters` (schedule.py settings)
+    model_settings: list[dict[str, Any]] = field(default_factory=list)  # per source, `models:` configs
+    slices: list[OutputSlice] | None = None  # a `slices:` config
+    tokenizer: TokenizerSpec | None = None
+
+    @property
+    def needs_layout(self) -> bool:
+        """Slices, per-tensor parameters or a tokenizer: merged by :func:`layout_merge.merge_layout`."""
+        return (self.slices is not None or self.tokenizer is not None
+                or any_varies([self.top_settings, *self.model_settings]))
 
 
 def _where(path: Path, what: str) -> str:
     return f"{path}: {what}"
-
-
-def _scalar(value: Any, where: str) -> Any:
-    if isinstance(value, list | dict):
-        raise ValueError(f"{where}: per-layer parameter lists/filters are not supported, give one value")
-    return value
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:
@@ -98,15 +100,15 @@ def _string(value: Any, where: str) -> str:
     return value
 
 
-def _params(method: Any, given: dict[str, Any], where: str, *, per_model: bool) -> dict[str, Any]:
+def _params(method: MergeMethod, given: dict[str, Any], where: str, *, per_model: bool) -> dict[str, Any]:
     """Type- and range-check a `parameters` mapping (``where``: the config, and the model for per-model ones).
 
-    Per-layer lists are refused; unknown top-level names are left to MergePlan.build, which lists the known ones.
+    Values may be gradients or filter lists (:mod:`schedule`), each entry checked; unknown top-level names are
+    left to MergePlan.build, which lists the known ones.
     """
     out = {}
     for key, value in given.items():
-        field = f"parameters.{key}"
-        value = _scalar(value, f"{where}: {field}")
+        field_name = f"parameters.{key}"
         known = key in method.defaults or key in method.per_source or key in _MERGEKIT_NOOP
         if not known:
             if per_model:
@@ -114,11 +116,104 @@ def _params(method: Any, given: dict[str, Any], where: str, *, per_model: bool) 
                                  f"known: {list(method.per_source)}")
             out[key] = value
             continue
-        value = check_param(field, value, method.defaults.get(key, False if key in _MERGEKIT_NOOP else 1.0), where,
-                            method.rules.get(key))
+        value = parse_setting(field_name, value, method.defaults.get(key, False if key in _MERGEKIT_NOOP else 1.0),
+                              where, method.rules.get(key))
         if key in _MERGEKIT_NOOP and key not in method.defaults:
             continue
         out[key] = value
+    return out
+
+
+def _scalars(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings that are one value everywhere (the per-tensor ones are resolved by :mod:`layout`)."""
+    return {k: v for k, v in settings.items() if not varies(v)}
+
+
+def _separates_base(method: MergeMethod) -> bool:
+    """The method reads a given base apart from its sources, so a listed base is the base, not a source."""
+    return method.uses_task_vectors or method.needs_base or method.optional_base
+
+
+def _needs_base(method: MergeMethod) -> bool:
+    """The method cannot run without a base (task vectors, or a weight method that reads it)."""
+    return method.uses_task_vectors or method.needs_base
+
+
+def _check_source_count(method: MergeMethod, n: int, where: str) -> None:
+    if n < method.min_sources:
+        raise ValueError(f"{where}: method {method.name!r} takes at least {method.min_sources} model(s) "
+                         f"besides the base, got {n}")
+    if method.n_sources is not None and n != method.n_sources:
+        raise ValueError(f"{where}: method {method.name!r} takes exactly {method.n_sources} model(s) "
+                         f"besides the base, got {n}")
+
+
+def _slice_plan(method: MergeMethod, sl: OutputSlice, base: Path | None, top: dict[str, Any], seed: int) -> MergePlan:
+    srcs = [s for s in sl.sources if not (_separates_base(method) and s.model == (sl.base or base))]
+    if not srcs:
+        raise ValueError(f"{sl.where}: no source models to merge (only the base is listed)")
+    if method.base_is_source and (sl.base or base) is not None:
+        raise ValueError(f"{sl.where}: method {method.name!r} merges a base_model as one more input; in `slices` "
+                         "list it among the slice's sources instead")
+    _check_source_count(method, len(srcs), sl.where)
+    try:
+        plan = MergePlan.build(method, len(srcs), None, {**_scalars(top), **_scalars(sl.params)},
+                               [_scalars(s.params) for s in srcs], seed)
+        plan.has_base = (sl.base or base) is not None
+        check_della_range(plan.tensor_params())
+    except ValueError as exc:
+        raise ValueError(f"{sl.where.split(': ', 1)[-1]}: {exc}") from None
+    return plan
+
+
+def _model_entry(entry: dict[str, Any], where: str, keys: set[str], method: MergeMethod, cdir: Path,
+                 aliases: Mapping[str, Path] | None) -> tuple[str, Path, dict[str, Any]]:
+    """(where, resolved path, checked parameter settings) of a `models:` entry or a slice source."""
+    where = f"{where} ({entry['model']})"
+    bad = sorted(map(str, set(entry) - keys))
+    if bad:
+        raise ValueError(f"{where}: unknown key(s) {bad}")
+    path = _resolve_path(entry["model"], cdir, where, aliases)
+    params = _params(method, _mapping(entry.get("parameters"), f"{where}: parameters"), where, per_model=True)
+    return where, path, params
+
+
+def _layer_range(value: Any, where: str) -> tuple[int, int]:
+    ok = (isinstance(value, list) and len(value) == 2
+          and all(isinstance(v, int) and not isinstance(v, bool) for v in value) and 0 <= value[0] < value[1])
+    if not ok:
+        raise ValueError(f"{where}: layer_range must be [start, end] with integers 0 <= start < end, got {value!r}")
+    return value[0], value[1]
+
+
+def _parse_slices(raw: Any, method: MergeMethod, cdir: Path, config_path: Path,
+                  aliases: Mapping[str, Path] | None) -> list[OutputSlice]:
+    if not isinstance(raw, list) or not raw:
+        raise ValueError(_where(config_path, "`slices` must be a non-empty list of {sources: [...]}"))
+    out = []
+    for i, sl in enumerate(raw):
+        where = f"{config_path}: slices[{i}]"
+        if not isinstance(sl, dict) or "sources" not in sl:
+            raise ValueError(f"{where}: each slice needs `sources:` (a list of {{model, layer_range}})")
+        bad = sorted(map(str, set(sl) - _SLICE_KEYS))
+        if bad:
+            raise ValueError(f"{where}: unknown key(s) {bad}")
+        if sl.get("residual_weight") is not None:
+            raise ValueError(f"{where}: residual_weight is not implemented (mergekit 0.1.5 reads it and ignores it); "
+                             "remove it")
+        sources = sl["sources"]
+        if not isinstance(sources, list) or not sources:
+            raise ValueError(f"{where}: sources must be a non-empty list")
+        srcs = []
+        for j, src in enumerate(sources):
+            if not isinstance(src, dict) or "model" not in src or "layer_range" not in src:
+                raise ValueError(f"{where}.sources[{j}]: each source needs `model:` and `layer_range: [start, end]`")
+            swhere, path, params = _model_entry(src, f"{where}.sources[{j}]", _SLICE_SOURCE_KEYS, method, cdir, aliases)
+            srcs.append(SliceSource(path, _layer_range(src["layer_range"], swhere), params, swhere))
+        sbase = (_resolve_path(sl["base_model"], cdir, f"{where}: base_model", aliases)
+                 if sl.get("base_model") is not None else None)
+        params = _params(method, _mapping(sl.get("parameters"), f"{where}: parameters"), where, per_model=False)
+        out.append(OutputSlice(tuple(srcs), sbase, params, where))
     return out
 
 
@@ -184,58 +279,28 @@ def parse_config(config_path: Path, document: Any = None, aliases: Mapping[str, 
     unknown = sorted(map(str, set(raw) - _TOP))
     if unknown:
         raise ValueError(_where(config_path, f"unknown top-level key(s) {unknown}"))
-    for key in ("slices", "modules"):
-        if raw.get(key):
-            raise ValueError(_where(config_path, f"`{key}` layouts are not supported; list whole models under `models`"))
-    for key, what in _NOT_IMPLEMENTED.items():
-        if key in raw:
-            raise ValueError(_where(config_path, f"`{key}` is not implemented by reprolab merge ({what}); "
-                                                 "remove it to merge with the base's tokenizer"))
+    if raw.get("modules"):
+        raise ValueError(_where(config_path, "`modules` layouts are not supported; use `models` or `slices`"))
     if "merge_method" not in raw:
         raise ValueError(_where(config_path, "missing `merge_method`"))
     method = get_method(_string(raw["merge_method"], f"{config_path}: merge_method"))
     cdir = config_path.parent
     base = (_resolve_path(raw["base_model"], cdir, f"{config_path}: base_model", aliases)
             if raw.get("base_model") is not None else None)
-    models = raw.get("models")
-    if not isinstance(models, list) or not models:
-        raise ValueError(_where(config_path, "`models` must be a non-empty list"))
-    sources: list[Path] = []
-    per: list[dict[str, Any]] = []
-    fisher: list[Path] = []
-    for i, entry in enumerate(models):
-        where = f"{config_path}: models[{i}]"
-        if isinstance(entry, str):
-            entry = {"model": entry}
-        if not isinstance(entry, dict) or "model" not in entry:
-            raise ValueError(f"{where}: each model needs a `model:` path")
-        where = f"{where} ({entry['model']})"
-        bad = sorted(map(str, set(entry) - _MODEL_KEYS))
-        if bad:
-            raise ValueError(f"{where}: unknown key(s) {bad}")
-        path = _resolve_path(entry["model"], cdir, where, aliases)
-        params = _params(method, _mapping(entry.get("parameters"), f"{where}: parameters"), where, per_model=True)
-        if (method.uses_task_vectors or method.needs_base or method.optional_base) and base is not None and path == base:
-            continue  # mergekit lets the base appear in `models`; it is the base, not a source
-        sources.append(path)
-        per.append(params)
-        if "fisher" in entry:
-            fisher.append(_resolve_path(entry["fisher"], cdir, f"{where}.fisher"))
-    if method.base_is_source and base is not None and base not in sources:
-        sources.append(base)  # as mergekit does: the base is one more input, after the listed models
-        per.append({})
-    if not sources:
-        raise ValueError(_where(config_path, "no source models to merge (only the base is listed)"))
-    if (method.uses_task_vectors or method.needs_base) and base is None:
+    if (raw.get("models") is None) == (raw.get("slices") is None):
+        raise ValueError(_where(config_path, "give exactly one of `models` (whole models) and `slices` (layer ranges)"))
+    slices = None
+    if raw.get("slices") is not None:
+        slices = _parse_slices(raw["slices"], method, cdir, config_path, aliases)
+        sources = list(dict.fromkeys(s.model for sl in slices for s in sl.sources
+                                     if not (_separates_base(method) and s.model == (sl.base or base))))
+        per, fisher = [], []
+        if not sources:
+            raise ValueError(_where(config_path, "no source models to merge (only the base is listed)"))
+    else:
+        sources, per, fisher = _parse_models(raw["models"], method, base, cdir, config_path, aliases)
+    if _needs_base(method) and base is None and not (slices and all(sl.base for sl in slices)):
         raise ValueError(_where(config_path, f"method {method.name!r} needs `base_model` (the pretrained model)"))
-    if len(sources) < method.min_sources:
-        raise ValueError(_where(config_path, f"method {method.name!r} takes at least {method.min_sources} model(s) "
-                                             f"besides the base, got {len(sources)}"))
-    if method.n_sources is not None and len(sources) != method.n_sources:
-        raise ValueError(_where(config_path, f"method {method.name!r} takes exactly {method.n_sources} model(s) "
-                                             f"besides the base, got {len(sources)}"))
-    if fisher and len(fisher) != len(sources):
-        raise ValueError(_where(config_path, "give a `fisher:` path for every source or for none"))
     if method.needs_fisher and not fisher:
         raise ValueError(_where(config_path, f"method {method.name!r} needs a `fisher:` path per model"))
     top = _params(method, _mapping(raw.get("parameters"), f"{config_path}: parameters"), str(config_path), per_model=False)
@@ -243,11 +308,23 @@ def parse_config(config_path: Path, document: Any = None, aliases: Mapping[str, 
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ValueError(_where(config_path, f"seed must be an integer, got {seed!r}"))
     try:
-        plan = MergePlan.build(method, len(sources), None, top, per, seed)
-        plan.has_base = base is not None
-        check_della_range(plan.tensor_params())
+        if slices is None:
+            plan = MergePlan.build(method, len(sources), None, _scalars(top), [_scalars(p) for p in per], seed)
+            plan.has_base = base is not None
+            check_della_range(plan.tensor_params())
+        else:  # each slice's one-value parameters, checked now (gradients and filters per tensor, before merging)
+            plans = [_slice_plan(method, sl, base, top, seed) for sl in slices]
+            plan = plans[0]
     except ValueError as exc:
         raise ValueError(f"{config_path}: {exc}") from None
+    tokenizer = parse_tokenizer(raw, cdir, config_path, aliases)
+    layout = slices is not None or tokenizer is not None or any_varies([top, *per])
+    if layout and fisher:
+        raise ValueError(_where(config_path, "per-model Fisher files cannot be combined with slices, parameter "
+                                             "gradients/filters or tokenizer settings"))
+    if layout and method.global_trim({**method.defaults, **_scalars(top)}):
+        raise ValueError(_where(config_path, "trim_scope: model (one threshold over the whole model) cannot be "
+                                             "combined with slices, parameter gradients/filters or tokenizer settings"))
     try:
         compute = dtype_from_name(_string(raw["dtype"], "dtype")) if raw.get("dtype") is not None else None
         out = dtype_from_name(_string(raw["out_dtype"], "out_dtype")) if raw.get("out_dtype") is not None else compute
@@ -265,7 +342,7 @@ def parse_config(config_path: Path, document: Any = None, aliases: Mapping[str, 
         native = arith != torch.float32
     return MergeConfig(
         method=method.name,
-        base=base if base is not None else sources[0],
+        base=base if base is not None else (slices[0].sources[0].model if slices else sources[0]),
         sources=sources,
         plan=plan,
         compute_dtype=compute,
@@ -275,4 +352,43 @@ def parse_config(config_path: Path, document: Any = None, aliases: Mapping[str, 
         allow_source_as_base=_bool(raw, "allow_source_as_base", config_path),
         allow_pickle=_bool(raw, "allow_pickle", config_path),
         native_arithmetic=native,
+        config_path=config_path,
+        top_settings=top,
+        model_settings=per,
+        slices=slices,
+        tokenizer=tokenizer,
     )
+
+
+def _parse_models(models: Any, method: MergeMethod, base: Path | None, cdir: Path, config_path: Path,
+                  aliases: Mapping[str, Path] | None) -> tuple[list[Path], list[dict[str, Any]], list[Path]]:
+    """The sources of a `models:` config (a listed base is skipped), their parameter settings, Fisher paths."""
+    if not isinstance(models, list) or not models:
+        raise ValueError(_where(config_path, "`models` must be a non-empty list"))
+    sources: list[Path] = []
+    per: list[dict[str, Any]] = []
+    fisher: list[Path] = []
+    for i, entry in enumerate(models):
+        where = f"{config_path}: models[{i}]"
+        if isinstance(entry, str):
+            entry = {"model": entry}
+        if not isinstance(entry, dict) or "model" not in entry:
+            raise ValueError(f"{where}: each model needs a `model:` path")
+        where, path, params = _model_entry(entry, where, _MODEL_KEYS, method, cdir, aliases)
+        if _separates_base(method) and base is not None and path == base:
+            continue  # mergekit lets the base appear in `models`; it is the base, not a source
+        sources.append(path)
+        per.append(params)
+        if "fisher" in entry:
+            fisher.append(_resolve_path(entry["fisher"], cdir, f"{where}.fisher"))
+    if method.base_is_source and base is not None and base not in sources:
+        sources.append(base)  # as mergekit does: the base is one more input, after the listed models
+        per.append({})
+    if not sources:
+        raise ValueError(_where(config_path, "no source models to merge (only the base is listed)"))
+    if _needs_base(method) and base is None:
+        raise ValueError(_where(config_path, f"method {method.name!r} needs `base_model` (the pretrained model)"))
+    _check_source_count(method, len(sources), str(config_path))
+    if fisher and len(fisher) != len(sources):
+        raise ValueError(_where(config_path, "give a `fisher:` path for every source or for none"))
+    return sources, per, fisher

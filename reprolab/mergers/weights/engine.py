@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -373,8 +373,9 @@ def _model_files(folder: Path, rel: str = "", seen: frozenset[Path] = frozenset(
             yield name, target
 
 
-def _config_with_dtype(src: Path, dtype: torch.dtype | None) -> bytes:
-    """The base's config.json with ``torch_dtype`` (and transformers' newer ``dtype``) set to the dtype written."""
+def _config_with_dtype(src: Path, dtype: torch.dtype | None, updates: Mapping[str, Any] | None = None) -> bytes:
+    """The base's config.json with ``torch_dtype`` (and transformers' newer ``dtype``) set to the dtype written,
+    and ``updates`` (e.g. the layer count after slices, the vocabulary size after tokenizer alignment)."""
     try:
         cfg = json.loads(src.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -386,24 +387,35 @@ def _config_with_dtype(src: Path, dtype: torch.dtype | None) -> bytes:
         cfg["torch_dtype"] = name
         if "dtype" in cfg:
             cfg["dtype"] = name
+    cfg.update(updates or {})
     return (json.dumps(cfg, indent=2, sort_keys=False) + "\n").encode()
 
 
-def copy_model_files(src: Path, dst: Path | OutputFolder, dtype: torch.dtype | None = None) -> list[str]:
+def copy_model_files(
+    src: Path,
+    dst: Path | OutputFolder,
+    dtype: torch.dtype | None = None,
+    *,
+    config_updates: Mapping[str, Any] | None = None,
+    skip: Collection[str] = (),
+) -> list[str]:
     """Copy a model folder's non-weight files (config, tokenizer, ...) next to the merged weights.
 
     Every file must resolve inside ``src`` (symlinks followed); ``config.json`` states ``dtype`` (the dtype of
-    the merged float tensors). Written through ``dst``'s temporaries when it is an :class:`OutputFolder`.
+    the merged float tensors) and ``config_updates``; files named in ``skip`` are not copied (the merge writes
+    its own). Written through ``dst``'s temporaries when it is an :class:`OutputFolder`.
     """
     src = Path(src)
     if not src.is_dir():
         return []
     names = []
     for name, file in _model_files(src):
+        if name in skip:
+            continue
         target = dst.temp(name) if isinstance(dst, OutputFolder) else Path(dst) / name
         target.parent.mkdir(parents=True, exist_ok=True)
         if name == _MODEL_CONFIG:
-            target.write_bytes(_config_with_dtype(file, dtype))
+            target.write_bytes(_config_with_dtype(file, dtype, config_updates))
         else:
             shutil.copyfile(file, target)
         names.append(name)

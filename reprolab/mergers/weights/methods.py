@@ -170,8 +170,14 @@ def _elect_and_mix_sum(stack: torch.Tensor, weights: torch.Tensor, normalize: bo
 
 @register("linear", uses_task_vectors=False, defaults={"normalize": True}, per_source=("weight",), row_blocks=True)
 def linear(base, stack, weights, params, ctx):
-    """Weighted average of the source weights (mergekit ``linear``)."""
-    mixed = (stack * _bcast(weights, stack)).sum(dim=0)
+    """Weighted average of the source weights (mergekit ``linear``).
+
+    Accumulated as mergekit does (``addcmul`` into float32 zeros, then one division by the summed weights): a
+    weighted sum formed as products first rounds differently wherever a product is inexact.
+    """
+    mixed = torch.zeros_like(stack[0])
+    for i in range(stack.shape[0]):
+        mixed.addcmul_(stack[i], weights[i].reshape((1,) * stack[i].dim()))
     if params["normalize"]:
         mixed /= weights.sum()
     return mixed

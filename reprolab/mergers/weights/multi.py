@@ -17,9 +17,17 @@ FINAL = None  # the key of the unnamed, final merge
 
 
 def _references(doc: dict[str, Any]) -> list[str]:
-    refs = [doc.get("base_model")]
+    """Every model reference of a document: base, models, slice sources and bases, the tokenizer source."""
+    refs = [doc.get("base_model"), doc.get("tokenizer_source")]
+    tok = doc.get("tokenizer")
+    if isinstance(tok, dict):
+        refs.append(tok.get("source"))
     for entry in doc.get("models") or []:
         refs.append(entry.get("model") if isinstance(entry, dict) else entry)
+    for sl in doc.get("slices") or []:
+        if isinstance(sl, dict):
+            refs.append(sl.get("base_model"))
+            refs += [src.get("model") for src in sl.get("sources") or [] if isinstance(src, dict)]
     return [r for r in refs if isinstance(r, str)]
 
 

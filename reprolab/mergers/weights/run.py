@@ -12,6 +12,7 @@ from pathlib import Path
 
 from reprolab.mergers.weights.config import MergeConfig, load_documents, parse_config
 from reprolab.mergers.weights.engine import merge_checkpoints
+from reprolab.mergers.weights.layout_merge import merge_layout
 from reprolab.mergers.weights.multi import plan_documents
 
 
@@ -69,13 +70,16 @@ def _merge_one(cfg: MergeConfig, out_dir: Path, *, show_progress: bool, overwrit
             print(f"\r[{i}/{n}] {name[:60]:<60}", end="" if i < n else "\n", file=sys.stderr, flush=True)
 
     try:
-        files = merge_checkpoints(
-            cfg.base, cfg.sources, out_dir, cfg.plan,
-            compute_dtype=cfg.compute_dtype, out_dtype=cfg.out_dtype, fisher=cfg.fisher,
-            allow_source_as_base=cfg.allow_source_as_base, allow_pickle=cfg.allow_pickle,
-            max_shard_bytes=cfg.max_shard_bytes, progress=progress, overwrite=overwrite,
-            native_arithmetic=cfg.native_arithmetic,
-        )
+        if cfg.needs_layout:
+            files = merge_layout(cfg, out_dir, overwrite=overwrite, progress=progress)
+        else:
+            files = merge_checkpoints(
+                cfg.base, cfg.sources, out_dir, cfg.plan,
+                compute_dtype=cfg.compute_dtype, out_dtype=cfg.out_dtype, fisher=cfg.fisher,
+                allow_source_as_base=cfg.allow_source_as_base, allow_pickle=cfg.allow_pickle,
+                max_shard_bytes=cfg.max_shard_bytes, progress=progress, overwrite=overwrite,
+                native_arithmetic=cfg.native_arithmetic,
+            )
     except OSError as exc:  # a full disk, a read-only or vanished folder: one line, no traceback
         where = exc.filename or out_dir
         raise ValueError(f"{where}: {exc.strerror or exc} (the merge's temporary files were removed)") from None
