@@ -11,6 +11,12 @@ a task does to its worker becomes one outcome naming the cause, for that task on
 
 Workers never outlive the run: the executor kills them on close, and a worker whose parent dies (even by
 SIGKILL) exits on its own (``PR_SET_PDEATHSIG`` on Linux, and a watchdog thread elsewhere).
+
+Each worker computes on one thread (OpenBLAS, MKL, OpenMP: :data:`THREAD_VARIABLES`, unless the caller's
+environment sets them): parallelism comes from the workers (``-n``). Multi-threaded BLAS in several workers on
+a few shared cores oversubscribes them, and OpenBLAS's spinning threads then burn more CPU than they compute
+(a 384 x 384 ``eigvalsh`` took 1.5 CPU-s and 4 s of wall time with 2 threads on this project's 2-core
+machine under load, 0.01 CPU-s with one). One thread in every worker also keeps results independent of ``-n``.
 """
 
 from __future__ import annotations
@@ -23,11 +29,15 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from reprolab.claims.resolve import ExperimentSpec
+
+# Thread pools of the numeric libraries, read when they are first imported (so set before any job runs).
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 # Research lines whose heavy dependencies are a pip extra of reprolab (see pyproject.toml).
 EXTRAS = ("clustering", "lvm", "merging", "data")
@@ -135,6 +145,22 @@ def _die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="reprolab-parent-watchdog", daemon=True).start()
 
 
+@contextmanager
+def _single_threaded_children() -> Iterator[None]:
+    """Processes started inside inherit one compute thread (see the module docstring); a value the caller set
+    wins. Set in the parent's environment while the worker starts, not in the worker: a spawned child imports
+    the parent's main module (the ``reprolab`` CLI imports numpy) before it runs any code of ours, and OpenBLAS
+    reads its variable when it loads."""
+    added = [name for name in THREAD_VARIABLES if name not in os.environ]
+    for name in added:
+        os.environ[name] = "1"
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
 def _worker_main(conn: multiprocessing.connection.Connection, parent_pid: int, path: list[str]) -> None:
     _die_with_parent(parent_pid)
     sys.path[:] = path
@@ -180,7 +206,8 @@ class _Worker:
         self.process = context.Process(
             target=_worker_main, args=(child, os.getpid(), path), name="reprolab-worker", daemon=True
         )
-        self.process.start()
+        with _single_threaded_children():
+            self.process.start()
         child.close()
         self.job: Job | None = None
         self.started = 0.0
