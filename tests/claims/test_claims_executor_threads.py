@@ -66,8 +66,12 @@ def _run_main(probe_dir: Path, env_extra: dict[str, str]) -> list[dict[str, floa
     env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
     env.update(env_extra, PYTHONPATH=os.pathsep.join([str(probe_dir), str(ROOT)]))
     done = subprocess.run(
-        [sys.executable, str(probe_dir / "main.py"), *THREAD_VARIABLES], capture_output=True, text=True, env=env,
-        timeout=120, check=True,
+        [sys.executable, str(probe_dir / "main.py"), *THREAD_VARIABLES],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=True,
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
