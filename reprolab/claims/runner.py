@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reprolab.claims.cache import ResultCache, cache_key, code_version
+from reprolab.claims.cache import ResultCache, cache_key, canonical_json, code_version
 from reprolab.claims.checks import Evaluation, Verdict, apply_guards, evaluate
 from reprolab.claims.environment import skip_reason
 from reprolab.claims.executor import Executor, IsolatedExecutor, Job, TaskOutcome
@@ -176,7 +176,7 @@ def run_tasks(
     if not pending:
         return outcomes
     locks = TaskLocks(cache.root, enabled=cache.enabled)
-    mine = [t for t in pending.values() if locks.try_acquire(t.key)]
+    mine = longest_first([t for t in pending.values() if locks.try_acquire(t.key)], cache)
     taken = {t.key for t in mine}
     deferred = [t for t in pending.values() if t.key not in taken]  # another process is computing these
     own = None if executor is not None else IsolatedExecutor(workers)
@@ -198,6 +198,17 @@ def run_tasks(
         if own is not None:
             own.close()
     return outcomes
+
+
+def longest_first(tasks: list[Task], cache: ResultCache) -> list[Task]:
+    """Tasks ordered by how long their config took before (any seed, any code version), longest first, so
+    that workers finish together instead of one long run starting last; configs never run before go first
+    (in the given order), as nothing says they are short."""
+    past = {name: cache.past_seconds(name) for name in {t.experiment for t in tasks}}
+    inf = float("inf")
+    estimate = [past[t.experiment].get(canonical_json(dict(t.config)), inf) for t in tasks]
+    order = sorted(range(len(tasks)), key=lambda i: -estimate[i])  # stable: ties keep the given order
+    return [tasks[i] for i in order]
 
 
 def _execute(tasks: list[Task], finish: Callable[[Job, TaskOutcome], None], executor: Executor) -> None:
