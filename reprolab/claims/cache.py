@@ -246,3 +246,20 @@ class ResultCache:
         }
         text = json.dumps(entry, sort_keys=True, default=str, allow_nan=True)
         atomic_write_text(self._path(experiment, key), text, fsync=True)
+
+    def past_seconds(self, experiment: str) -> dict[str, float]:
+        """The longest recorded run time of each config of ``experiment`` (``canonical_json(config)`` -> s),
+        over every entry on disk, whatever its seed or code version: an estimate for scheduling, never a
+        result (entries are not checksummed here; an unreadable one is skipped)."""
+        if not self.enabled:
+            return {}
+        found: dict[str, float] = {}
+        for path in self._path(experiment, "00").parent.parent.glob("*/*.json"):
+            try:
+                entry = json.loads(path.read_bytes())
+                config, seconds = canonical_json(entry["config"]), float(entry["seconds"])
+            except (OSError, ValueError, TypeError, KeyError, RecursionError):
+                continue
+            if seconds == seconds:  # not NaN
+                found[config] = max(seconds, found.get(config, 0.0))
+        return found

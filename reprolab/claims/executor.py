@@ -11,6 +11,13 @@ a task does to its worker becomes one outcome naming the cause, for that task on
 
 Workers never outlive the run: the executor kills them on close, and a worker whose parent dies (even by
 SIGKILL) exits on its own (``PR_SET_PDEATHSIG`` on Linux, and a watchdog thread elsewhere).
+
+Each worker computes on one thread (OpenBLAS, MKL, OpenMP: ``numerics.THREAD_VARIABLES``, unless the caller's
+environment sets them): parallelism comes from the workers (``-n``). Multi-threaded BLAS in several workers on
+a few shared cores oversubscribes them, and OpenBLAS's spinning threads then burn more CPU than they compute
+(a 384 x 384 ``eigvalsh`` took 1.5 CPU-s and 4 s of wall time with 2 threads on this project's 2-core
+machine under load, 0.01 CPU-s with one). One thread in every worker also keeps results independent of ``-n``. The same start-up environment holds the
+kernel libraries to their AVX2 code paths (:mod:`numerics`).
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from reprolab.claims.numerics import pinned_environ
+from reprolab.claims.numerics import THREAD_VARIABLES, worker_environ  # noqa: F401 (re-exported)
 from reprolab.claims.resolve import ExperimentSpec
 
 # Research lines whose heavy dependencies are a pip extra of reprolab (see pyproject.toml).
@@ -181,7 +188,7 @@ class _Worker:
         self.process = context.Process(
             target=_worker_main, args=(child, os.getpid(), path), name="reprolab-worker", daemon=True
         )
-        with pinned_environ(portable_numerics):  # the spawned interpreter inherits the kernel pins
+        with worker_environ(portable_numerics):  # the spawned interpreter inherits threads and kernel pins
             self.process.start()
         child.close()
         self.job: Job | None = None

@@ -28,6 +28,8 @@ PINS: dict[str, str] = {
     "OPENBLAS_CORETYPE": "Haswell",  # NumPy/SciPy's OpenBLAS (DYNAMIC_ARCH) kernels
 }
 XLA_FLAG = "--xla_cpu_max_isa=AVX2"  # JAX's CPU backend: the widest vectors its compiler may emit
+# Thread pools of the numeric libraries, read when they load: one compute thread per worker (executor.py says why).
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def cpu_supports_pins(cpuinfo: str | None = None) -> bool:
@@ -57,12 +59,21 @@ def portable_env(environ: Mapping[str, str], *, supported: bool | None = None) -
     return extra
 
 
+def worker_env(environ: Mapping[str, str], *, portable: bool = True) -> dict[str, str]:
+    """What a worker starts with besides ``environ``: one compute thread, and the pins when ``portable``."""
+    extra = {name: "1" for name in THREAD_VARIABLES if name not in environ}
+    return {**extra, **(portable_env(environ) if portable else {})}
+
+
 @contextmanager
-def pinned_environ(
-    enabled: bool = True, environ: MutableMapping[str, str] = os.environ
+def worker_environ(
+    portable: bool = True, environ: MutableMapping[str, str] = os.environ
 ) -> Iterator[dict[str, str]]:
-    """Apply the pins to ``environ`` for the duration (a spawned worker inherits them), then restore it."""
-    extra = portable_env(environ) if enabled else {}
+    """Apply :func:`worker_env` to ``environ`` for the duration (a spawned worker inherits it), then restore it.
+    Set in the parent while the worker starts, not in the worker: a spawned child imports the parent's main
+    module (the ``reprolab`` CLI imports numpy) before it runs any code of ours, and OpenBLAS reads its
+    variables when it loads."""
+    extra = worker_env(environ, portable=portable)
     saved = {key: environ.get(key) for key in extra}
     environ.update(extra)
     try:

@@ -13,12 +13,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reprolab.claims.cache import ResultCache, cache_key, code_version
+from reprolab.claims.cache import ResultCache, cache_key, canonical_json, code_version
 from reprolab.claims.checks import Evaluation, Verdict, apply_guards, evaluate
 from reprolab.claims.environment import skip_reason
 from reprolab.claims.executor import Executor, IsolatedExecutor, Job, TaskOutcome
 from reprolab.claims.loader import LoadedClaim
 from reprolab.claims.resolve import ExperimentSpec, resolve_experiment
+from reprolab.claims.tasklock import TaskLocks
 from reprolab.experiments.registry import UnknownExperimentError
 
 __all__ = ["ClaimResult", "Task", "TaskOutcome", "assemble", "claim_tasks", "run_claims", "run_tasks"]
@@ -127,7 +128,9 @@ def run_tasks(
     """Run every distinct task once (by cache key); cached ones are not re-run.
 
     ``executor`` is reused when given (the pytest plugin keeps one per session); otherwise one is started for
-    this call and closed before it returns, so no worker outlives it.
+    this call and closed before it returns, so no worker outlives it. A run that another process sharing the
+    cache is computing right now is waited for and read from the cache, not computed twice
+    (:mod:`reprolab.claims.tasklock`).
     """
     outcomes: dict[str, TaskOutcome] = {}
     pending: dict[str, Task] = {}
@@ -166,18 +169,53 @@ def run_tasks(
                 seed=task.seed,
                 seconds=outcome.seconds,
             )
+        locks.release(task.key)  # after the put: a process waiting on this run reads it from the cache
         if progress:
             progress(task, outcome)
 
     if not pending:
         return outcomes
-    jobs = [Job(t.key, _spec_of(t), t.config, t.seed, t.timeout_s, t.resources) for t in pending.values()]
-    if executor is not None:
-        executor.run(jobs, finish)
-    else:
-        with IsolatedExecutor(workers) as own:
-            own.run(jobs, finish)
+    locks = TaskLocks(cache.root, enabled=cache.enabled)
+    mine = longest_first([t for t in pending.values() if locks.try_acquire(t.key)], cache)
+    taken = {t.key for t in mine}
+    deferred = [t for t in pending.values() if t.key not in taken]  # another process is computing these
+    own = None if executor is not None else IsolatedExecutor(workers)
+    try:
+        _execute(mine, finish, executor or own)
+        again = []
+        for task in deferred:
+            locks.wait(task.key)
+            hit = cache.get(task.experiment, task.key)
+            if hit is None:  # the other process failed, died or could not write: compute it here
+                again.append(task)
+                continue
+            outcomes[task.key] = TaskOutcome(hit, cached=True)
+            if progress:
+                progress(task, outcomes[task.key])
+        _execute(again, finish, executor or own)
+    finally:
+        locks.release_all()
+        if own is not None:
+            own.close()
     return outcomes
+
+
+def longest_first(tasks: list[Task], cache: ResultCache) -> list[Task]:
+    """Tasks ordered by how long their config took before (any seed, any code version), longest first, so
+    that workers finish together instead of one long run starting last; configs never run before go first
+    (in the given order), as nothing says they are short."""
+    past = {name: cache.past_seconds(name) for name in {t.experiment for t in tasks}}
+    inf = float("inf")
+    estimate = [past[t.experiment].get(canonical_json(dict(t.config)), inf) for t in tasks]
+    order = sorted(range(len(tasks)), key=lambda i: -estimate[i])  # stable: ties keep the given order
+    return [tasks[i] for i in order]
+
+
+def _execute(tasks: list[Task], finish: Callable[[Job, TaskOutcome], None], executor: Executor) -> None:
+    if tasks:
+        executor.run(
+            [Job(t.key, _spec_of(t), t.config, t.seed, t.timeout_s, t.resources) for t in tasks], finish
+        )
 
 
 def _spec_of(task: Task) -> ExperimentSpec:

@@ -10,7 +10,7 @@ import pytest
 from labproject import build_lab
 
 from reprolab.claims.executor import IsolatedExecutor, Job, TaskOutcome
-from reprolab.claims.numerics import PINS, XLA_FLAG, cpu_supports_pins, pinned_environ, portable_env
+from reprolab.claims.numerics import PINS, XLA_FLAG, cpu_supports_pins, portable_env, worker_environ
 from reprolab.claims.project import ProjectConfigError, find_project
 from reprolab.claims.resolve import resolve_experiment
 
@@ -35,14 +35,16 @@ def test_pins_never_override_what_the_user_set() -> None:
     assert portable_env({}, supported=False) == {}
 
 
-def test_pinned_environ_restores_the_environment() -> None:
+def test_worker_environ_restores_the_environment() -> None:
     env = {"XLA_FLAGS": "--a"}
-    with pinned_environ(True, env) as extra:
-        if extra:
+    with worker_environ(True, env) as extra:
+        assert env["OMP_NUM_THREADS"] == "1"
+        if cpu_supports_pins():
             assert env["XLA_FLAGS"].endswith(XLA_FLAG)
     assert env == {"XLA_FLAGS": "--a"}
-    with pinned_environ(False, env) as extra:
-        assert extra == {} and env == {"XLA_FLAGS": "--a"}
+    with worker_environ(False, env) as extra:
+        assert "MKL_CBWR" not in extra and env["XLA_FLAGS"] == "--a"
+    assert env == {"XLA_FLAGS": "--a"}
 
 
 PROBE = """
