@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from reprolab.data.locales import (
+    COMMITTED_SEEDS,
     FIXTURE_DIR,
     LocaleWorld,
     WorldSpec,
+    _committed_dir,
     heldout_set,
     load_fixture,
     load_world,
@@ -49,8 +53,15 @@ def test_fixture_is_committed_intact_and_has_a_transfer_spread(fx):
 def test_each_seed_is_its_own_world():
     a, b = LocaleWorld(WorldSpec(seed=0)), LocaleWorld(WorldSpec(seed=1))
     assert not np.array_equal(a.lexicon, b.lexicon)  # lexicons, word orders and so the fine-tunes differ
-    assert load_world(0).path == FIXTURE_DIR  # seed 0 is the committed world; others are built on first use
+    assert load_world(0).path == FIXTURE_DIR  # seed 0 is the committed world
     assert a.regions()[:3] == ["region A"] * 3 and a.regions()[3] == "region B"
+
+
+def test_the_fast_claims_worlds_are_committed_and_intact() -> None:
+    # seeds 0-4 are read from fixtures/, never rebuilt: a rebuild on another CPU differs (see _committed_dir)
+    for seed in COMMITTED_SEEDS:
+        assert load_world(seed).path == _committed_dir(replace(WorldSpec(), seed=seed))
+        assert _committed_dir(replace(WorldSpec(), seed=seed)).parent == FIXTURE_DIR.parent
 
 
 def test_median_split_ceiling_bounds_predictor_accuracy():
