@@ -16,12 +16,10 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from reprolab.claims.environment import REHEARSAL_ENV
+from reprolab.claims.environment import REHEARSAL_ENV, backend, framework_of
 from reprolab.claims.loader import LoadedClaim
 from reprolab.claims.session import ClaimSession
 from reprolab.rehearse.overrides import rehearsal_config
-
-FRAMEWORK = {"clustering": "jax", "lvm": "torch", "merging": "torch"}  # the array library each line runs on
 
 
 @dataclass
@@ -47,15 +45,9 @@ class RehearsalLine:
 
 def device_of(experiment: str) -> str:
     """The device the experiment's framework offers here (the line says when a gpu claim ran on CPU)."""
-    line = experiment.split(".", 1)[0]
-    if FRAMEWORK.get(line) == "jax":
-        import jax
-
-        backend = jax.default_backend()
-        return "cuda (jax)" if backend == "gpu" else f"{backend} (jax: no CUDA backend)"
-    import torch
-
-    return "cuda (torch)" if torch.cuda.is_available() else "cpu (torch: no CUDA)"
+    framework = framework_of(experiment) or "torch"
+    found = backend(framework)
+    return f"cuda ({framework})" if found == "cuda" else f"{found} ({framework}: no CUDA backend)"
 
 
 def _children_peak_rss_mb() -> float | None:
