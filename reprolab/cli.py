@@ -493,19 +493,28 @@ def rehearse(marker: str, scale: str, data_dir: Path | None, keyword: str | None
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="folder of a smoke rehearsal (default: <state>/rehearse/smoke)")
 @click.option("-k", "keyword", help="only claims whose id contains this")
-def plan(marker: str, data_dir: Path | None, keyword: str | None) -> None:
+@click.option("--write", "write", is_flag=True,
+              help="also write the estimates to <state>/plan.json: the Ray executor's default resource requests")
+def plan(marker: str, data_dir: Path | None, keyword: str | None, write: bool) -> None:
     """Per gpu claim, the estimated peak memory and device-hours at full scale, from a smoke rehearsal.
 
     Reads the smoke rehearsal's measurements (run `reprolab rehearse --scale smoke` first) and extrapolates them
-    linearly in each experiment's work (see reprolab/rehearse/plan.py for the model and its limits).
+    linearly in each experiment's work (see reprolab/rehearse/plan.py for the model and its limits). With
+    `--write`, a claim without `resources:` in its YAML is scheduled on Ray with its planned memory (and one
+    GPU when the rehearsal ran on CUDA).
     """
-    from reprolab.rehearse.plan import estimate_all
+    from reprolab.claims.ray_executor import PLAN_FILE
+    from reprolab.rehearse.plan import estimates, plan_table, save_plan
 
     session = _session(use_cache=False)
     items, n_errors = _select(session, (), f"gpu and ({marker})", keyword)
     root = data_dir or session.project.state / "rehearse" / "smoke"
     try:
-        rows, notes = estimate_all(items, root / "measurements.json")
+        found, missing = estimates(items, root / "measurements.json")
+        rows, notes = plan_table(found, missing)
+        if write:
+            save_plan(session.project.state / PLAN_FILE, found, root / "measurements.json")
+            notes.append(f"estimates written to {session.project.state / PLAN_FILE} (Ray's default requests)")
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     table = Table(title=f"{len(rows)} gpu claims at full scale (estimates)", expand=True)

@@ -5,7 +5,9 @@ default stays :class:`~reprolab.claims.executor.IsolatedExecutor`. Ray is import
 (``pip install "reprolab[ray]"``).
 
 - Each (claim arm, seed) task not served from the cache is one Ray task, with the claim's ``resources``
-  (``gpus``, ``cpus``, ``memory_gb``) as its resource request. Results come back to the driver, which alone
+  (``gpus``, ``cpus``, ``memory_gb``) as its resource request. A claim whose YAML has no ``resources:``
+  gets its planned ones when ``reprolab plan --write`` left a plan (``<state>/plan.json``): the planned peak
+  memory, and one GPU when the plan was measured on CUDA. The YAML always wins. Results come back to the driver, which alone
   writes the cache, the history and the reports: workers need no shared filesystem for state.
 - Faults: an exception, ``sys.exit`` or failed import inside the task is an outcome naming its cause, as locally.
   A worker that dies (``os._exit``, a segfault, out of memory, a lost node) is retried ``retries`` times
@@ -17,9 +19,11 @@ default stays :class:`~reprolab.claims.executor.IsolatedExecutor`. Ray is import
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from reprolab.claims.executor import Job, TaskOutcome, execute
@@ -31,6 +35,38 @@ def _run_job(job: Job, path: list[str]) -> TaskOutcome:
     """The Ray task: make the driver's import path visible (the lab's package), then run like a local worker."""
     sys.path[:0] = [entry for entry in path if entry not in sys.path]
     return execute(job.spec, job.config, job.seed)
+
+
+PLAN_FILE = "plan.json"  # under the project's state folder; written by `reprolab plan --write`
+
+
+def task_signature(experiment: str, config: Mapping[str, Any]) -> str:
+    """What identifies a claim's task in a plan: its experiment and (arm) config, canonically."""
+    return json.dumps([experiment, config], sort_keys=True, default=str)
+
+
+def planned_requests(path: Path) -> dict[str, dict[str, float]]:
+    """Task signature -> planned ``{memory_gb, gpus}`` from a plan file ({} when there is none). Claims that
+    share a task (same experiment and config) share its request, the largest of theirs."""
+    if not path.is_file():
+        return {}
+    try:
+        claims = json.loads(path.read_text())["claims"]
+        out: dict[str, dict[str, float]] = {}
+        for entry in claims.values():
+            memory, gpus = float(entry["memory_gb"]), float(entry["gpus"])
+            if not (memory >= 0 and gpus >= 0):
+                raise ValueError("memory_gb and gpus must be >= 0")
+            for config in entry["configs"]:
+                old = out.setdefault(
+                    task_signature(entry["experiment"], config), {"memory_gb": 0.0, "gpus": 0.0}
+                )
+                old["memory_gb"], old["gpus"] = max(old["memory_gb"], memory), max(old["gpus"], gpus)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(
+            f"{path}: not a plan written by `reprolab plan --write` ({exc}); delete or rewrite it"
+        ) from None
+    return out
 
 
 def _request(resources: Mapping[str, float] | None) -> dict[str, Any]:
@@ -52,7 +88,17 @@ def _failure_cause(exc: BaseException) -> str:
 class RayExecutor:
     """Ray tasks instead of local worker processes; ``address=None`` starts an embedded local Ray."""
 
-    def __init__(self, address: str | None = None, *, retries: int = 1, num_cpus: int | None = None) -> None:
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        retries: int = 1,
+        num_cpus: int | None = None,
+        plan: Path | None = None,
+    ) -> None:
+        self._planned = (
+            planned_requests(plan) if plan is not None else {}
+        )  # read before Ray starts: fail fast
         try:
             import ray
         except ImportError:
@@ -76,7 +122,9 @@ class RayExecutor:
         path = list(sys.path)
         pending: dict[Any, tuple[Job, float]] = {}
         for job in jobs:
-            ref = self._remote.options(max_retries=self.retries, **_request(job.resources)).remote(job, path)
+            ref = self._remote.options(max_retries=self.retries, **_request(self.resources_of(job))).remote(
+                job, path
+            )
             pending[ref] = (job, time.monotonic())
         try:
             while pending:
@@ -97,6 +145,12 @@ class RayExecutor:
             for ref in pending:  # interrupted: nothing may keep running for a driver that no longer waits
                 ray.cancel(ref, force=True)
             raise
+
+    def resources_of(self, job: Job) -> Mapping[str, float] | None:
+        """The claim's YAML ``resources`` when it has them, else the plan's for this task (or None)."""
+        if job.resources is not None:
+            return job.resources
+        return self._planned.get(task_signature(job.spec.name, job.config))
 
     def _outcome(self, ref: Any, started: float) -> TaskOutcome:
         try:

@@ -121,9 +121,10 @@ class ClaimSession:
         """Local isolated processes (default), or Ray tasks (imported only when asked)."""
         if self._executor is None:
             if self.executor_kind == "ray":
-                from reprolab.claims.ray_executor import RayExecutor
+                from reprolab.claims.ray_executor import PLAN_FILE, RayExecutor
 
-                self._executor = RayExecutor(self.address, retries=self.retries)
+                plan = self.project.state / PLAN_FILE  # `reprolab plan --write`: default resource requests
+                self._executor = RayExecutor(self.address, retries=self.retries, plan=plan)
             else:
                 self._executor = IsolatedExecutor(self.workers)
         return self._executor
