@@ -19,7 +19,7 @@ from pathlib import Path
 from reprolab.claims.environment import REHEARSAL_ENV, backend, framework_of
 from reprolab.claims.loader import LoadedClaim
 from reprolab.claims.session import ClaimSession
-from reprolab.rehearse.overrides import rehearsal_config
+from reprolab.rehearse.overrides import Caps, rehearsal_config
 
 
 @dataclass
@@ -78,18 +78,16 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = old
 
 
-def rehearsal_claim(
-    item: LoadedClaim, *, smoke: bool, on_cpu: bool, max_seeds: int | None = None
-) -> LoadedClaim:
+def rehearsal_claim(item: LoadedClaim, *, caps: Caps, on_cpu: bool, max_seeds: int | None = None) -> LoadedClaim:
     """A copy of the claim with the rehearsal's configs (the claim file and the loaded claim are untouched);
     ``max_seeds`` keeps only the first seeds (a code-path check needs one, a verdict would need them all)."""
     claim = item.claim
-    update: dict = {"config": rehearsal_config(claim.experiment, claim.config, smoke=smoke, on_cpu=on_cpu)}
+    update: dict = {"config": rehearsal_config(claim.experiment, claim.config, caps=caps, on_cpu=on_cpu)}
     if max_seeds is not None and len(claim.seed_list) > max_seeds:
         update["seeds"] = claim.seed_list[:max_seeds]
     if claim.arms:
         update["arms"] = {
-            name: rehearsal_config(claim.experiment, arm, smoke=smoke, on_cpu=on_cpu) for name, arm in claim.arms.items()
+            name: rehearsal_config(claim.experiment, arm, caps=caps, on_cpu=on_cpu) for name, arm in claim.arms.items()
         }
     return replace(item, claim=claim.model_copy(update=update))
 
@@ -104,17 +102,18 @@ def rehearse_claims(
     items: Sequence[LoadedClaim],
     env: dict[str, str],
     *,
-    smoke: bool,
+    caps: Caps,
     max_seeds: int | None = None,
     on_line: Callable[[RehearsalLine], None] | None = None,
 ) -> list[RehearsalLine]:
-    """Rehearse ``items`` (selected through ``session``) with ``env`` pointing at the stand-in data."""
+    """Rehearse ``items`` (selected through ``session``) with ``env`` pointing at the stand-in data, their
+    configs capped by ``caps`` (:func:`reprolab.rehearse.overrides.caps_for`)."""
     lines: list[RehearsalLine] = []
     with _environment({**env, REHEARSAL_ENV: "1"}):
         devices = {it.claim.experiment: device_of(it.claim.experiment) for it in items}
         prepared = [
             rehearsal_claim(
-                it, smoke=smoke, on_cpu=not devices[it.claim.experiment].startswith("cuda"), max_seeds=max_seeds
+                it, caps=caps, on_cpu=not devices[it.claim.experiment].startswith("cuda"), max_seeds=max_seeds
             )
             for it in items
         ]
@@ -147,9 +146,12 @@ def rehearse_claims(
     return lines
 
 
-def save_measurements(path: Path, scale: str, lines: Sequence[RehearsalLine], data_env: dict[str, str]) -> None:
+def save_measurements(
+    path: Path, scale: str, lines: Sequence[RehearsalLine], data_env: dict[str, str], steps: str | None = None
+) -> None:
     """What `reprolab plan` extrapolates from (written atomically next to the stand-in data)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"scale": scale, "env": data_env, "lines": [asdict(x) for x in lines]}, indent=1))
+    record = {"scale": scale, "steps": steps or scale, "env": data_env, "lines": [asdict(x) for x in lines]}
+    tmp.write_text(json.dumps(record, indent=1))
     os.replace(tmp, path)
