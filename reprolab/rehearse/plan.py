@@ -25,6 +25,9 @@ from reprolab.rehearse.mnist_standin import SHAPES
 
 FULL_MASSIVE_LOCALES = 49  # the note's 49 MASSIVE targets
 GTR_DIM = 768
+MASSIVE_RESIDENT = (
+    8  # the MASSIVE lab's BoundedStore capacity (`resident` in reprolab/experiments/merging.py)
+)
 
 
 def xlmr_parameters(hidden: int, layers: int, ffn: int, vocab: int) -> int:
@@ -76,8 +79,9 @@ def work_and_bytes(
         return n + config.get("n_queries", 1000) * sizes["gtr_diluted"], n * GTR_DIM * 4.0
     if experiment == "merging.locale_suite":
         loc, params = sizes["locales"], sizes["params"]
-        # every target merges and evaluates O(locales) models; fine-tunes + cached task vectors stay resident
-        return loc * loc * params, 2.0 * loc * params * 4.0
+        # every target merges and evaluates O(locales) models; resident: the pretrained module and its base
+        # copy, plus at most MASSIVE_RESIDENT fine-tunes and as many task vectors, streamed from disk
+        return loc * loc * params, (2.0 + 2.0 * MASSIVE_RESIDENT) * params * 4.0
     raise ValueError(f"no work model for experiment {experiment!r}")
 
 
