@@ -32,7 +32,9 @@ STEP_CAPS: dict[str, dict[str, int]] = {
 # Step keys a claim usually leaves at the experiment's default although that default is far above the cap
 # (locale_suite: 200 AdaMerging steps x 5 epochs; the MASSIVE claims give only `setting`): set to the cap when
 # absent. Every other absent key keeps its default (a cap never raises a value).
-SET_WHEN_ABSENT: dict[str, tuple[str, ...]] = {"merging.locale_suite": ("adamerging_steps", "adamerging_epochs")}
+SET_WHEN_ABSENT: dict[str, tuple[str, ...]] = {
+    "merging.locale_suite": ("adamerging_steps", "adamerging_epochs")
+}
 SIZE_CAPS: dict[str, dict[str, int]] = {
     "clustering.overcluster_then_merge": {"n_components": 20, "latent_dim": 4},
 }
@@ -51,7 +53,9 @@ def caps_for(*, steps: bool, sizes: bool) -> dict[str, dict[str, int]]:
     return out
 
 
-def rehearsal_config(experiment: str, config: Mapping[str, Any], *, caps: Caps, on_cpu: bool) -> dict[str, Any]:
+def rehearsal_config(
+    experiment: str, config: Mapping[str, Any], *, caps: Caps, on_cpu: bool
+) -> dict[str, Any]:
     """``config`` as a rehearsal runs it (a new dict; the claim's own is never modified)."""
     out: dict[str, Any] = dict(config)
     for key, cap in caps.get(experiment, {}).items():

@@ -53,7 +53,9 @@ def device_of(experiment: str) -> str:
 def _children_peak_rss_mb() -> float | None:
     """Largest VmHWM among this process's live children (the session's worker), in MB; None off Linux."""
     try:
-        pids = [p for task in Path("/proc/self/task").iterdir() for p in (task / "children").read_text().split()]
+        pids = [
+            p for task in Path("/proc/self/task").iterdir() for p in (task / "children").read_text().split()
+        ]
         peaks = []
         for pid in pids:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -78,7 +80,9 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = old
 
 
-def rehearsal_claim(item: LoadedClaim, *, caps: Caps, on_cpu: bool, max_seeds: int | None = None) -> LoadedClaim:
+def rehearsal_claim(
+    item: LoadedClaim, *, caps: Caps, on_cpu: bool, max_seeds: int | None = None
+) -> LoadedClaim:
     """A copy of the claim with the rehearsal's configs (the claim file and the loaded claim are untouched);
     ``max_seeds`` keeps only the first seeds (a code-path check needs one, a verdict would need them all)."""
     claim = item.claim
@@ -87,7 +91,8 @@ def rehearsal_claim(item: LoadedClaim, *, caps: Caps, on_cpu: bool, max_seeds: i
         update["seeds"] = claim.seed_list[:max_seeds]
     if claim.arms:
         update["arms"] = {
-            name: rehearsal_config(claim.experiment, arm, caps=caps, on_cpu=on_cpu) for name, arm in claim.arms.items()
+            name: rehearsal_config(claim.experiment, arm, caps=caps, on_cpu=on_cpu)
+            for name, arm in claim.arms.items()
         }
     return replace(item, claim=claim.model_copy(update=update))
 
@@ -130,15 +135,27 @@ def rehearse_claims(
             for it, result in zip(group, results, strict=True):
                 # a rehearsal checks the code paths, not the statistics: an experiment that returned its metric
                 # on every seed rehearsed, even when a verdict on so few seeds has no interval
-                ran = result.traceback is None and bool(result.values) and all(
-                    len(values) == len(it.claim.seed_list) and all(math.isfinite(v) for v in values)
-                    for values in result.values.values()
+                ran = (
+                    result.traceback is None
+                    and bool(result.values)
+                    and all(
+                        len(values) == len(it.claim.seed_list) and all(math.isfinite(v) for v in values)
+                        for values in result.values.values()
+                    )
                 )
                 ok = result.verdict not in ("error", "skipped") or ran
                 cause = "" if ok else (result.message.splitlines()[0] if result.message else result.verdict)
                 line = RehearsalLine(
-                    it.id, it.claim.experiment, ok, seconds, peak, devices[it.claim.experiment], cause,
-                    len(group), next(iter(it.claim.arm_configs().values())), len(it.claim.seed_list),
+                    it.id,
+                    it.claim.experiment,
+                    ok,
+                    seconds,
+                    peak,
+                    devices[it.claim.experiment],
+                    cause,
+                    len(group),
+                    next(iter(it.claim.arm_configs().values())),
+                    len(it.claim.seed_list),
                 )
                 lines.append(line)
                 if on_line:

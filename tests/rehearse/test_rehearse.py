@@ -60,7 +60,11 @@ def test_massive_lab_format(standin: tuple[Path, dict[str, str]]) -> None:
     _root, env = standin
     models, data = Path(env["REPROLAB_MASSIVE_MODELS"]), Path(env["REPROLAB_MASSIVE_DATA"])
     config = transformers.AutoConfig.from_pretrained(models / "pretrained")
-    assert config.model_type == "xlm-roberta" and config.num_labels == 60 and len(set(config.id2label.values())) == 60
+    assert (
+        config.model_type == "xlm-roberta"
+        and config.num_labels == 60
+        and len(set(config.id2label.values())) == 60
+    )
     locales = sorted(p.name for p in models.iterdir() if p.is_dir() and p.name != "pretrained")
     assert len(locales) >= 8 and all((models / loc / "model.safetensors").is_file() for loc in locales)
     row = json.loads((data / f"{locales[0]}.jsonl").read_text().splitlines()[0])
@@ -87,8 +91,14 @@ def test_overrides_cap_existing_keys_only() -> None:
     assert config["n_components"] == 150  # the claim's own config is untouched
     nested = rehearsal_config("clustering.across_runs", {"base": config, "runs": 10, "variants": [{"n_components": 40}]},
                               caps=smoke, on_cpu=False)  # fmt: skip
-    assert nested["base"]["n_components"] == 20 and nested["runs"] == 3 and nested["variants"] == [{"n_components": 40}]
-    lvm = rehearsal_config("lvm.train", {"epochs": 20, "device": "cuda", "torch_threads": 0}, caps={}, on_cpu=True)
+    assert (
+        nested["base"]["n_components"] == 20
+        and nested["runs"] == 3
+        and nested["variants"] == [{"n_components": 40}]
+    )
+    lvm = rehearsal_config(
+        "lvm.train", {"epochs": 20, "device": "cuda", "torch_threads": 0}, caps={}, on_cpu=True
+    )
     assert lvm == {"epochs": 20, "device": "cpu", "torch_threads": 1}
 
 
@@ -122,7 +132,9 @@ def test_prepare_never_overwrites_foreign_data(tmp_path: Path) -> None:
         "merging-inctar-source-base-catastrophic-gpu",
     ],
 )
-def test_smoke_rehearsal_runs_one_gpu_claim_per_line(standin: tuple[Path, dict[str, str]], claim_id: str) -> None:
+def test_smoke_rehearsal_runs_one_gpu_claim_per_line(
+    standin: tuple[Path, dict[str, str]], claim_id: str
+) -> None:
     _root, env = standin
     with ClaimSession(find_project(ROOT), use_cache=False) as session:
         items = [c for c in session.select(marker="gpu").claims if c.id == claim_id]
