@@ -450,14 +450,22 @@ def bench_compare(fail_on_regression: bool, keyword: str | None, threshold: floa
 @click.option("-k", "keyword", help="only claims whose id contains this")
 @click.option("--seeds", "max_seeds", type=click.IntRange(min=1), default=None,
               help="rehearse only each claim's first N seeds (default: all)")
-def rehearse(marker: str, scale: str, data_dir: Path | None, keyword: str | None, max_seeds: int | None) -> None:
+@click.option("--steps", type=click.Choice(["smoke", "full"]), default=None,
+              help="step counts: the claims' own (full) or capped (smoke); default: as --scale. "
+              "`--scale full --steps smoke` runs real shapes for a few steps (memory and I/O at real size)")
+def rehearse(
+    marker: str, scale: str, data_dir: Path | None, keyword: str | None, max_seeds: int | None, steps: str | None
+) -> None:
     """Run gpu claims end to end on stand-in data in the documented formats (verdicts ignored, no history).
 
     One line per claim (rehearsed or ERROR with its cause, wall time, the worker's peak RSS, the device), then
     `N rehearsed, M errors`. Exit status: 0 when none errs, 1 otherwise, 2 on a malformed claim file.
     """
     from reprolab.rehearse.data import datasets_for, prepare, unknown_variables
+    from reprolab.rehearse.overrides import caps_for
     from reprolab.rehearse.run import rehearse_claims, save_measurements
+
+    steps = steps or scale
 
     session = _session(use_cache=False)
     items, n_errors = _select(session, (), f"gpu and ({marker})", keyword)
@@ -476,10 +484,11 @@ def rehearse(marker: str, scale: str, data_dir: Path | None, keyword: str | None
         raise click.ClickException(str(exc)) from None
     console.print(f"stand-in data ({scale}) in {root}: {time.perf_counter() - started:.1f}s", highlight=False)
     lines = rehearse_claims(
-        session, items, env, smoke=scale == "smoke", max_seeds=max_seeds,
+        session, items, env, caps=caps_for(steps=steps == "smoke", sizes=scale == "smoke"), max_seeds=max_seeds,
         on_line=lambda line: console.print(escape(line.render()), highlight=False, soft_wrap=True),
     )
-    save_measurements(root / "measurements.json", scale, lines, env)
+    name = "measurements.json" if steps == scale else f"measurements-{steps}-steps.json"
+    save_measurements(root / name, scale, lines, env, steps)
     bad = sum(not line.ok for line in lines)
     console.print(f"{len(lines) - bad} rehearsed, {bad} errors ({time.perf_counter() - started:.0f}s)", highlight=False)
     if bad:
@@ -493,19 +502,28 @@ def rehearse(marker: str, scale: str, data_dir: Path | None, keyword: str | None
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="folder of a smoke rehearsal (default: <state>/rehearse/smoke)")
 @click.option("-k", "keyword", help="only claims whose id contains this")
-def plan(marker: str, data_dir: Path | None, keyword: str | None) -> None:
+@click.option("--write", "write", is_flag=True,
+              help="also write the estimates to <state>/plan.json: the Ray executor's default resource requests")
+def plan(marker: str, data_dir: Path | None, keyword: str | None, write: bool) -> None:
     """Per gpu claim, the estimated peak memory and device-hours at full scale, from a smoke rehearsal.
 
     Reads the smoke rehearsal's measurements (run `reprolab rehearse --scale smoke` first) and extrapolates them
-    linearly in each experiment's work (see reprolab/rehearse/plan.py for the model and its limits).
+    linearly in each experiment's work (see reprolab/rehearse/plan.py for the model and its limits). With
+    `--write`, a claim without `resources:` in its YAML is scheduled on Ray with its planned memory (and one
+    GPU when the rehearsal ran on CUDA).
     """
-    from reprolab.rehearse.plan import estimate_all
+    from reprolab.claims.ray_executor import PLAN_FILE
+    from reprolab.rehearse.plan import estimates, plan_table, save_plan
 
     session = _session(use_cache=False)
     items, n_errors = _select(session, (), f"gpu and ({marker})", keyword)
     root = data_dir or session.project.state / "rehearse" / "smoke"
     try:
-        rows, notes = estimate_all(items, root / "measurements.json")
+        found, missing = estimates(items, root / "measurements.json")
+        rows, notes = plan_table(found, missing)
+        if write:
+            save_plan(session.project.state / PLAN_FILE, found, root / "measurements.json")
+            notes.append(f"estimates written to {session.project.state / PLAN_FILE} (Ray's default requests)")
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     table = Table(title=f"{len(rows)} gpu claims at full scale (estimates)", expand=True)

@@ -1,6 +1,7 @@
 """What the machine offers a claim (CUDA, data paths) and what a run records about the machine.
 
-The CUDA probe imports torch (or JAX) only when a gpu claim asks, so the engine itself stays light.
+The CUDA probe imports a framework (torch or JAX, whichever the claim's experiment runs on) only when a
+selected gpu claim reaches the hardware check, so collection and the engine itself stay light.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 import platform
 import subprocess
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from reprolab.claims.schema import Claim
@@ -30,40 +31,70 @@ TRACKED_PACKAGES = (
 )
 
 
-@lru_cache(maxsize=1)
-def cuda_available() -> bool:
-    """True when torch or JAX sees a CUDA device. ``REPROLAB_NO_CUDA=1`` forces False (for tests)."""
+# The array library each research line's experiments run on (keyed by the experiment name's first part): a
+# gpu claim is checked against *its* framework's backend, since torch seeing a GPU says nothing about JAX's.
+FRAMEWORK = {"clustering": "jax", "lvm": "torch", "merging": "torch"}
+
+
+def framework_of(experiment: str) -> str | None:
+    """``"jax"`` or ``"torch"`` for the suite's lines; None for an experiment of unknown lineage."""
+    return FRAMEWORK.get(experiment.split(".", 1)[0])
+
+
+def backend(framework: str) -> str:
+    """``"cuda"`` when ``framework`` (``"jax"`` or ``"torch"``) runs on a CUDA device here, else its CPU
+    backend's name (``"cpu"``), or ``"absent"`` when it is not installed. Imports the framework (only here, and
+    only when a gpu claim asks); ``REPROLAB_NO_CUDA=1`` answers ``"cpu"`` without importing anything."""
     if os.environ.get("REPROLAB_NO_CUDA") == "1":
-        return False
-    if importlib.util.find_spec("torch") is not None:
+        return "cpu"
+    return _probe(framework)
+
+
+@cache
+def _probe(framework: str) -> str:
+    if importlib.util.find_spec(framework) is None:
+        return "absent"
+    if framework == "torch":
         import torch
 
-        if torch.cuda.is_available():
-            return True
-    if importlib.util.find_spec("jax") is not None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if framework == "jax":
         import jax
 
-        try:
-            return bool(jax.devices("gpu"))
-        except RuntimeError:
-            return False
-    return False
+        name = jax.default_backend()  # "gpu" for CUDA (and ROCm) builds, "cpu" for jax[cpu]
+        return "cuda" if name == "gpu" else name
+    raise ValueError(f"unknown framework {framework!r} (expected 'jax' or 'torch')")
 
 
-REHEARSAL_ENV = "REPROLAB_REHEARSAL"  # set by `reprolab rehearse`: gpu claims run on CPU to exercise code paths
+def cuda_available(framework: str | None = None) -> bool:
+    """True when ``framework``'s backend is CUDA; with None (an experiment of unknown lineage), when either
+    torch's or JAX's is."""
+    frameworks = (framework,) if framework else ("torch", "jax")
+    return any(backend(f) == "cuda" for f in frameworks)
+
+
+REHEARSAL_ENV = (
+    "REPROLAB_REHEARSAL"  # set by `reprolab rehearse`: gpu claims run on CPU to exercise code paths
+)
 
 
 def skip_reason(claim: Claim) -> str | None:
-    """Why ``claim`` cannot run here, or None. Data requirements are checked before hardware (cheaper)."""
+    """Why ``claim`` cannot run here, or None. Data requirements are checked before hardware (cheaper), and
+    the hardware check asks only the framework the claim's experiment runs on."""
     for variable in claim.requires:
         value = os.environ.get(variable)
         if not value:
             return f"needs data: set {variable} to its local path (see docs)"
         if not Path(value).exists():
             return f"needs data: {variable}={value} does not exist"
-    if claim.scale == "gpu" and not cuda_available() and os.environ.get(REHEARSAL_ENV) != "1":
-        return "gpu claim: no CUDA device here"
-    return None
+    if claim.scale != "gpu" or os.environ.get(REHEARSAL_ENV) == "1":
+        return None
+    framework = framework_of(claim.experiment)
+    if cuda_available(framework):
+        return None
+    if framework is None:
+        return "gpu claim: no CUDA device here (neither torch nor JAX has a CUDA backend)"
+    return f"gpu claim: no CUDA device here ({framework}'s backend is {backend(framework)})"
 
 
 def package_versions() -> dict[str, str]:

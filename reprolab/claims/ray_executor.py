@@ -5,7 +5,9 @@ default stays :class:`~reprolab.claims.executor.IsolatedExecutor`. Ray is import
 (``pip install "reprolab[ray]"``).
 
 - Each (claim arm, seed) task not served from the cache is one Ray task, with the claim's ``resources``
-  (``gpus``, ``cpus``, ``memory_gb``) as its resource request. Results come back to the driver, which alone
+  (``gpus``, ``cpus``, ``memory_gb``) as its resource request. A claim whose YAML has no ``resources:``
+  gets its planned ones when ``reprolab plan --write`` left a plan (``<state>/plan.json``): the planned peak
+  memory, and one GPU when the plan was measured on CUDA. The YAML always wins. Results come back to the driver, which alone
   writes the cache, the history and the reports: workers need no shared filesystem for state.
 - Faults: an exception, ``sys.exit`` or failed import inside the task is an outcome naming its cause, as locally.
   A worker that dies (``os._exit``, a segfault, out of memory, a lost node) is retried ``retries`` times
@@ -17,14 +19,16 @@ default stays :class:`~reprolab.claims.executor.IsolatedExecutor`. Ray is import
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from reprolab.claims.executor import Job, TaskOutcome, execute
-from reprolab.claims.numerics import portable_env
+from reprolab.claims.numerics import worker_env
 
 INSTALL_HINT = 'the ray executor needs Ray: pip install "reprolab[ray]"'
 
@@ -33,6 +37,38 @@ def _run_job(job: Job, path: list[str]) -> TaskOutcome:
     """The Ray task: make the driver's import path visible (the lab's package), then run like a local worker."""
     sys.path[:0] = [entry for entry in path if entry not in sys.path]
     return execute(job.spec, job.config, job.seed)
+
+
+PLAN_FILE = "plan.json"  # under the project's state folder; written by `reprolab plan --write`
+
+
+def task_signature(experiment: str, config: Mapping[str, Any]) -> str:
+    """What identifies a claim's task in a plan: its experiment and (arm) config, canonically."""
+    return json.dumps([experiment, config], sort_keys=True, default=str)
+
+
+def planned_requests(path: Path) -> dict[str, dict[str, float]]:
+    """Task signature -> planned ``{memory_gb, gpus}`` from a plan file ({} when there is none). Claims that
+    share a task (same experiment and config) share its request, the largest of theirs."""
+    if not path.is_file():
+        return {}
+    try:
+        claims = json.loads(path.read_text())["claims"]
+        out: dict[str, dict[str, float]] = {}
+        for entry in claims.values():
+            memory, gpus = float(entry["memory_gb"]), float(entry["gpus"])
+            if not (memory >= 0 and gpus >= 0):
+                raise ValueError("memory_gb and gpus must be >= 0")
+            for config in entry["configs"]:
+                old = out.setdefault(
+                    task_signature(entry["experiment"], config), {"memory_gb": 0.0, "gpus": 0.0}
+                )
+                old["memory_gb"], old["gpus"] = max(old["memory_gb"], memory), max(old["gpus"], gpus)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(
+            f"{path}: not a plan written by `reprolab plan --write` ({exc}); delete or rewrite it"
+        ) from None
+    return out
 
 
 def _request(resources: Mapping[str, float] | None) -> dict[str, Any]:
@@ -61,7 +97,9 @@ class RayExecutor:
         retries: int = 1,
         num_cpus: int | None = None,
         portable_numerics: bool = True,
+        plan: Path | None = None,
     ) -> None:
+        self._planned = planned_requests(plan) if plan is not None else {}  # read before Ray starts: fail fast
         try:
             import ray
         except ImportError:
@@ -79,16 +117,17 @@ class RayExecutor:
             )
             self._started = True
         self._remote = ray.remote(_run_job)
-        # The kernel pins of claims/numerics.py, decided on the driver (nodes of one cluster share a CPU kind).
-        pins = portable_env(os.environ) if portable_numerics else {}
-        self._runtime_env = {"env_vars": pins} if pins else None
+        # The worker environment of claims/numerics.py (one compute thread per task, the kernel pins), decided
+        # on the driver: nodes of one cluster share a CPU kind.
+        env = worker_env(os.environ, portable=portable_numerics)
+        self._runtime_env = {"env_vars": env} if env else None
 
     def run(self, jobs: Iterable[Job], on_done: Callable[[Job, TaskOutcome], None]) -> None:
         ray = self._ray
         path = list(sys.path)
         pending: dict[Any, tuple[Job, float]] = {}
         for job in jobs:
-            options = _request(job.resources)
+            options = _request(self.resources_of(job))
             if self._runtime_env:
                 options["runtime_env"] = self._runtime_env
             ref = self._remote.options(max_retries=self.retries, **options).remote(job, path)
@@ -112,6 +151,12 @@ class RayExecutor:
             for ref in pending:  # interrupted: nothing may keep running for a driver that no longer waits
                 ray.cancel(ref, force=True)
             raise
+
+    def resources_of(self, job: Job) -> Mapping[str, float] | None:
+        """The claim's YAML ``resources`` when it has them, else the plan's for this task (or None)."""
+        if job.resources is not None:
+            return job.resources
+        return self._planned.get(task_signature(job.spec.name, job.config))
 
     def _outcome(self, ref: Any, started: float) -> TaskOutcome:
         try:

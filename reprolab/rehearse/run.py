@@ -16,12 +16,10 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from reprolab.claims.environment import REHEARSAL_ENV
+from reprolab.claims.environment import REHEARSAL_ENV, backend, framework_of
 from reprolab.claims.loader import LoadedClaim
 from reprolab.claims.session import ClaimSession
-from reprolab.rehearse.overrides import rehearsal_config
-
-FRAMEWORK = {"clustering": "jax", "lvm": "torch", "merging": "torch"}  # the array library each line runs on
+from reprolab.rehearse.overrides import Caps, rehearsal_config
 
 
 @dataclass
@@ -47,21 +45,17 @@ class RehearsalLine:
 
 def device_of(experiment: str) -> str:
     """The device the experiment's framework offers here (the line says when a gpu claim ran on CPU)."""
-    line = experiment.split(".", 1)[0]
-    if FRAMEWORK.get(line) == "jax":
-        import jax
-
-        backend = jax.default_backend()
-        return "cuda (jax)" if backend == "gpu" else f"{backend} (jax: no CUDA backend)"
-    import torch
-
-    return "cuda (torch)" if torch.cuda.is_available() else "cpu (torch: no CUDA)"
+    framework = framework_of(experiment) or "torch"
+    found = backend(framework)
+    return f"cuda ({framework})" if found == "cuda" else f"{found} ({framework}: no CUDA backend)"
 
 
 def _children_peak_rss_mb() -> float | None:
     """Largest VmHWM among this process's live children (the session's worker), in MB; None off Linux."""
     try:
-        pids = [p for task in Path("/proc/self/task").iterdir() for p in (task / "children").read_text().split()]
+        pids = [
+            p for task in Path("/proc/self/task").iterdir() for p in (task / "children").read_text().split()
+        ]
         peaks = []
         for pid in pids:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -87,17 +81,18 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
 
 
 def rehearsal_claim(
-    item: LoadedClaim, *, smoke: bool, on_cpu: bool, max_seeds: int | None = None
+    item: LoadedClaim, *, caps: Caps, on_cpu: bool, max_seeds: int | None = None
 ) -> LoadedClaim:
     """A copy of the claim with the rehearsal's configs (the claim file and the loaded claim are untouched);
     ``max_seeds`` keeps only the first seeds (a code-path check needs one, a verdict would need them all)."""
     claim = item.claim
-    update: dict = {"config": rehearsal_config(claim.experiment, claim.config, smoke=smoke, on_cpu=on_cpu)}
+    update: dict = {"config": rehearsal_config(claim.experiment, claim.config, caps=caps, on_cpu=on_cpu)}
     if max_seeds is not None and len(claim.seed_list) > max_seeds:
         update["seeds"] = claim.seed_list[:max_seeds]
     if claim.arms:
         update["arms"] = {
-            name: rehearsal_config(claim.experiment, arm, smoke=smoke, on_cpu=on_cpu) for name, arm in claim.arms.items()
+            name: rehearsal_config(claim.experiment, arm, caps=caps, on_cpu=on_cpu)
+            for name, arm in claim.arms.items()
         }
     return replace(item, claim=claim.model_copy(update=update))
 
@@ -112,17 +107,18 @@ def rehearse_claims(
     items: Sequence[LoadedClaim],
     env: dict[str, str],
     *,
-    smoke: bool,
+    caps: Caps,
     max_seeds: int | None = None,
     on_line: Callable[[RehearsalLine], None] | None = None,
 ) -> list[RehearsalLine]:
-    """Rehearse ``items`` (selected through ``session``) with ``env`` pointing at the stand-in data."""
+    """Rehearse ``items`` (selected through ``session``) with ``env`` pointing at the stand-in data, their
+    configs capped by ``caps`` (:func:`reprolab.rehearse.overrides.caps_for`)."""
     lines: list[RehearsalLine] = []
     with _environment({**env, REHEARSAL_ENV: "1"}):
         devices = {it.claim.experiment: device_of(it.claim.experiment) for it in items}
         prepared = [
             rehearsal_claim(
-                it, smoke=smoke, on_cpu=not devices[it.claim.experiment].startswith("cuda"), max_seeds=max_seeds
+                it, caps=caps, on_cpu=not devices[it.claim.experiment].startswith("cuda"), max_seeds=max_seeds
             )
             for it in items
         ]
@@ -139,15 +135,27 @@ def rehearse_claims(
             for it, result in zip(group, results, strict=True):
                 # a rehearsal checks the code paths, not the statistics: an experiment that returned its metric
                 # on every seed rehearsed, even when a verdict on so few seeds has no interval
-                ran = result.traceback is None and bool(result.values) and all(
-                    len(values) == len(it.claim.seed_list) and all(math.isfinite(v) for v in values)
-                    for values in result.values.values()
+                ran = (
+                    result.traceback is None
+                    and bool(result.values)
+                    and all(
+                        len(values) == len(it.claim.seed_list) and all(math.isfinite(v) for v in values)
+                        for values in result.values.values()
+                    )
                 )
                 ok = result.verdict not in ("error", "skipped") or ran
                 cause = "" if ok else (result.message.splitlines()[0] if result.message else result.verdict)
                 line = RehearsalLine(
-                    it.id, it.claim.experiment, ok, seconds, peak, devices[it.claim.experiment], cause,
-                    len(group), next(iter(it.claim.arm_configs().values())), len(it.claim.seed_list),
+                    it.id,
+                    it.claim.experiment,
+                    ok,
+                    seconds,
+                    peak,
+                    devices[it.claim.experiment],
+                    cause,
+                    len(group),
+                    next(iter(it.claim.arm_configs().values())),
+                    len(it.claim.seed_list),
                 )
                 lines.append(line)
                 if on_line:
@@ -155,9 +163,12 @@ def rehearse_claims(
     return lines
 
 
-def save_measurements(path: Path, scale: str, lines: Sequence[RehearsalLine], data_env: dict[str, str]) -> None:
+def save_measurements(
+    path: Path, scale: str, lines: Sequence[RehearsalLine], data_env: dict[str, str], steps: str | None = None
+) -> None:
     """What `reprolab plan` extrapolates from (written atomically next to the stand-in data)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"scale": scale, "env": data_env, "lines": [asdict(x) for x in lines]}, indent=1))
+    record = {"scale": scale, "steps": steps or scale, "env": data_env, "lines": [asdict(x) for x in lines]}
+    tmp.write_text(json.dumps(record, indent=1))
     os.replace(tmp, path)

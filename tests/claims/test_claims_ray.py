@@ -75,3 +75,54 @@ def test_interrupting_a_run_cancels_outstanding_tasks(local_ray, tmp_path: Path,
         time.sleep(0.2)
     assert ray.available_resources().get("CPU", 0) == 2  # the hanging tasks were cancelled, their CPUs freed
     executor.close()
+
+
+PROBE = '''
+import ray
+
+from reprolab import experiment
+
+
+@experiment("probe.assigned", metrics={"memory_gb": (0.0, None)}, config_keys=("arm",))
+def assigned(config, seed):
+    return {"memory_gb": ray.get_runtime_context().get_assigned_resources().get("memory", 0.0) / 2**30}
+'''
+
+
+def test_planned_memory_is_the_default_request_and_yaml_wins(local_ray, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from reprolab.claims.ray_executor import PLAN_FILE, RayExecutor, planned_requests
+    from reprolab.rehearse.plan import Estimate, save_plan
+
+    text = (
+        SOURCE
+        + claim("planned", "probe.assigned", "memory_gb", "at_least: 0", "reproduced", "config: {arm: 1}\n")
+        + claim("declared", "probe.assigned", "memory_gb", "at_least: 0", "reproduced",
+                "config: {arm: 2}\nresources: {cpus: 1, memory_gb: 0.25}\n")
+    )  # fmt: skip
+    root = build_lab(tmp_path, text)
+    (root / "mylab" / "probe.py").write_text(PROBE)
+    pyproject = root / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"mylab.broken"]', '"mylab.broken", "mylab.probe"]'))
+    project = find_project(root)
+    plan = project.state / PLAN_FILE
+    estimate = lambda claim_id, arm, gb, cuda: Estimate(  # noqa: E731
+        claim_id, "probe.assigned", [{"arm": arm}], "1s", 1.0, 0.1, gb * 2**30, cuda
+    )
+    save_plan(plan, [estimate("planned", 1, 0.5, False), estimate("declared", 2, 0.75, False)], tmp_path / "m.json")
+    with ClaimSession(project, use_cache=False, executor="ray") as session:
+        results = {r.id: r for r in session.run(session.select().claims)}
+    assert results["planned"].verdict == "reproduced", results["planned"].message
+    assigned = {name: [v for vs in r.values.values() for v in vs] for name, r in results.items()}  # one arm each
+    assert assigned["planned"] == pytest.approx([0.5], abs=0.01)  # the plan's memory
+    assert assigned["declared"] == pytest.approx([0.25], abs=0.01)  # the YAML's, not the plan's
+
+    save_plan(plan, [estimate("planned", 1, 3.0, True)], tmp_path / "m.json")  # measured on CUDA: one GPU
+    executor = RayExecutor(plan=plan)
+    monkeypatch.syspath_prepend(str(root))
+    spec = resolve_experiment("probe.assigned", ["mylab.probe"])
+    assert executor.resources_of(Job("k", spec, {"arm": 1}, 0)) == {"memory_gb": 3.0, "gpus": 1.0}
+    assert executor.resources_of(Job("k", spec, {"arm": 9}, 0)) is None  # not planned: Ray's defaults
+    assert executor.resources_of(Job("k", spec, {"arm": 1}, 0, resources={"cpus": 2})) == {"cpus": 2}
+    plan.write_text("{not json")
+    with pytest.raises(ValueError, match="not a plan written by `reprolab plan --write`"):
+        planned_requests(plan)

@@ -17,16 +17,20 @@ from reprolab.rehearse.data import datasets_for, prepare
 from reprolab.rehearse.gtr_standin import SEQUENCES
 from reprolab.rehearse.mnist_standin import SHAPES
 from reprolab.rehearse.npzstream import write_npz_streamed
-from reprolab.rehearse.overrides import rehearsal_config
+from reprolab.rehearse.overrides import caps_for, rehearsal_config
 from reprolab.rehearse.run import rehearse_claims
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def standin(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
-    root = tmp_path_factory.mktemp("standin")
-    return root, prepare(root, "smoke", ["mnist", "gtr", "massive"])
+# The fast tier's caps: the smoke caps, lowered further (one iteration, tiny mixtures) through the same code.
+# Low enough to be cheap, not so low that a path is skipped: every loop still runs at least once.
+TEST_CAPS = caps_for(steps=True, sizes=True)
+TEST_CAPS["clustering.overcluster_then_merge"].update(
+    n_components=12, latent_dim=2, n_iter=1, steps_per_epoch=1, batch_steps=1
+)  # 12 >= 10 classes: the merge step still has components to merge
+TEST_CAPS["merging.locale_suite"].update(adamerging_steps=1)
+TEST_CAPS["lvm.data_diagnostics"].update(n_queries=50)
 
 
 def test_mnist_idx_and_npz_agree(standin: tuple[Path, dict[str, str]]) -> None:
@@ -56,7 +60,11 @@ def test_massive_lab_format(standin: tuple[Path, dict[str, str]]) -> None:
     _root, env = standin
     models, data = Path(env["REPROLAB_MASSIVE_MODELS"]), Path(env["REPROLAB_MASSIVE_DATA"])
     config = transformers.AutoConfig.from_pretrained(models / "pretrained")
-    assert config.model_type == "xlm-roberta" and config.num_labels == 60 and len(set(config.id2label.values())) == 60
+    assert (
+        config.model_type == "xlm-roberta"
+        and config.num_labels == 60
+        and len(set(config.id2label.values())) == 60
+    )
     locales = sorted(p.name for p in models.iterdir() if p.is_dir() and p.name != "pretrained")
     assert len(locales) >= 8 and all((models / loc / "model.safetensors").is_file() for loc in locales)
     row = json.loads((data / f"{locales[0]}.jsonl").read_text().splitlines()[0])
@@ -76,15 +84,35 @@ def test_streamed_npz_checks_row_count(tmp_path: Path) -> None:
 
 
 def test_overrides_cap_existing_keys_only() -> None:
-    config = {"n_components": 150, "latent_dim": 2, "model": "mfa"}
-    out = rehearsal_config("clustering.overcluster_then_merge", config, smoke=True, on_cpu=False)
-    assert out == {"n_components": 20, "latent_dim": 2, "model": "mfa"}  # capped, never raised, nothing added
+    smoke = caps_for(steps=True, sizes=True)
+    config = {"n_components": 150, "latent_dim": 2, "model": "mfa", "n_iter": 500}
+    out = rehearsal_config("clustering.overcluster_then_merge", config, caps=smoke, on_cpu=False)
+    assert out == {"n_components": 20, "latent_dim": 2, "model": "mfa", "n_iter": 3}  # capped, never raised
     assert config["n_components"] == 150  # the claim's own config is untouched
     nested = rehearsal_config("clustering.across_runs", {"base": config, "runs": 10, "variants": [{"n_components": 40}]},
-                              smoke=True, on_cpu=False)
-    assert nested["base"]["n_components"] == 20 and nested["runs"] == 3 and nested["variants"] == [{"n_components": 40}]
-    lvm = rehearsal_config("lvm.train", {"epochs": 20, "device": "cuda", "torch_threads": 0}, smoke=False, on_cpu=True)
+                              caps=smoke, on_cpu=False)  # fmt: skip
+    assert (
+        nested["base"]["n_components"] == 20
+        and nested["runs"] == 3
+        and nested["variants"] == [{"n_components": 40}]
+    )
+    lvm = rehearsal_config(
+        "lvm.train", {"epochs": 20, "device": "cuda", "torch_threads": 0}, caps={}, on_cpu=True
+    )
     assert lvm == {"epochs": 20, "device": "cpu", "torch_threads": 1}
+
+
+def test_step_caps_keep_real_shapes() -> None:
+    # `--scale full --steps smoke`: few steps at the claim's own sizes, so memory is exercised at real size
+    config = {"n_components": 200, "latent_dim": 50, "n_iter": 5000, "steps_per_epoch": 10}
+    out = rehearsal_config("clustering.overcluster_then_merge", config, caps=caps_for(steps=True, sizes=False),
+                           on_cpu=False)  # fmt: skip
+    assert out == {"n_components": 200, "latent_dim": 50, "n_iter": 3, "steps_per_epoch": 2}
+    assert caps_for(steps=False, sizes=False) == {}
+    # the MASSIVE claims give only `setting`: AdaMerging's long defaults are capped all the same
+    suite = rehearsal_config("merging.locale_suite", {"setting": "massive"}, caps=caps_for(steps=True, sizes=False),
+                             on_cpu=True)  # fmt: skip
+    assert suite == {"setting": "massive", "adamerging_steps": 5, "adamerging_epochs": 1}
 
 
 def test_prepare_never_overwrites_foreign_data(tmp_path: Path) -> None:
@@ -104,13 +132,15 @@ def test_prepare_never_overwrites_foreign_data(tmp_path: Path) -> None:
         "merging-inctar-source-base-catastrophic-gpu",
     ],
 )
-def test_smoke_rehearsal_runs_one_gpu_claim_per_line(standin: tuple[Path, dict[str, str]], claim_id: str) -> None:
+def test_smoke_rehearsal_runs_one_gpu_claim_per_line(
+    standin: tuple[Path, dict[str, str]], claim_id: str
+) -> None:
     _root, env = standin
     with ClaimSession(find_project(ROOT), use_cache=False) as session:
         items = [c for c in session.select(marker="gpu").claims if c.id == claim_id]
         assert len(items) == 1
         history_before = session.history.path.stat().st_mtime_ns if session.history.path.exists() else None
-        [line] = rehearse_claims(session, items, env, smoke=True, max_seeds=1)
+        [line] = rehearse_claims(session, items, env, caps=TEST_CAPS, max_seeds=1)
         history_after = session.history.path.stat().st_mtime_ns if session.history.path.exists() else None
     assert history_after == history_before  # rehearsals never enter the claims' history
     assert line.ok, line.cause

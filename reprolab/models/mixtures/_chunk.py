@@ -4,7 +4,9 @@ An E-step at N = 70,000, K = 200 would hold N x K x L posterior means (2.8 GB at
 moments, more; instead the rows are processed in chunks of ``chunk_rows`` under one ``lax.scan`` that sums
 the sufficient statistics. Rows are zero-padded to a whole number of chunks and a 0/1 mask removes the
 padding from every statistic. With ``N <= chunk_rows`` the function is called once on the unpadded data, so
-small problems compute exactly what an unchunked step would.
+small problems compute exactly what an unchunked step would. Per-row inputs that travel with the data
+(responsibilities for an M-step or a loss) are passed as extra columns of ``X`` (``jnp.concatenate``): zero
+padding gives padded rows zero weight as well.
 """
 
 from __future__ import annotations
@@ -17,6 +19,13 @@ import jax.numpy as jnp
 
 # Floats per row-chunk intermediate of shape (rows, K, L): 2**24 floats = 64 MiB each in float32.
 _CHUNK_FLOATS = 2**24
+
+
+def log_responsibilities(log_weights: jax.Array, log_prob: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(log p(k | x) (N, K), log p(x) (N,)) from log weights and component log-densities."""
+    joint = log_weights[None, :] + log_prob
+    log_px = jax.nn.logsumexp(joint, axis=1)
+    return joint - log_px[:, None], log_px
 
 
 def chunk_rows(n_rows: int, per_row: int) -> int:
@@ -46,6 +55,21 @@ def chunked_sum(fn: Callable[[jax.Array, jax.Array], Any], X: jax.Array, rows: i
 
     total, _ = jax.lax.scan(body, init, (Xp, mask))
     return total
+
+
+def chunked_responsibilities(
+    log_prob_fn: Callable[[jax.Array], jax.Array], log_w: jax.Array, X: jax.Array, rows: int
+) -> tuple[jax.Array, jax.Array]:
+    """(responsibilities (N, K), mean log p(x)) of a mixture whose ``log_prob_fn`` maps rows to (rows, K)
+    component log-densities; the (rows, K, ...) intermediates of ``log_prob_fn`` exist one chunk at a time."""
+    k = log_w.shape[0]
+
+    def rows_fn(x: jax.Array) -> jax.Array:
+        log_r, log_px = log_responsibilities(log_w, log_prob_fn(x))
+        return jnp.concatenate([log_r, log_px[:, None]], axis=1)
+
+    out = chunked_map(rows_fn, X, rows)
+    return jnp.exp(out[:, :k]), jnp.mean(out[:, k])
 
 
 def chunked_map(fn: Callable[[jax.Array], jax.Array], X: jax.Array, rows: int) -> jax.Array:

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 
-from reprolab.models.mixtures._chunk import chunk_rows, chunked_sum
+from reprolab.models.mixtures._chunk import chunk_rows, chunked_sum, log_responsibilities
 
 
 class FactorPosterior(NamedTuple):
@@ -88,13 +88,6 @@ def solve_regression(g: jax.Array, h: jax.Array, sxx: jax.Array, count: jax.Arra
     lam = jnp.swapaxes(jnp.linalg.solve(g + ridge, jnp.swapaxes(h, -1, -2)), -1, -2)
     psi = (sxx - jnp.sum(lam * h, axis=-1)) / jnp.maximum(count, 1e-12)[..., None]
     return lam, jnp.maximum(psi, min_variance)
-
-
-def log_responsibilities(log_weights: jax.Array, log_prob: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(log p(k | x) (N, K), log p(x) (N,)) from log weights and component log-densities."""
-    joint = log_weights[None, :] + log_prob
-    log_px = jax.nn.logsumexp(joint, axis=1)
-    return joint - log_px[:, None], log_px
 
 
 def _sums_rows(params: dict, X: jax.Array, mask: jax.Array) -> dict:

@@ -17,7 +17,7 @@ from jax.scipy.linalg import solve_triangular
 from numpy.typing import NDArray
 
 from reprolab.models.mixtures._base import MixtureModel
-from reprolab.models.mixtures._factor import log_responsibilities
+from reprolab.models.mixtures._chunk import chunk_rows, chunked_map, chunked_responsibilities, chunked_sum
 from reprolab.models.mixtures._init import kmeans_partition
 from reprolab.models.mixtures._validation import check_choice, check_float, check_int
 
@@ -38,21 +38,46 @@ def _log_prob(params: dict, X: jax.Array) -> jax.Array:
     return -0.5 * (d * math.log(2.0 * math.pi) + logdet[None, :] + jnp.sum(y * y, axis=-1))
 
 
+def _rows(n_rows: int, k: int, d: int, diagonal: bool) -> int:
+    """Row chunk: a full-covariance pass holds (rows, K, D) centred or whitened rows; a diagonal one (rows, K)."""
+    return chunk_rows(n_rows, k if diagonal else k * d)
+
+
 @jax.jit
 def _log_joint(params: dict, X: jax.Array) -> jax.Array:
-    return params["log_w"][None, :] + _log_prob(params, X)
+    rows = _rows(X.shape[0], *params["means"].shape, params["cov"].ndim == 2)
+    return chunked_map(lambda x: params["log_w"][None, :] + _log_prob(params, x), X, rows)
 
 
 def _m_step(X: jax.Array, resp: jax.Array, reg_covar: float, diagonal: bool) -> dict:
-    nk = resp.sum(axis=0) + 10.0 * jnp.finfo(X.dtype).eps
-    means = (resp.T @ X) / nk[:, None]
+    """Closed-form M-step in row chunks: memory O(rows K D), not O(N K D) (the centred rows of every
+    component). Two passes (means, then centred second moments), as the unchunked formula computes them."""
+    d = X.shape[1]
+    xr = jnp.concatenate([X, resp], axis=1)  # each row with its responsibilities (see _chunk)
+    rows = _rows(X.shape[0], resp.shape[1], d, diagonal)
+
+    def moments(chunk: jax.Array, mask: jax.Array) -> dict:
+        x, r = chunk[:, :d], chunk[:, d:] * mask[:, None]
+        out = {"nk": r.sum(axis=0), "sx": r.T @ x}
+        if diagonal:
+            out["sxx"] = r.T @ (x * x)
+        return out
+
+    s = chunked_sum(moments, xr, rows)
+    nk = s["nk"] + 10.0 * jnp.finfo(X.dtype).eps
+    means = s["sx"] / nk[:, None]
     if diagonal:
-        cov = (resp.T @ (X * X)) / nk[:, None] - means * means + reg_covar
+        cov = s["sxx"] / nk[:, None] - means * means + reg_covar
         cov = jnp.maximum(cov, reg_covar)
     else:
-        centred = X[:, None, :] - means[None, :, :]
-        cov = jnp.einsum("nk,nkd,nke->kde", resp, centred, centred) / nk[:, None, None]
-        cov = cov + reg_covar * jnp.eye(X.shape[1], dtype=X.dtype)
+
+        def scatter(chunk: jax.Array, mask: jax.Array) -> jax.Array:
+            x, r = chunk[:, :d], chunk[:, d:] * mask[:, None]
+            centred = x[:, None, :] - means[None, :, :]
+            return jnp.einsum("nk,nkd,nke->kde", r, centred, centred)
+
+        cov = chunked_sum(scatter, xr, rows) / nk[:, None, None]
+        cov = cov + reg_covar * jnp.eye(d, dtype=X.dtype)
     return {"log_w": jnp.log(nk / nk.sum()), "means": means, "cov": cov}
 
 
@@ -60,9 +85,11 @@ def _m_step(X: jax.Array, resp: jax.Array, reg_covar: float, diagonal: bool) -> 
 def _em(resp0: jax.Array, X: jax.Array, reg_covar: float, n_iter: int, diagonal: bool):
     params = _m_step(X, resp0, reg_covar, diagonal)
 
+    rows = _rows(X.shape[0], resp0.shape[1], X.shape[1], diagonal)
+
     def step(p, _):
-        log_r, log_px = log_responsibilities(p["log_w"], _log_prob(p, X))
-        return _m_step(X, jnp.exp(log_r), reg_covar, diagonal), jnp.mean(log_px)
+        resp, loglik = chunked_responsibilities(lambda x: _log_prob(p, x), p["log_w"], X, rows)
+        return _m_step(X, resp, reg_covar, diagonal), loglik
 
     return jax.lax.scan(step, params, None, length=n_iter)
 
