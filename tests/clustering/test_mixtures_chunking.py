@@ -8,14 +8,10 @@ jit caches are cleared around each forced run.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from reprolab.models.mixtures import GaussianMixture, HierarchicalMixture, _chunk
-from reprolab.models.mixtures import hmog as hmog_module
-from reprolab.models.mixtures._chunk import chunked_responsibilities
-from reprolab.models.mixtures._factor import factor_log_prob
+from reprolab.models.mixtures import GaussianMixture, _chunk
 
 # float32 sums in another order: the chunked totals agree with the one-pass totals to rounding, not bit-exactly
 RTOL, ATOL = 2e-4, 2e-5
@@ -54,36 +50,3 @@ def test_gmm_em_chunked_equals_unchunked(data, monkeypatch, covariance_type) -> 
         rtol=RTOL,
         atol=ATOL,
     )
-
-
-def test_hmog_gradient_em_e_step_loss_and_gradient_chunked_equal_unchunked(data, monkeypatch) -> None:
-    # the full-interaction model (plain HMoG runs the same compiled epoch, its offsets frozen at zero)
-    model = HierarchicalMixture(4, 2, interaction="full", trainer="gradient", n_iter=0, random_state=0).fit(
-        data
-    )
-    rng = np.random.default_rng(1)
-    params = dict(model.params_)
-    params["dW"] = jnp.asarray(0.1 * rng.standard_normal(params["dW"].shape), jnp.float32)  # non-zero offsets
-    params["c"] = jnp.asarray(0.1 * rng.standard_normal(params["c"].shape), jnp.float32)
-    free, X = hmog_module._to_free(params), jnp.asarray(data)
-    resp = jnp.asarray(rng.dirichlet(np.ones(4), len(data)), jnp.float32)
-
-    comps = hmog_module._components(params)
-
-    @jax.jit
-    def e_step(X):  # the epoch's E-step, with the chunk size the epoch uses
-        log_prob = lambda x: factor_log_prob(x, *comps)  # noqa: E731
-        return chunked_responsibilities(log_prob, params["log_w"], X, hmog_module._rows(params, X))
-
-    def run():
-        loss, grads = jax.jit(jax.value_and_grad(hmog_module._loss))(free, X, resp, 1e-3, 1e-4)
-        return loss, grads, *e_step(X)
-
-    whole, chunked = run(), _chunked(monkeypatch, run)
-    np.testing.assert_allclose(chunked[0], whole[0], rtol=1e-5)  # the loss
-    for key in whole[1]:
-        np.testing.assert_allclose(
-            chunked[1][key], whole[1][key], rtol=RTOL, atol=ATOL, err_msg=f"grad {key}"
-        )
-    np.testing.assert_allclose(chunked[2], whole[2], rtol=RTOL, atol=ATOL)  # responsibilities
-    np.testing.assert_allclose(chunked[3], whole[3], rtol=1e-5)  # mean log-likelihood

@@ -17,8 +17,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from reprolab.models.mixtures._factor import log_responsibilities
-
 # Floats per row-chunk intermediate of shape (rows, K, L): 2**24 floats = 64 MiB each in float32.
 _CHUNK_FLOATS = 2**24
 
@@ -50,21 +48,6 @@ def chunked_sum(fn: Callable[[jax.Array, jax.Array], Any], X: jax.Array, rows: i
 
     total, _ = jax.lax.scan(body, init, (Xp, mask))
     return total
-
-
-def chunked_responsibilities(
-    log_prob_fn: Callable[[jax.Array], jax.Array], log_w: jax.Array, X: jax.Array, rows: int
-) -> tuple[jax.Array, jax.Array]:
-    """(responsibilities (N, K), mean log p(x)) of a mixture whose ``log_prob_fn`` maps rows to (rows, K)
-    component log-densities; the (rows, K, ...) intermediates of ``log_prob_fn`` exist one chunk at a time."""
-    k = log_w.shape[0]
-
-    def rows_fn(x: jax.Array) -> jax.Array:
-        log_r, log_px = log_responsibilities(log_w, log_prob_fn(x))
-        return jnp.concatenate([log_r, log_px[:, None]], axis=1)
-
-    out = chunked_map(rows_fn, X, rows)
-    return jnp.exp(out[:, :k]), jnp.mean(out[:, k])
 
 
 def chunked_map(fn: Callable[[jax.Array], jax.Array], X: jax.Array, rows: int) -> jax.Array:

@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 
 from reprolab.models.mixtures._adam import adam_init, adam_update
 from reprolab.models.mixtures._base import FactorMixtureModel, run_em
-from reprolab.models.mixtures._chunk import chunk_rows, chunked_map, chunked_responsibilities, chunked_sum
+from reprolab.models.mixtures._chunk import chunk_rows, chunked_map, chunked_sum
 from reprolab.models.mixtures._factor import (
     factor_log_prob,
     factor_posterior,
@@ -222,15 +222,7 @@ def _from_free(free: dict) -> dict:
 
 def _loss(free: dict, X: jax.Array, resp: jax.Array, ent_reg: float, l2_reg: float) -> jax.Array:
     p = _from_free(free)
-    comps, d = _components(p), X.shape[1]
-
-    @jax.checkpoint  # the backward pass recomputes a chunk's (K, rows, L) posteriors instead of storing all
-    def expected_rows(chunk: jax.Array, mask: jax.Array) -> jax.Array:
-        x, r = chunk[:, :d], chunk[:, d:] * mask[:, None]
-        return jnp.sum(jnp.sum(r * (p["log_w"][None] + factor_log_prob(x, *comps)), axis=1))
-
-    # row chunks: memory O(rows K L) in the forward and the backward pass, not O(N K L)
-    expected = chunked_sum(expected_rows, jnp.concatenate([X, resp], axis=1), _rows(p, X)) / X.shape[0]
+    expected = jnp.mean(jnp.sum(resp * (p["log_w"][None] + factor_log_prob(X, *_components(p))), axis=1))
     weights = jnp.exp(p["log_w"])
     entropy = -jnp.sum(weights * p["log_w"])
     l2 = jnp.sum(free["W"] ** 2) + jnp.sum(free["dW"] ** 2) + jnp.sum(free["c"] ** 2)
@@ -247,11 +239,8 @@ def _gradient_epoch(
     variants share one compiled function.
     """
     p_now = _from_free(free)
-    comps = _components(p_now)
-    resp, loglik = chunked_responsibilities(
-        lambda x: factor_log_prob(x, *comps), p_now["log_w"], X, _rows(p_now, X)
-    )
-    resp = jax.lax.stop_gradient(resp)
+    log_r, log_px = log_responsibilities(p_now["log_w"], factor_log_prob(X, *_components(p_now)))
+    resp = jax.lax.stop_gradient(jnp.exp(log_r))
 
     def step(carry, _):
         free, opt = carry
@@ -261,7 +250,7 @@ def _gradient_epoch(
         return (_to_free(_bound(_from_free(free), min_variance, min_weight)), opt), None
 
     (free, opt), _ = jax.lax.scan(step, (free, opt), None, length=steps_per_epoch)
-    return free, opt, loglik
+    return free, opt, jnp.mean(log_px)
 
 
 def _gradient_em(
