@@ -100,9 +100,10 @@ def test_planned_memory_is_the_default_request_and_yaml_wins(local_ray, tmp_path
                 "config: {arm: 2}\nresources: {cpus: 1, memory_gb: 0.25}\n")
     )  # fmt: skip
     root = build_lab(tmp_path, text)
-    (root / "mylab" / "probe.py").write_text(PROBE)
+    # a top-level module, not mylab.probe: the module's Ray workers may already hold another test's `mylab`
+    (root / "rayplanprobe.py").write_text(PROBE)
     pyproject = root / "pyproject.toml"
-    pyproject.write_text(pyproject.read_text().replace('"mylab.broken"]', '"mylab.broken", "mylab.probe"]'))
+    pyproject.write_text(pyproject.read_text().replace('"mylab.broken"]', '"mylab.broken", "rayplanprobe"]'))
     project = find_project(root)
     plan = project.state / PLAN_FILE
     estimate = lambda claim_id, arm, gb, cuda: Estimate(  # noqa: E731
@@ -119,7 +120,7 @@ def test_planned_memory_is_the_default_request_and_yaml_wins(local_ray, tmp_path
     save_plan(plan, [estimate("planned", 1, 3.0, True)], tmp_path / "m.json")  # measured on CUDA: one GPU
     executor = RayExecutor(plan=plan)
     monkeypatch.syspath_prepend(str(root))
-    spec = resolve_experiment("probe.assigned", ["mylab.probe"])
+    spec = resolve_experiment("probe.assigned", ["rayplanprobe"])
     assert executor.resources_of(Job("k", spec, {"arm": 1}, 0)) == {"memory_gb": 3.0, "gpus": 1.0}
     assert executor.resources_of(Job("k", spec, {"arm": 9}, 0)) is None  # not planned: Ray's defaults
     assert executor.resources_of(Job("k", spec, {"arm": 1}, 0, resources={"cpus": 2})) == {"cpus": 2}

@@ -57,21 +57,6 @@ def chunked_sum(fn: Callable[[jax.Array, jax.Array], Any], X: jax.Array, rows: i
     return total
 
 
-def chunked_responsibilities(
-    log_prob_fn: Callable[[jax.Array], jax.Array], log_w: jax.Array, X: jax.Array, rows: int
-) -> tuple[jax.Array, jax.Array]:
-    """(responsibilities (N, K), mean log p(x)) of a mixture whose ``log_prob_fn`` maps rows to (rows, K)
-    component log-densities; the (rows, K, ...) intermediates of ``log_prob_fn`` exist one chunk at a time."""
-    k = log_w.shape[0]
-
-    def rows_fn(x: jax.Array) -> jax.Array:
-        log_r, log_px = log_responsibilities(log_w, log_prob_fn(x))
-        return jnp.concatenate([log_r, log_px[:, None]], axis=1)
-
-    out = chunked_map(rows_fn, X, rows)
-    return jnp.exp(out[:, :k]), jnp.mean(out[:, k])
-
-
 def chunked_map(fn: Callable[[jax.Array], jax.Array], X: jax.Array, rows: int) -> jax.Array:
     """``fn`` (rows -> rows x ...) applied chunk by chunk and concatenated; padding rows are dropped."""
     n = X.shape[0]

@@ -8,6 +8,7 @@ k-means initialisation the two follow the same EM path (this one in float32).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import partial
 
 import jax
@@ -17,7 +18,8 @@ from jax.scipy.linalg import solve_triangular
 from numpy.typing import NDArray
 
 from reprolab.models.mixtures._base import MixtureModel
-from reprolab.models.mixtures._chunk import chunk_rows, chunked_map, chunked_responsibilities, chunked_sum
+from reprolab.models.mixtures._chunk import chunk_rows, chunked_map, chunked_sum
+from reprolab.models.mixtures._factor import log_responsibilities
 from reprolab.models.mixtures._init import kmeans_partition
 from reprolab.models.mixtures._validation import check_choice, check_float, check_int
 
@@ -36,6 +38,21 @@ def _log_prob(params: dict, X: jax.Array) -> jax.Array:
     y = jnp.einsum("nd,kde->nke", X, prec_chol) - jnp.einsum("kd,kde->ke", means, prec_chol)[None]
     logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=1, axis2=2)), axis=1)
     return -0.5 * (d * math.log(2.0 * math.pi) + logdet[None, :] + jnp.sum(y * y, axis=-1))
+
+
+def _chunked_responsibilities(
+    log_prob_fn: Callable[[jax.Array], jax.Array], log_w: jax.Array, X: jax.Array, rows: int
+) -> tuple[jax.Array, jax.Array]:
+    """(responsibilities (N, K), mean log p(x)) of a mixture whose ``log_prob_fn`` maps rows to (rows, K)
+    component log-densities; the (rows, K, ...) intermediates of ``log_prob_fn`` exist one chunk at a time."""
+    k = log_w.shape[0]
+
+    def rows_fn(x: jax.Array) -> jax.Array:
+        log_r, log_px = log_responsibilities(log_w, log_prob_fn(x))
+        return jnp.concatenate([log_r, log_px[:, None]], axis=1)
+
+    out = chunked_map(rows_fn, X, rows)
+    return jnp.exp(out[:, :k]), jnp.mean(out[:, k])
 
 
 def _rows(n_rows: int, k: int, d: int, diagonal: bool) -> int:
@@ -88,7 +105,7 @@ def _em(resp0: jax.Array, X: jax.Array, reg_covar: float, n_iter: int, diagonal:
     rows = _rows(X.shape[0], resp0.shape[1], X.shape[1], diagonal)
 
     def step(p, _):
-        resp, loglik = chunked_responsibilities(lambda x: _log_prob(p, x), p["log_w"], X, rows)
+        resp, loglik = _chunked_responsibilities(lambda x: _log_prob(p, x), p["log_w"], X, rows)
         return _m_step(X, resp, reg_covar, diagonal), loglik
 
     return jax.lax.scan(step, params, None, length=n_iter)
