@@ -33,15 +33,9 @@ from reprolab.claims.numerics import worker_env
 INSTALL_HINT = 'the ray executor needs Ray: pip install "reprolab[ray]"'
 
 
-def _run_job(job: Job, path: list[str], env: Mapping[str, str] | None = None) -> TaskOutcome:
-    """The Ray task: make the driver's import path visible (the lab's package), then run like a local worker.
-
-    ``env``: the worker environment, under a Ray the caller started (its workers are already running, so what a
-    library read when it loaded, e.g. OpenBLAS's thread count, keeps its value; start such a cluster with these
-    variables set to hold them all)."""
+def _run_job(job: Job, path: list[str]) -> TaskOutcome:
+    """The Ray task: make the driver's import path visible (the lab's package), then run like a local worker."""
     sys.path[:0] = [entry for entry in path if entry not in sys.path]
-    for key, value in (env or {}).items():
-        os.environ.setdefault(key, value)
     return execute(job.spec, job.config, job.seed)
 
 
@@ -115,10 +109,10 @@ class RayExecutor:
         self._started = False
         # The worker environment of claims/numerics.py (one compute thread per task, the kernel pins), decided
         # on the driver: nodes of one cluster share a CPU kind. It is the job's runtime environment when this
-        # driver starts Ray (every worker starts with it); under a Ray the caller started, each task asks for it.
+        # driver starts or joins Ray (every worker of the job starts with it). A Ray this process had already
+        # initialised keeps its own workers' environment (docs/scaling.md: start it with these variables).
         env = worker_env(os.environ, portable=portable_numerics)
         runtime_env = {"env_vars": env} if env else None
-        self._task_env: dict[str, str] = {}
         if not ray.is_initialized():
             ray.init(
                 address=address,
@@ -129,8 +123,6 @@ class RayExecutor:
                 runtime_env=runtime_env,
             )
             self._started = True
-        else:
-            self._task_env = env
         self._remote = ray.remote(_run_job)
 
     def run(self, jobs: Iterable[Job], on_done: Callable[[Job, TaskOutcome], None]) -> None:
@@ -139,7 +131,7 @@ class RayExecutor:
         pending: dict[Any, tuple[Job, float]] = {}
         for job in jobs:
             options = _request(self.resources_of(job))
-            ref = self._remote.options(max_retries=self.retries, **options).remote(job, path, self._task_env)
+            ref = self._remote.options(max_retries=self.retries, **options).remote(job, path)
             pending[ref] = (job, time.monotonic())
         try:
             while pending:
