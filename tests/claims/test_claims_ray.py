@@ -70,7 +70,9 @@ def test_interrupting_a_run_cancels_outstanding_tasks(local_ray, tmp_path: Path,
     executor = RayExecutor()
     with pytest.raises(KeyboardInterrupt):
         executor.run(jobs, interrupt)
-    deadline = time.time() + 30
+    # a force-cancelled task's CPU returns when Ray has reaped its worker: seconds, but over 30 s on a loaded
+    # CI machine running the rest of the fast tier beside it (seen once); a leak never returns it
+    deadline = time.time() + 120
     while ray.available_resources().get("CPU", 0) < 2 and time.time() < deadline:
         time.sleep(0.2)
     assert ray.available_resources().get("CPU", 0) == 2  # the hanging tasks were cancelled, their CPUs freed
