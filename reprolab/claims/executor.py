@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from reprolab.claims.numerics import THREAD_VARIABLES, worker_environ  # noqa: F401 (re-exported)
+from reprolab.claims.numerics import worker_environ
 from reprolab.claims.resolve import ExperimentSpec
 
 # Research lines whose heavy dependencies are a pip extra of reprolab (see pyproject.toml).

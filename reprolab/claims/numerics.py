@@ -18,6 +18,7 @@ import os
 import platform
 from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 
 # One kernel family per library, all AVX2 + FMA (x86-64-v3).
@@ -32,15 +33,21 @@ XLA_FLAG = "--xla_cpu_max_isa=AVX2"  # JAX's CPU backend: the widest vectors its
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
+@lru_cache(maxsize=1)
+def _this_cpuinfo() -> str:
+    """This machine's ``/proc/cpuinfo`` ("" off x86-64 or where it cannot be read), read once per process."""
+    if platform.machine().lower() not in {"x86_64", "amd64"}:
+        return ""
+    try:
+        return Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return ""
+
+
 def cpu_supports_pins(cpuinfo: str | None = None) -> bool:
     """True on an x86-64 CPU with AVX2 and FMA (read from ``/proc/cpuinfo``; other systems: False)."""
     if cpuinfo is None:
-        if platform.machine().lower() not in {"x86_64", "amd64"}:
-            return False
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
-        except OSError:
-            return False
+        cpuinfo = _this_cpuinfo()
     for line in cpuinfo.splitlines():
         if line.startswith("flags"):
             flags = set(line.partition(":")[2].split())

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from reprolab.claims.executor import THREAD_VARIABLES, IsolatedExecutor, Job
+from reprolab.claims.executor import IsolatedExecutor, Job
+from reprolab.claims.numerics import THREAD_VARIABLES
 from reprolab.claims.resolve import resolve_experiment
 
 ROOT = Path(__file__).resolve().parents[2]
