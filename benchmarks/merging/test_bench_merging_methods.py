@@ -163,8 +163,8 @@ def timed(self, *a, **k):
     Path(log).write_text(str(time.perf_counter() - t))
     return r
 output.OutputFolder.commit = timed
-from reprolab.mergers.weights.run import run_merge
-run_merge(Path(config), Path(out), show_progress=False)
+from reprolab.cli import cli
+cli.main(["merge", "--quiet", config, out])  # the command a user runs, as mergekit's side runs mergekit-yaml
 """
 
 
