@@ -57,3 +57,29 @@ def test_index_can_be_reused():
     index = build_flat_ip_index(_unit(100, 8), chunk_rows=33)
     assert index.ntotal == 100
     assert oracle_recall(index, ks=(1,), n_queries=10).recall[1] == 1.0
+
+
+def test_streamed_recall_equals_whole_index_search():
+    """The chunked search (what a source gets) gives the faiss whole-index search's recall and tie counts."""
+    x = _unit(700, 16, seed=3)
+    x = np.concatenate([x, x[:50]])  # duplicates: the tie accounting must agree too
+    whole = oracle_recall(build_flat_ip_index(x), ks=(1, 5, 100), n_queries=300, seed=2)
+    for chunk_rows in (7, 64, 10_000):  # chunks smaller than K, a few, one chunk
+        from reprolab.diagnostics.retrieval import _streamed_recall
+
+        streamed = _streamed_recall(x, [1, 5, 100], 300, 2, None, 1e-6, chunk_rows=chunk_rows)
+        assert streamed.recall[5] == whole.recall[5] and streamed.recall[100] == whole.recall[100]
+        assert streamed.n_duplicate_queries == whole.n_duplicate_queries
+        assert streamed.recall_at_1_ties_as_hits == whole.recall_at_1_ties_as_hits
+
+
+def test_streamed_search_matches_exact_top_k():
+    from reprolab.diagnostics.retrieval import streamed_search
+
+    x = _unit(500, 8, seed=4)
+    q = x[[3, 77, 400]]
+    scores, ids = streamed_search(x, q, 20, chunk_rows=33)
+    full = q @ x.T
+    want = np.argsort(-full, axis=1, kind="stable")[:, :20]
+    np.testing.assert_array_equal(ids, want)
+    np.testing.assert_allclose(scores, np.take_along_axis(full, want, axis=1), rtol=0, atol=1e-6)
