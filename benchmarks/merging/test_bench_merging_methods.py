@@ -7,7 +7,7 @@ mergekit is a benchmark-only dependency in its own venv: set REPROLAB_MERGEKIT_P
 as subprocesses so wall time, CPU time and peak RSS (ru_maxrss of the child) are measured the same way.
 
 Targets. TIES (issues 4 and 8): >= 15x faster than mergekit at the same thread setting, peak RSS <= 0.3x
-mergekit's and under (K + 2) row blocks + the interpreter, outputs equal (``tie_break: mergekit`` bit-identical;
+mergekit's and under (K + 2) row blocks per merge thread + the interpreter, outputs equal (``tie_break: mergekit`` bit-identical;
 the default differs only at entries tied at the trim threshold: mergekit keeps whichever ``torch.argsort``
 happens to put first), and atomic output costing <= 5% of the wall time, measured two ways in the same run:
 the commit of ``output.OutputFolder`` (fsync of every file, manifest, renames) timed inside the child, and
@@ -46,8 +46,8 @@ THREADS = os.environ.get("REPROLAB_BENCH_THREADS", "default")
 ROUNDS = int(os.environ.get("REPROLAB_BENCH_ROUNDS", "3"))
 ATOMIC_COST_TARGET = 0.05  # commit (fsync + renames) as a fraction of reprolab's wall time (issue 8)
 ATOMIC_COST_MET_RELIABLY = True
-# Peak RSS bound (TIES): the interpreter with torch and numpy (~0.22 GB here) + (K + 2) x the largest tensor
-# merged whole (a 2048 x 768 MLP matrix; the embedding and LM head are merged in row blocks) + slack.
+# Peak RSS bound (TIES): the interpreter with torch and numpy (~0.22 GB here) + per merge thread (K + 2) x the
+# largest tensor merged whole (a 2048 x 768 MLP matrix; the embedding and LM head are merged in row blocks) + slack.
 RSS_CONSTANT_GB = 0.3
 RSS_BOUND_MET_RELIABLY = True
 
@@ -153,6 +153,7 @@ def build_checkpoints(root: Path = CACHE) -> Path:
 _CHILD = """import sys, time
 from pathlib import Path
 from reprolab.mergers.weights import io, output
+from reprolab.mergers.weights.parallel import merge_threads
 config, out, log, no_sync = sys.argv[1:5]
 if no_sync == "1":  # the A/B run: everything but the durability (no fsync, no early writeback)
     output.os.fsync = lambda fd: None
@@ -160,7 +161,7 @@ if no_sync == "1":  # the A/B run: everything but the durability (no fsync, no e
 real = output.OutputFolder.commit
 def timed(self, *a, **k):
     t = time.perf_counter(); r = real(self, *a, **k)
-    Path(log).write_text(str(time.perf_counter() - t))
+    Path(log).write_text(f"{time.perf_counter() - t} {merge_threads()}")
     return r
 output.OutputFolder.commit = timed
 from reprolab.cli import cli
@@ -169,7 +170,8 @@ cli.main(["merge", "--quiet", config, out])  # the command a user runs, as merge
 
 
 def _reprolab_cmd(config: Path, out: Path, commit_log: Path, no_sync: bool = False) -> list[str]:
-    """The merge as a child; it records how long the atomic commit took (seconds) in ``commit_log``."""
+    """The merge as a child; it records how long the atomic commit took (seconds) and its merge threads in
+    ``commit_log``."""
     return [sys.executable, "-c", _CHILD, str(config), str(out), str(commit_log), "1" if no_sync else "0"]
 
 
@@ -248,6 +250,7 @@ def test_bench_merge_vs_mergekit(benchmark, tmp_path, method):
     runs: list[tuple[float, float, float]] = []
     unsynced: list[float] = []
     commits: list[float] = []
+    merge_threads: list[int] = []
     atomic_ab = method == "ties"  # the A/B of the atomic output runs on the issue-8 benchmark only
 
     def setup():
@@ -256,7 +259,9 @@ def test_bench_merge_vs_mergekit(benchmark, tmp_path, method):
 
     def ours():
         runs.append(_time_child(_reprolab_cmd(config, out, commit_log)))
-        commits.append(float(commit_log.read_text()))
+        commit_s, threads = commit_log.read_text().split()
+        commits.append(float(commit_s))
+        merge_threads.append(int(threads))
         if atomic_ab:  # alternate with the no-sync child, so both see the same machine
             shutil.rmtree(out, ignore_errors=True)
             unsynced.append(_time_child(_reprolab_cmd(config, out, commit_log, no_sync=True))[0])
@@ -298,7 +303,8 @@ def test_bench_merge_vs_mergekit(benchmark, tmp_path, method):
         largest_whole = max(
             torch.Size(s).numel() for n, s in _shapes().items() if "embed" not in n and "lm_head" not in n
         )
-        bound_gb = (3 + 2) * largest_whole * 4 / 1024**3 + RSS_CONSTANT_GB
+        # each merge thread holds one tensor's working set: (K + 2) x that tensor
+        bound_gb = max(merge_threads) * (3 + 2) * largest_whole * 4 / 1024**3 + RSS_CONSTANT_GB
         benchmark.extra_info["rss_bound_gb"] = bound_gb
         targets.append(
             (RSS_BOUND_MET_RELIABLY, rss <= bound_gb, f"peak RSS {rss:.2f} GB vs bound {bound_gb:.2f} GB")
@@ -384,6 +390,7 @@ def _time_child(cmd: list[str], env: dict[str, str] | None = None) -> tuple[floa
         "print(json.dumps([time.perf_counter()-t, u.ru_maxrss, u.ru_utime+u.ru_stime]))"
     )
     env = dict(env or os.environ)
+    env.pop("REPROLAB_MERGE_THREADS", None)  # reprolab's merge threads follow torch's, as mergekit's torch does
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         if THREADS == "default":
             env.pop(var, None)

@@ -160,3 +160,76 @@ def test_a_base_equal_to_a_source_is_still_caught(tmp_path, small_blocks):
     base, sources = _models(tmp_path)
     with pytest.raises(BaseIsSourceError, match="identical to source"):
         _merge(base, [sources[0], base], tmp_path / "out", "ties", {"density": 0.3})
+
+
+@pytest.fixture
+def held_blocks(monkeypatch):
+    """Every trimmed tensor is merged from row blocks held in memory (none read twice), in blocks of 10 rows."""
+    monkeypatch.setattr(blocked, "LARGE_BYTES", 1 << 62)
+    monkeypatch.setattr(blocked, "HOLD_MIN_BYTES", 0)
+    monkeypatch.setattr(blocked, "BLOCK_ENTRIES", 640)
+    taken = []
+    real = blocked.merge_rows
+
+    def spy(*a, **k):
+        taken.append((a[2], a[11] if len(a) > 11 else k.get("held")))
+        return real(*a, **k)
+
+    monkeypatch.setattr(blocked, "merge_rows", spy)
+    return taken
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["distinct", "tied"])
+@pytest.mark.parametrize("case", [c for c in CASES if CASES[c][0] == "ties"])
+def test_held_row_blocks_are_bit_identical_to_the_whole_tensor(tmp_path, held_blocks, monkeypatch, case, tied):
+    base, sources = _models(tmp_path, tied)
+    method, params, per = CASES[case]
+    got = _merge(base, sources, tmp_path / "held", method, params, per)
+    trimmed = {"embed.weight", "layer.weight", "layer.bias"} if (params or {}).get("trim_scope") != "model" else set()
+    assert {n for n, held in held_blocks if held is not None} == trimmed
+    monkeypatch.setattr(blocked, "HOLD_MIN_BYTES", 1 << 62)
+    held_blocks.clear()
+    want = _merge(base, sources, tmp_path / "whole", method, params, per)
+    assert not held_blocks
+    assert got == want
+
+
+def test_held_blocks_still_name_a_non_finite_source_and_catch_a_base_equal_to_a_source(tmp_path, held_blocks):
+    base, sources = _models(tmp_path)
+    from reprolab.mergers.weights import load_state_dict
+
+    with pytest.raises(BaseIsSourceError, match="identical to source"):
+        _merge(base, [sources[0], base], tmp_path / "same", "ties", {"density": 0.3})
+    bad = load_state_dict(sources[2])
+    bad["layer.weight"][7, 3] = float("nan")
+    save_state_dict(bad, sources[2])
+    with pytest.raises(ValueError, match=rf"tensor 'layer.weight' in {sources[2]} has non-finite values"):
+        _merge(base, sources, tmp_path / "out", "ties", {"density": 0.3})
+
+
+def test_large_tensors_falling_back_to_whole_are_merged_one_at_a_time(tmp_path, small_blocks, monkeypatch):
+    """tie_break: mergekit with straddling ties: the row blocks fall through; on two threads such tensors are
+    merged whole one at a time (never two whole working sets at once), with the one-thread result."""
+    from reprolab.mergers.weights import engine
+
+    base, sources = _models(tmp_path, tied=True)
+    plan = MergePlan.build("ties", len(sources), params={"density": 0.3, "tie_break": "mergekit"})
+    active, peak = [0], [0]
+    real = engine.TensorMerger.merge
+
+    def merge(self, name, ws, identical, *, whole_large=True):
+        out = real(self, name, ws, identical, whole_large=whole_large)
+        if whole_large and self.base.info(name).nbytes > blocked.LARGE_BYTES:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+            import time
+
+            time.sleep(0.05)
+            active[0] -= 1
+        return out
+
+    monkeypatch.setattr(engine.TensorMerger, "merge", merge)
+    merge_checkpoints(base, sources, tmp_path / "two", plan, copy_files=False, threads=2)
+    merge_checkpoints(base, sources, tmp_path / "one", plan, copy_files=False, threads=1)
+    assert peak[0] == 1
+    assert (tmp_path / "two" / "model.safetensors").read_bytes() == (tmp_path / "one" / "model.safetensors").read_bytes()

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +23,11 @@ import numpy as np
 import torch
 
 from reprolab.mergers.weights import blocked
-from reprolab.mergers.weights.blocked import add_base, require_finite, sum_finite
+from reprolab.mergers.weights.blocked import add_base, any_nonzero, require_finite, sum_finite
 from reprolab.mergers.weights.io import Checkpoint, StreamingWriter, inside_folder
 from reprolab.mergers.weights.native import SIXTEEN_BIT
 from reprolab.mergers.weights.output import OutputFolder, check_separate
+from reprolab.mergers.weights.parallel import map_tensors, merge_threads
 from reprolab.mergers.weights.registry import MergeMethod, TensorContext, Workspace, get_method
 from reprolab.mergers.weights.sparsify import check_density, global_thresholds
 from reprolab.mergers.weights.task_vectors import BaseIsSourceError
@@ -203,6 +205,138 @@ def _trim_densities(plan: MergePlan, params: Mapping[str, Any], k: int) -> list[
     return [float(x) for x in d] if isinstance(d, torch.Tensor) else [float(d)] * k
 
 
+class TensorMerger:
+    """Merges one tensor at a time of a base and K sources under a plan: the body of the engine's loop.
+
+    Shared by the sequential generator :func:`merge_iter` and the threaded on-disk merge of
+    :func:`merge_checkpoints` (one :class:`Workspace` per thread). A tensor's result depends only on its name,
+    never on the order in which tensors are merged (stochastic methods seed a generator per tensor name).
+
+    Raises ValueError (naming tensor and model) on any mismatch or non-finite value.
+    """
+
+    def __init__(
+        self,
+        base: Any,
+        sources: Sequence[Any],
+        plan: MergePlan,
+        *,
+        compute_dtype: torch.dtype | None = None,
+        fisher: Sequence[Any] | None = None,
+        check_finite: bool = True,
+        native_arithmetic: bool = False,
+        row_blocks: bool = False,
+    ) -> None:
+        self.names = _validate(base, sources)
+        _check_dtypes(base, sources, self.names, compute_dtype)
+        m = plan.method
+        k = len(sources)
+        if m.needs_fisher and (fisher is None or len(fisher) != k):
+            raise ValueError(f"method {m.name!r} needs one Fisher diagonal per source")
+        self.base, self.sources, self.plan, self.fisher = base, sources, plan, fisher
+        self.compute_dtype, self.check_finite = compute_dtype, check_finite
+        self.native_arithmetic, self.row_blocks = native_arithmetic, row_blocks
+        self.params = params = plan.tensor_params()
+        self.thresholds = None
+        if m.global_trim(params):
+            dens = plan.per_source["density"] if "density" in plan.per_source else torch.full((k,), float(params["density"]))
+            self.thresholds = global_thresholds(_stacks(base, sources, self.names), dens.tolist())
+        self.weight_values = tuple(plan.weights.tolist()) if plan.weight_values is None else plan.weight_values
+        self.work = compute_dtype or torch.float32
+        self.cut_dens = _trim_densities(plan, params, k)
+
+    def merge(
+        self, name: str, ws: Workspace, identical: list[bool], *, whole_large: bool = True
+    ) -> torch.Tensor | blocked.RowBlocks | None:
+        """Tensor ``name`` merged (float32, or the base's tensor for non-float ones), possibly a view of ``ws``.
+
+        ``identical[i]`` is cleared when source i differs from the base in this tensor. With ``row_blocks``, a
+        large float32 tensor on disk may come as a :class:`blocked.RowBlocks`, to be consumed before ``ws`` is
+        used again. With ``whole_large=False``, returns None instead of merging a float tensor above
+        ``blocked.LARGE_BYTES`` whole (its row blocks could not be used): the caller merges it where memory
+        allows.
+        """
+        base, sources, m, params, work = self.base, self.sources, self.plan.method, self.params, self.work
+        k = len(sources)
+        binfo = base.info(name)
+        route = self.route(name)
+        if route is not None:
+            held = ws.array("held", (k + 1) * binfo.numel) if route == "held" else None
+            cuts = blocked.find_cuts(base, sources, name, self.cut_dens, ws, str(params.get("tie_break", "index")),
+                                     held)
+            if cuts is not None:
+                extra = {"thresholds": self.thresholds} if self.thresholds is not None else {}
+                parts = blocked.merge_rows(base, sources, name, m, self.plan.weights, params, cuts, extra, identical,
+                                           self.check_finite, ws, held)
+                return blocked.RowBlocks(name, tuple(binfo.shape), parts)
+        if not whole_large and binfo.dtype in _FLOATS and binfo.nbytes > blocked.LARGE_BYTES:
+            return None
+        if binfo.dtype not in _FLOATS:
+            b = base.get(name)
+            for s in sources:
+                if s.has(name) and not torch.equal(s.get(name), b):
+                    raise ValueError(f"non-float tensor {name!r} differs between {_label(s)} and the base; cannot merge it")
+            return b
+        shape = tuple(binfo.shape)
+        b32 = _read_float(base, name, ws.get("base", shape), work, ws)
+        if self.check_finite:
+            require_finite(b32, name, f"the base {_label(base)}")
+        stack = ws.get("stack", (k, *shape))
+        # Task vectors of float32 checkpoints are computed straight from a mapping of the file (the subtraction
+        # is the read: one pass less); a source equals the base exactly where its task vector is zero, and a
+        # finite base with a finite task-vector sum means a finite source (the exact check runs on suspicion).
+        direct = m.uses_task_vectors and work == torch.float32
+        for i, s in enumerate(sources):
+            if direct and isinstance(s, Checkpoint) and s.info(name).dtype == torch.float32:
+                s.subtract_into(name, b32, stack[i])
+                if self.check_finite and not sum_finite(stack[i]):
+                    require_finite(s.get(name), name, _label(s))
+                if identical[i] and any_nonzero(stack[i]):
+                    identical[i] = False
+                continue
+            _read_float(s, name, stack[i], work, ws)
+            if self.check_finite:
+                require_finite(stack[i], name, _label(s))
+            if identical[i] and not torch.equal(stack[i], b32):
+                identical[i] = False
+            if m.uses_task_vectors:
+                stack[i] -= b32
+        arith = (self.compute_dtype or binfo.dtype) if self.native_arithmetic else None
+        ctx = TensorContext(name=name, ws=ws, arith_dtype=arith if arith in SIXTEEN_BIT else None,
+                            has_base=self.plan.has_base, weight_values=self.weight_values)
+        if m.stochastic:
+            ctx.generator = torch.Generator().manual_seed(_tensor_seed(self.plan.seed, name))
+        if self.thresholds is not None:
+            ctx.thresholds = self.thresholds
+        if self.fisher is not None:
+            ctx.fisher = torch.stack([f.get(name).to(torch.float32) for f in self.fisher])
+        out = m.fn(b32, stack, self.plan.weights, params, ctx)
+        return add_base(out, b32, m, ctx)
+
+    def route(self, name: str) -> str | None:
+        """How tensor ``name`` is merged: in row blocks (``"rows"``, ``"held"``; see :func:`blocked.route`) or whole."""
+        if not self.row_blocks or self.base.info(name).dtype not in _FLOATS:
+            return None
+        return blocked.route(self.plan.method, self.base, self.sources, name, self.work, trims=self.cut_dens is not None)
+
+    def bounded(self, name: str) -> bool:
+        """Whether merging tensor ``name`` holds at most (K + 2) buffers of ``blocked.LARGE_BYTES`` (row blocks, or
+        a tensor no larger than that): such tensors may be merged on several threads at once."""
+        return self.route(name) == "rows" or self.base.info(name).nbytes <= blocked.LARGE_BYTES
+
+    def require_distinct(self, identical: Sequence[bool]) -> None:
+        """Raise BaseIsSourceError when a task-vector method's base equals a source in every tensor."""
+        if not self.plan.method.uses_task_vectors:
+            return
+        same = [_label(s) for s, flag in zip(self.sources, identical, strict=True) if flag]
+        if same:
+            raise BaseIsSourceError(
+                f"the base model is identical to source {same[0]}: task vectors must be taken against the pretrained "
+                "model, not a fine-tuned source (its task vector would be zero and it would silently drop out). "
+                "Pass the pretrained checkpoint as base, or allow_source_as_base=True to do this on purpose."
+            )
+
+
 def merge_iter(
     base: Any,
     sources: Sequence[Any],
@@ -224,82 +358,14 @@ def merge_iter(
 
     Raises ValueError (naming tensor and model) on any mismatch, non-finite value, or a base equal to a source.
     """
-    names = _validate(base, sources)
-    _check_dtypes(base, sources, names, compute_dtype)
-    m = plan.method
-    k = len(sources)
-    if m.needs_fisher and (fisher is None or len(fisher) != k):
-        raise ValueError(f"method {m.name!r} needs one Fisher diagonal per source")
-    params = plan.tensor_params()
-    thresholds = None
-    if m.global_trim(params):
-        dens = plan.per_source["density"] if "density" in plan.per_source else torch.full((k,), float(params["density"]))
-        thresholds = global_thresholds(_stacks(base, sources, names), dens.tolist())
-    identical = [True] * k
-    weight_values = tuple(plan.weights.tolist()) if plan.weight_values is None else plan.weight_values
-    work = compute_dtype or torch.float32
+    merger = TensorMerger(base, sources, plan, compute_dtype=compute_dtype, fisher=fisher, check_finite=check_finite,
+                          native_arithmetic=native_arithmetic, row_blocks=row_blocks)
+    identical = [True] * len(sources)
     ws = Workspace()
-    cut_dens = _trim_densities(plan, params, k)
-    for name in names:
-        binfo = base.info(name)
-        if row_blocks and binfo.dtype in _FLOATS and blocked.eligible(m, base, sources, name, work):
-            cuts = blocked.find_cuts(base, sources, name, cut_dens, ws, str(params.get("tie_break", "index")))
-            if cuts is not None:
-                extra = {"thresholds": thresholds} if thresholds is not None else {}
-                parts = blocked.merge_rows(base, sources, name, m, plan.weights, params, cuts, extra, identical,
-                                           check_finite, ws)
-                yield name, blocked.RowBlocks(name, tuple(binfo.shape), parts)
-                continue
-        if binfo.dtype not in _FLOATS:
-            b = base.get(name)
-            for s in sources:
-                if s.has(name) and not torch.equal(s.get(name), b):
-                    raise ValueError(f"non-float tensor {name!r} differs between {_label(s)} and the base; cannot merge it")
-            yield name, b
-            continue
-        shape = tuple(binfo.shape)
-        b32 = _read_float(base, name, ws.get("base", shape), work, ws)
-        if check_finite:
-            require_finite(b32, name, f"the base {_label(base)}")
-        stack = ws.get("stack", (k, *shape))
-        # Task vectors of float32 checkpoints are computed straight from a mapping of the file (the subtraction
-        # is the read: one pass less); a source equals the base exactly where its task vector is zero, and a
-        # finite base with a finite task-vector sum means a finite source (the exact check runs on suspicion).
-        direct = m.uses_task_vectors and work == torch.float32
-        for i, s in enumerate(sources):
-            if direct and isinstance(s, Checkpoint) and s.info(name).dtype == torch.float32:
-                s.subtract_into(name, b32, stack[i])
-                if check_finite and not sum_finite(stack[i]):
-                    require_finite(s.get(name), name, _label(s))
-                if identical[i] and bool(np.any(stack[i].numpy())):
-                    identical[i] = False
-                continue
-            _read_float(s, name, stack[i], work, ws)
-            if check_finite:
-                require_finite(stack[i], name, _label(s))
-            if identical[i] and not torch.equal(stack[i], b32):
-                identical[i] = False
-            if m.uses_task_vectors:
-                stack[i] -= b32
-        arith = (compute_dtype or binfo.dtype) if native_arithmetic else None
-        ctx = TensorContext(name=name, ws=ws, arith_dtype=arith if arith in SIXTEEN_BIT else None,
-                            has_base=plan.has_base, weight_values=weight_values)
-        if m.stochastic:
-            ctx.generator = torch.Generator().manual_seed(_tensor_seed(plan.seed, name))
-        if thresholds is not None:
-            ctx.thresholds = thresholds
-        if fisher is not None:
-            ctx.fisher = torch.stack([f.get(name).to(torch.float32) for f in fisher])
-        out = m.fn(b32, stack, plan.weights, params, ctx)
-        yield name, add_base(out, b32, m, ctx)
-    if not allow_source_as_base and m.uses_task_vectors:
-        same = [_label(s) for s, flag in zip(sources, identical, strict=True) if flag]
-        if same:
-            raise BaseIsSourceError(
-                f"the base model is identical to source {same[0]}: task vectors must be taken against the pretrained "
-                "model, not a fine-tuned source (its task vector would be zero and it would silently drop out). "
-                "Pass the pretrained checkpoint as base, or allow_source_as_base=True to do this on purpose."
-            )
+    for name in merger.names:
+        yield name, merger.merge(name, ws, identical)
+    if not allow_source_as_base:
+        merger.require_distinct(identical)
 
 
 def merge_state_dicts(
@@ -447,12 +513,14 @@ def merge_checkpoints(
     progress: Callable[[int, int, str], None] | None = None,
     overwrite: bool = False,
     native_arithmetic: bool = False,
+    threads: int | None = None,
 ) -> list[Path]:
     """Stream-merge checkpoints on disk into ``out_dir`` (a Hugging Face folder); returns the weight files.
 
     The output rules of :mod:`reprolab.mergers.weights.output` apply: OUT apart from every input, a non-empty
     OUT only with ``overwrite`` (replacing only an earlier reprolab merge's files), everything written under
-    temporary names and renamed into place when complete.
+    temporary names and renamed into place when complete. ``threads`` (default :func:`parallel.merge_threads`)
+    tensors are merged at once; the output does not depend on it.
     """
     inputs = [("base model", Path(base)), *((f"source model {i}", Path(s)) for i, s in enumerate(sources)),
               *((f"Fisher file {i}", Path(f)) for i, f in enumerate(fisher or ()))]
@@ -460,7 +528,7 @@ def merge_checkpoints(
     b = Checkpoint(base, allow_pickle=allow_pickle)
     srcs = [Checkpoint(s, allow_pickle=allow_pickle) for s in sources]
     fis = [Checkpoint(f, allow_pickle=allow_pickle) for f in fisher] if fisher is not None else None
-    names = _validate(b, srcs)
+    names = _validate(b, srcs)  # before OUT is touched
     _check_dtypes(b, srcs, names, compute_dtype)
 
     def out_type(name: str) -> torch.dtype:
@@ -468,22 +536,60 @@ def merge_checkpoints(
         return (out_dtype or dt) if dt in _FLOATS else dt
 
     plan_shapes = {k: (out_type(k), b.info(k).shape) for k in names}
+    n_threads = merge_threads() if threads is None else threads
+    if n_threads < 1:
+        raise ValueError(f"threads must be >= 1, got {n_threads}")
+    # Largest first: the threads stay evenly loaded to the end, and the last writes (which the commit's fsync
+    # waits for) are small.
+    order = sorted(names, key=lambda k: -b.info(k).nbytes)
     output = OutputFolder(out_dir, overwrite=overwrite)
     try:
+        merger = TensorMerger(b, srcs, plan, compute_dtype=compute_dtype, fisher=fis, row_blocks=True,
+                              native_arithmetic=native_arithmetic)
         writer = StreamingWriter(output.path, plan_shapes, max_shard_bytes=max_shard_bytes,
                                  metadata={"merged_by": "reprolab"}, output=output)
+
+        def write(name: str, t: torch.Tensor | blocked.RowBlocks) -> None:
+            dt = out_type(name)
+            writer.write_at(name, (p.to(dt) for p in t) if isinstance(t, blocked.RowBlocks) else (t.to(dt),))
+
+        def merge_alone(name: str, ws: Workspace) -> list[bool]:
+            identical = [True] * len(srcs)
+            write(name, merger.merge(name, ws, identical))
+            return identical
+
+        # A large tensor whose row blocks fell through (e.g. ties straddling the cut under tie_break: mergekit)
+        # is merged whole by one thread at a time, on one workspace shared for that.
+        large_lock, large = threading.Lock(), {"ws": Workspace()}
+
+        def merge_shared(name: str, ws: Workspace) -> list[bool]:
+            identical = [True] * len(srcs)
+            t = merger.merge(name, ws, identical, whole_large=False)
+            if t is not None:
+                write(name, t)
+                return identical
+            with large_lock:
+                write(name, merger.merge(name, large["ws"], identical))
+            return identical
+
         with writer:
-            for i, (name, t) in enumerate(
-                merge_iter(b, srcs, plan, compute_dtype=compute_dtype, fisher=fis, row_blocks=True,
-                           allow_source_as_base=allow_source_as_base, native_arithmetic=native_arithmetic)
-            ):
-                dt = out_type(name)
-                if isinstance(t, blocked.RowBlocks):
-                    writer.write_parts(name, (p.to(dt) for p in t))
-                else:
-                    writer.write(name, t.to(dt))
+            # A tensor merged whole above LARGE_BYTES (an embedding under a method without row blocks) is merged
+            # alone, first, on a workspace dropped afterwards: threads never hold two such working sets at once,
+            # so peak memory stays that of a one-thread merge. The rest runs on the threads.
+            alone = [n for n in order if not merger.bounded(n)]
+            shared = [n for n in order if merger.bounded(n)]
+            count = [0]
+
+            def on_done(_: int, name: str) -> None:
+                count[0] += 1
                 if progress is not None:
-                    progress(i + 1, len(names), name)
+                    progress(count[0], len(names), name)
+
+            flags = map_tensors(alone, merge_alone, 1, on_done)
+            flags += map_tensors(shared, merge_shared, n_threads, on_done)
+            large.clear()  # its buffers go before the copies and the commit
+            if not allow_source_as_base:
+                merger.require_distinct([all(f[i] for f in flags) for i in range(len(srcs))])
         copied = copy_model_files(Path(base), output, _written_dtype(plan_shapes)) if copy_files else []
         # weights first, then the index, then config.json: a folder with config.json is a complete merge
         output.commit(order=[*writer.names, *(n for n in copied if n == _MODEL_CONFIG)])

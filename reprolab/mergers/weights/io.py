@@ -11,12 +11,13 @@ Pickled checkpoints (``pytorch_model.bin``, ``*.pt``) are refused unless the cal
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import math
-import mmap
 import os
 import struct
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,47 +185,23 @@ def read_tensor(info: TensorInfo, out: torch.Tensor | None = None) -> torch.Tens
     return out
 
 
-_WINDOW = 1 << 22  # float32 entries per mapped window (16 MiB)
-
-
-def _map_flags() -> dict[str, int]:
-    # MAP_POPULATE maps the (page-cached) range in one call instead of one fault per 64 KiB
-    flags = getattr(mmap, "MAP_SHARED", 0) | getattr(mmap, "MAP_POPULATE", 0)
-    return {"flags": flags, "prot": mmap.PROT_READ} if hasattr(mmap, "PROT_READ") else {"access": mmap.ACCESS_READ}
-
-
-def _windows(f, info: TensorInfo, lo: int, hi: int) -> Iterator[tuple[int, int, np.ndarray]]:
-    """``(a, b, entries a..b of the float32 tensor)`` over ``[lo, hi)``, one short-lived read-only mapping each.
-
-    Each window's mapping is closed before the next is made, so the resident set grows by one window at most,
-    never by the file (the caller must drop the array before advancing).
-    """
-    gran = mmap.ALLOCATIONGRANULARITY
-    for a in range(lo, hi, _WINDOW):
-        b = min(hi, a + _WINDOW)
-        start = info.start + 4 * a
-        off = start - start % gran
-        mm = mmap.mmap(f.fileno(), start + 4 * (b - a) - off, offset=off, **_map_flags())
-        try:
-            src = np.frombuffer(mm, dtype=np.float32, count=b - a, offset=start - off)
-            yield a, b, src
-            del src  # the mapping cannot close while a view of it exists
-        finally:
-            mm.close()
-
-
 def _check_f32(info: TensorInfo, *bufs: torch.Tensor) -> None:
     if info.dtype != torch.float32 or any(t.dtype != torch.float32 for t in bufs):
         raise ValueError(f"needs float32 tensors, got {info.dtype} for {info.name!r}")
 
 
+_READ_CHUNK = 1 << 18  # float32 entries per read in subtract_into (1 MiB: the chunk is subtracted while in cache)
+
+
 def subtract_into(
     info: TensorInfo, base: torch.Tensor, out: torch.Tensor, lo: int = 0, hi: int | None = None
 ) -> torch.Tensor:
-    """``out = tensor - base`` for a float32 tensor on disk, reading it through short-lived read-only mappings.
+    """``out = tensor - base`` for a float32 tensor on disk, read chunk by chunk into ``out`` and subtracted there.
 
-    Saves the copy a read into a buffer costs (the subtraction is the read). With ``lo``/``hi`` only the flat
-    entries ``[lo, hi)`` are read, and ``base``/``out`` hold just those (a row block of a large tensor).
+    Each chunk is subtracted while it is still in cache, so the read costs no extra pass over main memory. Plain
+    ``pread`` rather than a mapping: mapping and unmapping windows takes the process's memory-map lock and flushes
+    the TLB of every thread, which serialises a merge running on several threads. With ``lo``/``hi`` only the
+    flat entries ``[lo, hi)`` are read, and ``base``/``out`` hold just those (a row block of a large tensor).
     """
     hi = info.numel if hi is None else hi
     _check_f32(info, base, out)
@@ -234,10 +211,16 @@ def subtract_into(
         return out
     b = base.contiguous().reshape(-1).numpy()
     o = out.reshape(-1).numpy()
-    with open(info.file, "rb") as f:
-        for a, z, src in _windows(f, info, lo, hi):
-            np.subtract(src, b[a - lo : z - lo], out=o[a - lo : z - lo])
-            del src
+    fd = os.open(info.file, os.O_RDONLY)
+    try:
+        for a in range(0, hi - lo, _READ_CHUNK):
+            z = min(hi - lo, a + _READ_CHUNK)
+            chunk = o[a:z]
+            if os.preadv(fd, [memoryview(chunk.view(np.uint8))], info.start + 4 * (lo + a)) != 4 * (z - a):
+                raise ValueError(f"{info.file}: tensor {info.name!r} truncated")
+            np.subtract(chunk, b[a:z], out=chunk)
+    finally:
+        os.close(fd)
     return out
 
 
@@ -256,14 +239,23 @@ def read_range(info: TensorInfo, lo: int, hi: int, out: torch.Tensor) -> torch.T
 
 
 def gather_f32(info: TensorInfo, idx: np.ndarray) -> np.ndarray:
-    """The entries at the sorted flat indices ``idx`` of a float32 tensor on disk (a sample, window by window)."""
+    """The entries at the sorted flat indices ``idx`` of a float32 tensor on disk (a sample, chunk by chunk)."""
     _check_f32(info)
     out = np.empty(idx.size, dtype=np.float32)
-    with open(info.file, "rb") as f:
-        for a, b, src in _windows(f, info, 0, info.numel):
+    buf = np.empty(min(info.numel, _READ_CHUNK), dtype=np.float32)
+    fd = os.open(info.file, os.O_RDONLY)
+    try:
+        for a in range(0, info.numel, _READ_CHUNK):
+            b = min(info.numel, a + _READ_CHUNK)
             i, j = np.searchsorted(idx, [a, b])
-            out[i:j] = src[idx[i:j] - a]
-            del src
+            if i == j:
+                continue
+            chunk = buf[: b - a]
+            if os.preadv(fd, [memoryview(chunk.view(np.uint8))], info.start + 4 * a) != 4 * (b - a):
+                raise ValueError(f"{info.file}: tensor {info.name!r} truncated")
+            out[i:j] = chunk[idx[i:j] - a]
+    finally:
+        os.close(fd)
     return out
 
 
@@ -408,7 +400,7 @@ def _padded_header(entries: Mapping[str, tuple[torch.dtype, tuple[int, ...]]], m
     return raw, offsets
 
 
-_WRITEBACK_CHUNK = 32 * 1024 * 1024
+_WRITEBACK_CHUNK = 8 * 1024 * 1024  # the commit's fsync waits for at most this much of each tensor's tail
 
 
 def _libc_sync_file_range():  # Linux only; elsewhere the commit's fsync does all the work
@@ -424,27 +416,78 @@ _SYNC_FILE_RANGE = _libc_sync_file_range()
 _SYNC_FILE_RANGE_WRITE = 2
 
 
-def _start_writeback(f) -> None:
-    """Ask the kernel to start writing back what ``f`` holds beyond its last 32 MiB mark, without waiting.
+def _start_writeback(fd: int, start: int, nbytes: int) -> None:
+    """Ask the kernel to start writing back bytes ``[start, start + nbytes)`` of ``fd``, without waiting for it.
 
     The commit fsyncs every file before renaming it; started early, that writeback overlaps the merge instead of
     adding to its wall time (the fsync then waits only for the tail).
     """
-    if _SYNC_FILE_RANGE is None:
-        return
-    f.flush()
-    pos = f.tell()
-    done = getattr(f, "_reprolab_written_back", 0)
-    if pos - done >= _WRITEBACK_CHUNK:
-        _SYNC_FILE_RANGE(f.fileno(), done, pos - done, _SYNC_FILE_RANGE_WRITE)
-        f._reprolab_written_back = pos
+    if _SYNC_FILE_RANGE is not None and nbytes > 0:
+        _SYNC_FILE_RANGE(fd, start, nbytes, _SYNC_FILE_RANGE_WRITE)
+
+
+def _pwrite_all(fd: int, data: memoryview, pos: int) -> None:
+    while data:
+        n = os.pwrite(fd, data, pos)
+        data, pos = data[n:], pos + n
+
+
+_SYNC_EVERY = 64 * 1024 * 1024  # bytes written between two background fdatasyncs of a file
+
+
+class _BackgroundSync:
+    """fdatasync each output file on a thread of its own every ``_SYNC_EVERY`` bytes written to it.
+
+    Why: the commit fsyncs every file before renaming it, and on a virtual disk that fsync waits for the host to
+    make everything written so far durable, however early the guest's writeback was started (``Writeback`` is
+    long 0 by then). Syncing as the merge goes overlaps that wait with the merge, so the commit's fsync only
+    waits for the last ``_SYNC_EVERY`` bytes. The guarantee is unchanged: nothing is renamed before its fsync.
+    """
+
+    def __init__(self, fds: list[int]) -> None:
+        self._fds = fds
+        self._pending = [0] * len(fds)
+        self._due: set[int] = set()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="reprolab-sync", daemon=True)
+        self._thread.start()
+
+    def wrote(self, shard: int, nbytes: int) -> None:
+        with self._cond:
+            self._pending[shard] += nbytes
+            if self._pending[shard] >= _SYNC_EVERY:
+                self._pending[shard] = 0
+                self._due.add(shard)
+                self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._due and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                due, self._due = sorted(self._due), set()
+            for shard in due:
+                with contextlib.suppress(OSError):  # the commit's own fsync reports any real failure
+                    os.fdatasync(self._fds[shard])
+
+    def stop(self) -> None:
+        """Stop the thread (an fdatasync in progress finishes first); idempotent."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join()
 
 
 class StreamingWriter:
-    """Write tensors one at a time into ``model.safetensors`` or shards plus an index, in a declared order.
+    """Write tensors into ``model.safetensors`` or shards plus an index, each at its place in the file.
 
-    The full plan (names, dtypes, shapes) is given up front so every header can be written before any data,
-    then :meth:`write` is called once per tensor in plan order and nothing but the current tensor is held.
+    The full plan (names, dtypes, shapes) is given up front, so every header, and with it every tensor's byte
+    range, is fixed before any data is written. :meth:`write` takes the tensors one at a time in plan order;
+    :meth:`write_at` takes them in any order and from several threads at once (each tensor exactly once), which
+    is what lets the engine merge several tensors in parallel. Nothing but the tensors being written is held.
     """
 
     def __init__(
@@ -479,65 +522,94 @@ class StreamingWriter:
         self._order = list(plan)
         self._expected = {k: (v[0], tuple(v[1])) for k, v in plan.items()}
         self._next = 0
+        self._lock = threading.Lock()
+        self._written: set[str] = set()
         self._files = []
-        self._shard_of: dict[str, int] = {}
+        self._place: dict[str, tuple[int, int]] = {}  # name -> (shard, byte offset of its data in the file)
         meta = {"format": "pt", **(metadata or {})}
         for i, (fname, entries) in enumerate(zip(names, shards, strict=True)):
-            raw, _ = _padded_header(entries, meta)
+            raw, offsets = _padded_header(entries, meta)
             f = open(target(fname), "wb")  # noqa: SIM115 - closed in close()
             f.write(struct.pack("<Q", len(raw)))
             f.write(raw)
+            f.flush()
             self._files.append(f)
             for name in entries:
-                self._shard_of[name] = i
+                self._place[name] = (i, 8 + len(raw) + offsets[name])
         if n > 1:
             total = sum(math.prod(s) * torch.empty((), dtype=d).element_size() for d, s in plan.values())
-            index = {"metadata": {"total_size": total}, "weight_map": {k: names[self._shard_of[k]] for k in plan}}
+            index = {"metadata": {"total_size": total}, "weight_map": {k: names[self._place[k][0]] for k in plan}}
             target(INDEX_FILE).write_text(json.dumps(index, indent=2))
         self.files = [self.out_dir / f for f in names]
         self.names = names + ([INDEX_FILE] if n > 1 else [])
+        self._sync = _BackgroundSync([f.fileno() for f in self._files]) if self._early_writeback else None
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
-        dtype, shape = self._expect(name)
+        """The next tensor of the plan, whole."""
+        dtype, shape = self._expect_next(name)
         if tensor.dtype != dtype or tuple(tensor.shape) != shape:
             raise ValueError(f"tensor {name!r} is {tensor.dtype} {tuple(tensor.shape)}, planned {dtype} {shape}")
-        self._put(name, tensor)
-        self._next += 1
+        self.write_at(name, (tensor,))
 
     def write_parts(self, name: str, parts: Iterable[torch.Tensor]) -> None:
-        """Write tensor ``name`` as consecutive pieces of its flat data (row blocks), each of the planned dtype."""
-        dtype, shape = self._expect(name)
+        """The next tensor of the plan, as consecutive pieces of its flat data (row blocks)."""
+        self._expect_next(name)
+        self.write_at(name, parts)
+
+    def write_at(self, name: str, parts: Iterable[torch.Tensor]) -> None:
+        """Tensor ``name`` (any order, any thread) as consecutive pieces of its flat data, each of the planned dtype."""
+        with self._lock:
+            if name not in self._place:
+                raise ValueError(f"writer: tensor {name!r} is not in the plan")
+            if name in self._written:
+                raise ValueError(f"writer: tensor {name!r} written twice")
+            self._written.add(name)
+        dtype, shape = self._expected[name]
+        shard, start = self._place[name]
+        fd = self._files[shard].fileno()
+        total = math.prod(shape)
         n = 0
+        pos = synced = start
         for part in parts:
             if part.dtype != dtype:
                 raise ValueError(f"tensor {name!r}: a part is {part.dtype}, planned {dtype}")
             n += part.numel()
-            if n > math.prod(shape):
+            if n > total:
                 break
-            self._put(name, part)
-        if n != math.prod(shape):
-            raise ValueError(f"tensor {name!r}: parts hold {n} entries, planned {math.prod(shape)} ({list(shape)})")
-        self._next += 1
+            if not part.numel():
+                continue
+            data = memoryview(part.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy())
+            _pwrite_all(fd, data, pos)
+            pos += len(data)
+            if self._early_writeback and pos - synced >= _WRITEBACK_CHUNK:
+                _start_writeback(fd, synced, pos - synced)
+                synced = pos
+        if n != total:
+            raise ValueError(f"tensor {name!r}: parts hold {n} entries, planned {total} ({list(shape)})")
+        if self._early_writeback:
+            _start_writeback(fd, synced, pos - synced)
+        if self._sync is not None:
+            self._sync.wrote(shard, pos - start)
 
-    def _expect(self, name: str) -> tuple[torch.dtype, tuple[int, ...]]:
+    def _expect_next(self, name: str) -> tuple[torch.dtype, tuple[int, ...]]:
         if self._next >= len(self._order) or self._order[self._next] != name:
             want = self._order[self._next] if self._next < len(self._order) else "nothing"
             raise ValueError(f"writer expected tensor {want!r} next, got {name!r}")
+        self._next += 1
         return self._expected[name]
 
-    def _put(self, name: str, tensor: torch.Tensor) -> None:
-        t = tensor.detach().contiguous().cpu()
-        if t.numel():
-            f = self._files[self._shard_of[name]]
-            f.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
-            if self._early_writeback:
-                _start_writeback(f)
-
-    def close(self) -> None:
+    def _close_files(self) -> None:
+        if self._sync is not None:
+            self._sync.stop()  # before the files close: it holds their descriptors
         for f in self._files:
             f.close()
-        if self._next != len(self._order):
-            raise ValueError(f"writer closed after {self._next} of {len(self._order)} tensors")
+
+    def close(self) -> None:
+        self._close_files()
+        missing = [k for k in self._order if k not in self._written]
+        if missing:
+            raise ValueError(f"writer closed after {len(self._written)} of {len(self._order)} tensors "
+                             f"({missing[0]!r} not written)")
 
     def __enter__(self) -> StreamingWriter:
         return self
@@ -546,8 +618,7 @@ class StreamingWriter:
         if exc_type is None:
             self.close()
         else:
-            for f in self._files:
-                f.close()
+            self._close_files()
 
 
 def save_state_dict(state: Mapping[str, torch.Tensor], out_dir: str | os.PathLike[str], **kwargs) -> list[Path]:

@@ -104,7 +104,7 @@ def _fast_ok(stack: torch.Tensor, weights: torch.Tensor) -> bool:
     )
 
 
-_BLOCK = 1 << 15
+_BLOCK = 1 << 16  # entries per block of _elect_and_mix_sum: its K + 3 rows stay in cache (see sparsify._BLOCK)
 
 
 def _mix_block(rows: np.ndarray, w: list[float], unit: bool, normalize: bool, maj: np.ndarray, agree: np.ndarray,

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -37,6 +38,7 @@ class Workspace:
 
     def __init__(self) -> None:
         self._bufs: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+        self._arrays: dict[tuple[str, torch.dtype], np.ndarray] = {}  # numpy views of whole buffers
 
     def get(self, key: str, shape: tuple[int, ...] | torch.Size, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         n = 1
@@ -46,7 +48,17 @@ class Workspace:
         if buf is None or buf.numel() < n:
             buf = torch.empty(n, dtype=dtype)
             self._bufs[(key, dtype)] = buf
+            self._arrays.pop((key, dtype), None)
         return buf[:n].view(tuple(shape))
+
+    def array(self, key: str, n: int, dtype: torch.dtype = torch.float32) -> np.ndarray:
+        """``get(key, (n,), dtype)`` as a 1-D numpy array (the same memory): for loops over cache-sized blocks,
+        where torch's per-call view overhead would cost more than the block's arithmetic."""
+        arr = self._arrays.get((key, dtype))
+        if arr is None or arr.size < n:
+            self.get(key, (n,), dtype)
+            arr = self._arrays[(key, dtype)] = self._bufs[(key, dtype)].numpy()
+        return arr[:n]
 
 
 @dataclass

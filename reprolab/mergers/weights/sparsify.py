@@ -118,7 +118,9 @@ def magnitude_mask(
     return mask.view(tv.shape)
 
 
-_BLOCK = 1 << 16
+# Entries per block: the passes over a block run in cache, and numpy's per-call cost (which holds the GIL, so
+# it is what threads of a parallel merge wait on) stays small against the block's arithmetic.
+_BLOCK = 1 << 17
 _SAMPLE = 1 << 14
 
 
@@ -167,8 +169,8 @@ class CutFinder:
         if not self.ok:
             return
         c = ab.size
-        m1 = _np(self.ws.get("blk_b1", (c,), torch.bool))
-        m2 = _np(self.ws.get("blk_b2", (c,), torch.bool))
+        m1 = self.ws.array("blk_b1", c, torch.bool)
+        m2 = self.ws.array("blk_b2", c, torch.bool)
         np.less_equal(ab, self.hi, out=m2)
         self.above += c - int(np.count_nonzero(m2))
         np.greater_equal(ab, self.lo, out=m1)
@@ -192,8 +194,8 @@ class CutFinder:
 def apply_cut(t: np.ndarray, cut: Cut, ws: Workspace) -> None:
     """Zero the entries of the float32 block ``t`` (the next block of its tensor in index order) that ``cut`` drops."""
     c = t.size
-    ab = _np(ws.get("blk_abs", (c,)))
-    m1 = _np(ws.get("blk_b1", (c,), torch.bool))
+    ab = ws.array("blk_abs", c)
+    m1 = ws.array("blk_b1", c, torch.bool)
     np.abs(t, out=ab)
     thr = np.float32(cut.thr)
     if cut.ties is None:
@@ -222,7 +224,7 @@ def _trim_blocked(row: torch.Tensor, density: float, ws: Workspace, tie_break: s
     finder = CutFinder(np.abs(t[sample_positions(n, k)]), n, k, ws)
     if not finder.ok:
         return False
-    a = _np(ws.get("blk_abs_in", (_BLOCK,)))
+    a = ws.array("blk_abs_in", _BLOCK)
     for s in range(0, n, _BLOCK):
         c = min(_BLOCK, n - s)
         np.abs(t[s : s + c], out=a[:c])
