@@ -231,16 +231,25 @@ class IsolatedExecutor:
         self._pool.remove(worker)
 
     def run(self, jobs: Iterable[Job], on_done: Callable[[Job, TaskOutcome], None]) -> None:
-        """Run ``jobs``; ``on_done`` gets every outcome as it arrives (in the order they finish)."""
-        queue = list(jobs)
-        queue.reverse()  # pop() from the end keeps the given order
+        """Run ``jobs``; ``on_done`` gets every outcome as it arrives (in the order they finish).
+
+        ``jobs`` is pulled one job at a time, only when a worker is free to start it (the runner takes a task's
+        cross-process lock as it yields it, so a job must not be taken before it can run)."""
+        source = iter(jobs)
+        exhausted = False
         try:
-            while queue or any(w.job is not None for w in self._pool):
-                for worker in self._pool:
-                    if worker.job is None and queue:
-                        worker.give(queue.pop())
-                while queue and len(self._pool) < self.workers:
-                    self._start().give(queue.pop())
+            while True:
+                while not exhausted:
+                    idle = next((w for w in self._pool if w.job is None), None)
+                    if idle is None and len(self._pool) >= self.workers:
+                        break
+                    job = next(source, None)
+                    if job is None:
+                        exhausted = True
+                        break
+                    (idle or self._start()).give(job)
+                if not any(w.job is not None for w in self._pool):
+                    break
                 self._wait(on_done)
         except BaseException:
             self.close()  # interrupted: no worker may keep running a task nobody waits for

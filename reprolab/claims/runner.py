@@ -8,7 +8,7 @@ a run served from the cache imports no experiment module at all.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,12 +176,21 @@ def run_tasks(
     if not pending:
         return outcomes
     locks = TaskLocks(cache.root, enabled=cache.enabled)
-    mine = longest_first([t for t in pending.values() if locks.try_acquire(t.key)], cache)
-    taken = {t.key for t in mine}
-    deferred = [t for t in pending.values() if t.key not in taken]  # another process is computing these
+    deferred: list[Task] = []  # another process is computing these
+
+    def claimable(tasks: list[Task]) -> Iterator[Task]:
+        # Locks are taken one task at a time, when an executor slot is free to start it, not all up front: two
+        # processes that reach one multi-seed run at once then split its seeds instead of one computing them
+        # all while the other waits idle (pytest -n 2 on claims that share a run).
+        for task in tasks:
+            if locks.try_acquire(task.key):
+                yield task
+            else:
+                deferred.append(task)
+
     own = None if executor is not None else IsolatedExecutor(workers)
     try:
-        _execute(mine, finish, executor or own)
+        _execute(claimable(longest_first(list(pending.values()), cache)), finish, executor or own)
         again = []
         for task in deferred:
             locks.wait(task.key)
@@ -211,11 +220,9 @@ def longest_first(tasks: list[Task], cache: ResultCache) -> list[Task]:
     return [tasks[i] for i in order]
 
 
-def _execute(tasks: list[Task], finish: Callable[[Job, TaskOutcome], None], executor: Executor) -> None:
-    if tasks:
-        executor.run(
-            [Job(t.key, _spec_of(t), t.config, t.seed, t.timeout_s, t.resources) for t in tasks], finish
-        )
+def _execute(tasks: Iterable[Task], finish: Callable[[Job, TaskOutcome], None], executor: Executor) -> None:
+    """Hand ``tasks`` to ``executor`` lazily: a pulling executor takes the next task only when it can start it."""
+    executor.run((Job(t.key, _spec_of(t), t.config, t.seed, t.timeout_s, t.resources) for t in tasks), finish)
 
 
 def _spec_of(task: Task) -> ExperimentSpec:

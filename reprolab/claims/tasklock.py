@@ -3,7 +3,8 @@
 Claims of one file often read one run (same experiment, config and seed). Under ``pytest -n 2`` two claims of
 that file can be checked at the same moment in two processes; without coordination both would compute the run.
 A process that is about to compute a task takes an exclusive ``flock`` on ``<cache>/.locks/<key>.lock``
-(non-blocking). A task whose lock another process holds is *deferred*: after its own tasks, the process waits
+(non-blocking), as it starts the task, not for all its tasks up front, so two processes that reach one
+multi-seed run together split its seeds. A task whose lock another process holds is *deferred*: after its own tasks, the process waits
 for that lock, which the other releases once the result is in the cache, and reads the result from there (or
 computes it itself when the other process failed or died: the kernel releases a dead holder's lock).
 

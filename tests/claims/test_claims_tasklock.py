@@ -77,3 +77,27 @@ def test_disabled_cache_locks_nothing(counter, tmp_path: Path) -> None:  # type:
     outcomes = run_tasks(tasks, cache, workers=1)
     assert all(o.metrics is not None for o in outcomes.values())
     assert not (tmp_path / "cache" / ".locks").exists()
+
+
+def test_a_runner_arriving_late_shares_the_seeds_not_started_yet(counter, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Locks are taken as tasks start, not all up front: a second runner that reaches a multi-seed run while the
+    first is on its first seed computes some of the rest itself instead of waiting idle for all of them."""
+    log = tmp_path / "runs.log"
+    tasks = counter({"log": str(log), "sleep": 1.5})
+    results: list[dict] = []
+
+    def check() -> None:
+        results.append(run_tasks(tasks, ResultCache(tmp_path / "cache"), workers=1))
+
+    first = threading.Thread(target=check)
+    first.start()
+    deadline = threading.Event()
+    while not log.exists() and not deadline.wait(0.05):  # the first runner has started its first seed
+        pass
+    second = threading.Thread(target=check)
+    second.start()
+    for t in (first, second):
+        t.join(120)
+    assert sorted(log.read_text().split()) == ["0", "1", "2"]  # each run once
+    computed = [sum(not o.cached for o in r.values()) for r in results]
+    assert sorted(computed) != [0, 3] and sum(computed) == 3, computed  # both runners computed seeds

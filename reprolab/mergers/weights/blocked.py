@@ -16,6 +16,9 @@ whole-tensor path (the same float32 operations on every entry, the same kept ent
 kept lowest index first); where it could not be (the sample's bracket missed, or tied entries straddle the cut
 under ``tie_break: mergekit``, which needs a whole-tensor argsort) :func:`find_cuts` returns None and the engine
 takes the whole-tensor path for that tensor.
+
+Mid-size trimmed tensors (:func:`route` returns ``"held"``: 1 MiB up to the large threshold) take the same two
+passes over one (K + 1) x n block-major buffer read once, so the cut search does not read the files twice.
 """
 
 from __future__ import annotations
