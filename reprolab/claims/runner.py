@@ -183,10 +183,17 @@ def run_tasks(
         # processes that reach one multi-seed run at once then split its seeds instead of one computing them
         # all while the other waits idle (pytest -n 2 on claims that share a run).
         for task in tasks:
-            if locks.try_acquire(task.key):
-                yield task
-            else:
+            if not locks.try_acquire(task.key):
                 deferred.append(task)
+                continue
+            hit = cache.get(task.experiment, task.key)  # another process may have finished it since we looked
+            if hit is None:
+                yield task
+                continue
+            locks.release(task.key)
+            outcomes[task.key] = TaskOutcome(hit, cached=True)
+            if progress:
+                progress(task, outcomes[task.key])
 
     own = None if executor is not None else IsolatedExecutor(workers)
     try:
