@@ -55,24 +55,40 @@ def test_reference_was_recorded_with_mergekit_0_1_5():
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_mergekit_configs_give_mergekits_output(stand_ins, name):
     want = load_file(REFERENCE / f"{name}.safetensors")
-    exact = {"parameters": {"tie_break": "mergekit"}} if name.startswith("ties") else {}
+    exact = {"parameters": {"tie_break": "mergekit"}} if name.startswith("ties") else {}  # breadcrumbs' default
     got = _merge(stand_ins, name, f"{name}_exact", **exact)
     if name in FLOAT32_OUTPUT:  # mergekit writes float32 whatever `dtype` says; reprolab writes the dtype
         assert all(v.dtype == torch.float32 for v in want.values())
         want = {k: v.to(got[k].dtype) for k, v in want.items()}
     assert all(got[k].dtype == want[k].dtype for k in want)
     assert _differing(got, want)[0] == 0, "tie_break: mergekit must be bit-identical to mergekit"
-    if name.startswith("ties"):  # the default tie break differs only where entries tie at the trim threshold
-        got = _merge(stand_ins, name, f"{name}_index")
+    if name.startswith(TIE_BREAKING):  # tie_break: index differs only where entries tie at a cut
+        got = _merge(stand_ins, name, f"{name}_index", parameters={"tie_break": "index"})
         tied = _tied_at_threshold(stand_ins, name)
         for k in want:
             differs = got[k] != want[k]
             assert not (differs & ~tied[k]).any(), f"{k}: differs from mergekit away from threshold ties"
 
 
+# methods whose choice among entries tied at a magnitude cut is a `tie_break` (default index order)
+TIE_BREAKING = ("ties", "breadcrumbs")
+
+
+def _cut_values(delta: torch.Tensor, name: str, params: dict) -> list[torch.Tensor]:
+    """The |delta| values at which mergekit's magnitude cuts fall: TIES keeps the k = max(1, int(density * numel))
+    largest; breadcrumbs keeps ascending ranks [bottom, bottom + keep) (its gamma largest dropped)."""
+    flat, n = delta.reshape(-1), delta.numel()
+    if name.startswith("ties"):
+        return [flat.topk(max(1, int(params["density"] * n))).values[-1]]
+    keep, top = int(params["density"] * n), int(params.get("gamma", 0.01) * n)
+    bottom = max(0, n - keep - top)
+    asc = flat.sort().values
+    return [asc[i] for i in (bottom, bottom + keep - 1) if 0 <= i < n]
+
+
 def _tied_at_threshold(root, name) -> dict[str, torch.Tensor]:
-    """Per tensor, the entries where some source's |delta| equals its top-k threshold (mergekit's rule:
-    k = max(1, int(density * numel)) largest of |x_i - base| in the merge dtype)."""
+    """Per tensor, the entries where some source's |delta| (in the merge dtype) equals one of its magnitude cuts
+    (:func:`_cut_values`): only there may the default tie break differ from mergekit."""
     cfg = yaml.safe_load(write_config(root, name).read_text())
     dt = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}.get(cfg.get("dtype"))
     base = load_state_dict(root / "base")
@@ -84,9 +100,8 @@ def _tied_at_threshold(root, name) -> dict[str, torch.Tensor]:
         for k, b in base.items():
             work = dt or b.dtype
             delta = (src[k].to(work) - b.to(work)).abs().float()
-            kth = max(1, int(density * delta.numel()))
-            threshold = delta.reshape(-1).topk(kth).values[-1]
-            out[k] |= delta == threshold
+            for cut in _cut_values(delta, name, {"density": density, **m["parameters"]}):
+                out[k] |= delta == cut
     return out
 
 

@@ -13,7 +13,7 @@ from reprolab.mergers.weights import (
     save_state_dict,
 )
 from reprolab.mergers.weights.methods import is_neuronal
-from reprolab.mergers.weights.sparsify import dare_drop, global_thresholds, magnitude_mask
+from reprolab.mergers.weights.sparsify import dare_drop, global_thresholds, magnitude_mask, rank_band_mask
 
 
 def test_registry_lists_every_method_and_rejects_unknown():
@@ -159,6 +159,43 @@ def test_ties_at_the_threshold_keep_exactly_k(tie_break):
         assert torch.equal(m, ref)
     with pytest.raises(ValueError, match="tie_break"):
         magnitude_mask(x, 0.3, tie_break="random")
+
+
+@pytest.mark.parametrize("levels", [None, 5, 40])  # continuous values; few distinct values (ties straddle the cuts)
+@pytest.mark.parametrize("n", [1, 37, 300_000])  # > 2**17: the sampled bracket of the selection runs too
+def test_rank_band_is_the_sorts_slice_without_sorting(levels, n):
+    """Breadcrumbs' mask: ranks [lo, hi) of an ascending sort, by selection; ties in index order ("stable"), or
+    exactly torch.sort's choice ("torch", mergekit's op) wherever ties straddle a cut."""
+    g = torch.Generator().manual_seed(n)
+    x = torch.rand(n, generator=g)
+    a = (x if levels is None else (x * levels).floor()).numpy()
+    stable = torch.sort(torch.from_numpy(a), stable=True).indices
+    unstable = torch.sort(torch.from_numpy(a)).indices
+    for lo, hi in [(0, n), (n // 10, n - n // 100), (n // 3, n // 3 + 1), (n // 2, n // 2), (0, n + 5), (n - 1, n)]:
+        for ties, order in (("stable", stable), ("torch", unstable)):
+            ref = torch.zeros(n, dtype=torch.bool)
+            ref[order[max(lo, 0) : hi]] = True
+            assert torch.equal(torch.from_numpy(rank_band_mask(a, lo, hi, ties=ties)), ref), (lo, hi, ties)
+    with pytest.raises(ValueError, match="ties"):
+        rank_band_mask(a, 0, n, ties="random")
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "kept"),
+    [("ties", {"density": 0.9}, 9), ("breadcrumbs", {"density": 0.9, "gamma": 0.0}, 9),
+     ("breadcrumbs", {"density": 0.7, "gamma": 0.1}, 7)],
+)
+@pytest.mark.parametrize("per_model", [False, True])
+def test_kept_counts_use_the_configs_floats_as_mergekit(method, params, kept, per_model):
+    """mergekit keeps int(density * n) entries with density a Python float: int(0.9 * 10) = 9. A float32 0.9
+    (0.89999998) would keep 8."""
+    base = {"w": torch.zeros(10)}
+    source = {"w": torch.arange(1.0, 11.0)}
+    kw = {"per_source_params": [params]} if per_model else {"params": params}
+    if per_model and method == "ties":
+        kw["params"] = {"normalize": True}
+    out = merge_state_dicts(base, [source], method, **kw)["w"]
+    assert int((out != 0).sum()) == kept
 
 
 def test_mergekit_gta_family_methods_are_registered_with_validated_parameters(tmp_path):

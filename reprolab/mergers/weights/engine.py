@@ -173,7 +173,9 @@ class MergePlan:
             vals = [float(p.get(key, resolved[key])) for p in per]
             if key == "density":
                 vals = [check_density(v, f"density of source {i}") for i, v in enumerate(vals)]
-            per_t[key] = torch.tensor(vals, dtype=torch.float32)
+            # float64: the Python floats the config gave (mergekit counts int(density * n) with them; a float32
+            # 0.9 is 0.89999998, one entry fewer kept per 25 M)
+            per_t[key] = torch.tensor(vals, dtype=torch.float64)
         if "density" in resolved and "density" not in per_t:
             check_density(resolved["density"])
         if m.uses_task_vectors is False and m.name == "linear" and resolved.get("normalize") and abs(sum(w)) < 1e-12:
@@ -239,7 +241,7 @@ class TensorMerger:
         self.params = params = plan.tensor_params()
         self.thresholds = None
         if m.global_trim(params):
-            dens = plan.per_source["density"] if "density" in plan.per_source else torch.full((k,), float(params["density"]))
+            dens = plan.per_source["density"] if "density" in plan.per_source else torch.full((k,), float(params["density"]), dtype=torch.float64)
             self.thresholds = global_thresholds(_stacks(base, sources, self.names), dens.tolist())
         self.weight_values = tuple(plan.weights.tolist()) if plan.weight_values is None else plan.weight_values
         self.work = compute_dtype or torch.float32

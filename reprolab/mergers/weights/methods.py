@@ -33,7 +33,7 @@ def _bcast(weights: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def _per_source(params: Mapping[str, Any], key: str, k: int) -> torch.Tensor:
     v = params[key]
-    t = torch.as_tensor(v, dtype=torch.float32).reshape(-1)
+    t = torch.as_tensor(v, dtype=torch.float64).reshape(-1)  # exact Python floats (see MergePlan.build)
     if t.numel() == 1:
         t = t.expand(k)
     if t.numel() != k:
@@ -268,7 +268,10 @@ def _gta_method(sparsify: str, consensus: str | None, doc: str):
     return fn
 
 
-_BREADCRUMBS = {"density": 1.0, "gamma": 0.01, "lambda": 1.0, "normalize": False, "rescale": False, "int8_mask": False}
+# tie_break: mergekit by default here (unlike TIES): breadcrumbs' two cuts straddle tied entries in most tensors,
+# and index order would change ~3% of a 16-bit model's entries against mergekit's output
+_BREADCRUMBS = {"density": 1.0, "gamma": 0.01, "lambda": 1.0, "normalize": False, "rescale": False, "int8_mask": False,
+                "tie_break": "mergekit"}
 _DELLA = {"density": 1.0, "epsilon": 0.15, "lambda": 1.0, "rescale": True, "int8_mask": False}
 register("breadcrumbs", uses_task_vectors=True, defaults=_BREADCRUMBS, per_source=("weight", "density", "gamma"))(
     _gta_method("magnitude_outliers", None, "Model Breadcrumbs: drop the smallest and the gamma largest |tau|, mix."))

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from reprolab.mergers.weights.registry import TensorContext
-from reprolab.mergers.weights.sparsify import check_density, trim_stack
+from reprolab.mergers.weights.sparsify import check_density, rank_band_mask, trim_stack
 
 SIXTEEN_BIT = (torch.bfloat16, torch.float16)
 _EPS = 1e-7  # mergekit's rescaled_masked_tensor tolerance
@@ -28,7 +28,7 @@ _EPS = 1e-7  # mergekit's rescaled_masked_tensor tolerance
 
 def _values(params: Mapping[str, Any], key: str, k: int) -> torch.Tensor:
     v = params[key]
-    return v if isinstance(v, torch.Tensor) else torch.full((k,), float(v))
+    return v if isinstance(v, torch.Tensor) else torch.full((k,), float(v), dtype=torch.float64)
 
 
 def _column(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -67,17 +67,23 @@ def _rescale_name(value: Any) -> str:
     return {True: "l1", False: "none", None: "none"}.get(value, value) if not isinstance(value, str) else value
 
 
-def _breadcrumbs(delta: torch.Tensor, density: float, gamma: float, rescale: str) -> torch.Tensor:
-    """Drop the ``gamma`` share of largest |entries| (outliers) and enough of the smallest to keep ``density``."""
+def _breadcrumbs(delta: torch.Tensor, density: float, gamma: float, rescale: str, tie_break: str = "mergekit") -> torch.Tensor:
+    """Drop the ``gamma`` share of largest |entries| (outliers) and enough of the smallest to keep ``density``.
+
+    The kept band of ranks is found by two selections, not a sort. Only where entries tied in |delta| straddle a
+    cut does their order matter: ``tie_break="mergekit"`` (the default) then sorts the tensor as mergekit does
+    (``torch.sort``, whose order among ties is its own: bit-identical, seconds per 25 M entries);
+    ``"index"`` ranks them in index order (no sort; differs from mergekit at those tied entries only)."""
     if density >= 1:
         return delta
     n = delta.numel()
     keep, top = int(density * n), int(gamma * n)
     bottom = max(0, n - keep - top)
-    order = torch.sort(delta.abs().reshape(-1).float(), descending=False).indices
-    mask = torch.zeros(n, dtype=delta.dtype)
-    mask[order[bottom:bottom + keep]] = 1
-    return _rescaled(delta, mask.reshape(delta.shape), rescale)
+    # mergekit keeps ``torch.sort(|delta|).indices[bottom:bottom + keep]``: the same band of ranks by two
+    # selections (~25x cheaper than sorting 25 M entries)
+    a = delta.abs().reshape(-1).to(torch.float32).contiguous().numpy()
+    band = torch.from_numpy(rank_band_mask(a, bottom, bottom + keep, ties="torch" if tie_break == "mergekit" else "stable"))
+    return _rescaled(delta, band.to(delta.dtype).reshape(delta.shape), rescale)
 
 
 def check_della_range(params: Mapping[str, Any]) -> None:
@@ -99,8 +105,12 @@ def _della(delta: torch.Tensor, density: float, epsilon: float, rescale: str, ge
         return delta
     work = delta.dtype if delta.dtype == torch.bfloat16 else torch.float32
     rows = delta.unsqueeze(0) if delta.dim() < 2 else delta
-    ranks = torch.argsort(torch.argsort(rows.abs(), dim=1, descending=False), dim=1).to(work) + 1
-    lo, hi = ranks.min(dim=1, keepdim=True).values, ranks.max(dim=1, keepdim=True).values
+    # mergekit's argsort(argsort(|rows|)) + 1: the inverse of the first permutation is scattered, not sorted
+    # again (a permutation's argsort is its inverse), and its per-row min / max are 1 and the row length
+    order = torch.argsort(rows.abs(), dim=1, descending=False)
+    inverse = torch.empty_like(order).scatter_(1, order, torch.arange(rows.shape[1]).expand_as(order).contiguous())
+    ranks = inverse.to(work) + 1
+    lo, hi = torch.tensor(1, dtype=work), torch.tensor(rows.shape[1], dtype=work)
     probs = (density - epsilon) + ((ranks - lo) / (hi - lo)).clamp(0, 1) * 2 * epsilon
     mask = torch.bernoulli(probs.float(), generator=generator).to(work)
     return _rescaled(rows.to(work), mask, rescale).to(delta.dtype).reshape(delta.shape)
@@ -134,7 +144,7 @@ def gta_in_dtype(
     k = stack.shape[0]
     deltas = stack.to(dt)
     if sparsify == "magnitude":
-        dens = params["density"] if isinstance(params["density"], torch.Tensor) else torch.full((k,), float(params["density"]))
+        dens = params["density"] if isinstance(params["density"], torch.Tensor) else torch.full((k,), float(params["density"]), dtype=torch.float64)
         trimmed = deltas.to(torch.float32)  # exact: 16-bit values; the top-k choice is the float32 path's
         scope_model = params.get("trim_scope", "tensor") == "model"
         trim_stack(trimmed, dens, ctx.thresholds if scope_model else None, ctx.ws, params.get("tie_break", "index"))
@@ -147,7 +157,8 @@ def gta_in_dtype(
             if sparsify == "random":
                 deltas[i] = _dare_in_dtype(deltas[i], d, rescale, ctx.generator)
             elif sparsify == "magnitude_outliers":
-                deltas[i] = _breadcrumbs(deltas[i], d, float(_values(params, "gamma", k)[i]), rescale)
+                deltas[i] = _breadcrumbs(deltas[i], d, float(_values(params, "gamma", k)[i]), rescale,
+                                         params.get("tie_break", "mergekit"))
             else:
                 deltas[i] = _della(deltas[i], d, float(_values(params, "epsilon", k)[i]), rescale, ctx.generator)
     w = _column(weights.to(dt), deltas)

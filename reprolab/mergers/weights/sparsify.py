@@ -79,6 +79,49 @@ def _abs_and_threshold(tv: torch.Tensor, density: float, ws: Workspace) -> tuple
     return a, k, thr, n_ge
 
 
+def _largest(a: np.ndarray, t: int, ws: Workspace, out: np.ndarray) -> bool:
+    """Set ``out`` to the ``t`` largest entries of the 1-D float32 ``a`` as an ascending stable sort ranks them
+    (among entries tied at the cut, the highest indices rank last, so they count among the largest). Returns
+    whether tied entries straddle the cut (only then does the order among ties decide the set)."""
+    n = a.size
+    if t <= 0 or t >= n:
+        out[:] = t > 0
+        return False
+    thr, n_ge = _threshold(a, t, ws)
+    if n_ge == t:
+        np.greater_equal(a, thr, out=out)
+        return False
+    np.greater(a, thr, out=out)
+    need = t - int(np.count_nonzero(out))
+    out[np.flatnonzero(a == thr)[-need:]] = True
+    return True
+
+
+def rank_band_mask(a: np.ndarray, lo: int, hi: int, ws: Workspace | None = None, ties: str = "stable") -> np.ndarray:
+    """Boolean mask of the entries of the 1-D float32 ``a`` at ranks ``[lo, hi)`` of an ascending sort, i.e.
+    ``order[lo:hi]``, found by two exact selections (:func:`_threshold`) and a few elementwise passes instead of
+    sorting the whole tensor. Entries tied at a cut are ranked in index order (``ties="stable"``); with
+    ``ties="torch"`` a cut that tied entries straddle is left to ``torch.sort`` (mergekit's op, whose order
+    among ties is its own), so the mask is bit-identical to ``torch.sort(a).indices[lo:hi]`` always."""
+    if ties not in ("stable", "torch"):
+        raise ValueError(f"ties must be 'stable' or 'torch', got {ties!r}")
+    n = a.size
+    lo, hi = max(0, lo), min(n, hi)
+    band = np.zeros(n, dtype=bool)
+    if hi <= lo:
+        return band
+    ws = ws or Workspace()
+    straddled = _largest(a, n - lo, ws, band)  # rank >= lo
+    if hi < n:
+        top = np.empty(n, dtype=bool)
+        straddled |= _largest(a, n - hi, ws, top)  # rank >= hi
+        np.logical_and(band, np.logical_not(top, out=top), out=band)
+    if straddled and ties == "torch":
+        band[:] = False
+        band[torch.sort(torch.from_numpy(a)).indices[lo:hi].numpy()] = True
+    return band
+
+
 def magnitude_mask(
     tv: torch.Tensor, density: float, ws: Workspace | None = None, tie_break: str = "index"
 ) -> torch.Tensor:
