@@ -15,6 +15,13 @@ from reprolab.models.mixtures._gradient import ComponentStatistics
 
 K, D, L = 3, 5, 2
 
+# The functions under test, jitted once at module level: run eagerly, each of their many small ops would
+# compile a kernel of its own (the library jits them the same way).
+_bound = jax.jit(g.bound_statistics)
+_to_natural = jax.jit(g.to_natural)
+_from_natural = jax.jit(g.from_natural)
+_grad_nll = jax.jit(jax.grad(g.expected_nll))
+
 
 def _stats(seed: int = 0) -> ComponentStatistics:
     rng = np.random.default_rng(seed)
@@ -22,7 +29,7 @@ def _stats(seed: int = 0) -> ComponentStatistics:
     ex = rng.normal(size=(K, D))
     exx = ex**2 + rng.uniform(0.0, 0.3, size=(K, D))
     exx[0, 0] = ex[0, 0] ** 2 + 1e-9  # a variance below the floor
-    f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
+    f32 = lambda a: jnp.asarray(np.asarray(a, np.float32))  # noqa: E731  (cast on the host: no kernel)
     return ComponentStatistics(
         f32(w), f32(ex), f32(exx), f32(rng.normal(size=(K, D, L)) * 0.1), f32(rng.normal(size=(K, L))),
         f32(np.stack([np.eye(L) * 2.0] * K)),
@@ -31,7 +38,7 @@ def _stats(seed: int = 0) -> ComponentStatistics:
 
 def test_bound_statistics_floors_clips_renormalises_and_resets_latents():
     raw = _stats()
-    b = g.bound_statistics(raw, obs_min_var=1e-3, min_prob=1e-2)
+    b = _bound(raw, 1e-3, 1e-2)
     w = np.asarray(b.weights)
     assert np.isclose(w.sum(), 1.0, atol=1e-6) and w.min() >= 1e-2 / (1 + 1e-2) - 1e-7
     assert np.all(np.asarray(b.exx - b.ex**2) >= 1e-3 - 1e-6)
@@ -43,19 +50,19 @@ def test_bound_statistics_floors_clips_renormalises_and_resets_latents():
 
 
 def test_natural_gradient_is_model_minus_bounded_statistics():
-    stats = g.bound_statistics(_stats(1), 1e-5, 1e-4)
+    stats = _bound(_stats(1), 1e-5, 1e-4)
     rng = np.random.default_rng(2)
     params = {
-        "log_w": jnp.log(jnp.asarray([0.2, 0.3, 0.5], jnp.float32)),
+        "log_w": jnp.asarray(np.log(np.asarray([0.2, 0.3, 0.5], np.float32))),
         "means": jnp.asarray(rng.normal(size=(K, D)), jnp.float32),
         "loads": jnp.asarray(rng.normal(size=(K, D, L)) * 0.1, jnp.float32),
         "psi": jnp.asarray(rng.uniform(0.2, 1.0, size=(K, D)), jnp.float32),
     }
-    theta = g.to_natural(params)
-    back = g.from_natural(theta, 1e-5)
+    theta = _to_natural(params)
+    back = _from_natural(theta, 1e-5)
     for key in params:
         np.testing.assert_allclose(np.asarray(back[key]), np.asarray(params[key]), rtol=1e-5, atol=1e-6)
-    grads = jax.grad(g.expected_nll)(theta, stats, 1e-5)
+    grads = _grad_nll(theta, stats, 1e-5)
     w = np.asarray(stats.weights)[:, None]
     # d/d eta: weight * (model mean - bounded posterior mean), since E[z] is reset to 0
     np.testing.assert_allclose(
@@ -69,21 +76,24 @@ def test_natural_gradient_is_model_minus_bounded_statistics():
 
 def test_the_bounded_m_step_is_a_stationary_point():
     raw = _stats(3)
-    stats = g.bound_statistics(raw._replace(exz=raw.exz * 0.05), 1e-2, 1e-4)
+    stats = _bound(raw._replace(exz=jnp.asarray(np.asarray(raw.exz) * np.float32(0.05))), 1e-2, 1e-4)
     ex, exz = np.asarray(stats.ex), np.asarray(stats.exz)
     psi = np.asarray(stats.exx) - ex**2 - np.sum(exz**2, axis=2)
     assert psi.min() > 0  # small loadings: a proper optimum exists
     optimum = {
-        "log_w": jnp.log(stats.weights), "means": stats.ex, "loads": stats.exz, "psi": jnp.asarray(psi, jnp.float32),
+        "log_w": jnp.asarray(np.log(np.asarray(stats.weights))), "means": stats.ex, "loads": stats.exz,
+        "psi": jnp.asarray(psi.astype(np.float32)),
     }  # fmt: skip
-    grads = jax.grad(g.expected_nll)(g.to_natural(optimum), stats, 1e-5)
+    grads = _grad_nll(_to_natural(optimum), stats, 1e-5)
     for key, value in grads.items():
-        assert float(jnp.max(jnp.abs(value))) < 1e-3, key
+        assert float(np.max(np.abs(np.asarray(value)))) < 1e-3, key
 
 
 @pytest.fixture(scope="module")
 def blobs() -> np.ndarray:
-    X, _ = make_blobs(300, n_features=8, centers=4, cluster_std=1.0, random_state=1)
+    # the shape of test_clustering_models' blobs (240 x 6): in one process the fits below reuse the compiled
+    # EM steps, E-steps and trainer steps of the same-shaped models there (and vice versa)
+    X, _ = make_blobs(240, n_features=6, centers=4, cluster_std=1.0, random_state=1)
     return (X / 10.0).astype(np.float32)
 
 
@@ -146,11 +156,15 @@ def test_whiten_latents_gives_a_standard_marginal_and_floors_component_variances
     from reprolab.models.mixtures import _gradient as core
 
     raw = _stats(4)
-    ez = raw.ez * 3.0 + 1.0
+    ez = np.asarray(raw.ez) * np.float32(3.0) + np.float32(1.0)
     # consistent moments: every component's covariance is 0.3 I
-    ezz = jnp.einsum("kl,km->klm", ez, ez) + 0.3 * jnp.eye(L)
-    stats = raw._replace(weights=raw.weights / raw.weights.sum(), ez=ez, ezz=ezz)
-    b = core.whiten_latents(stats, lat_min_var=0.5)
+    ezz = (np.einsum("kl,km->klm", ez, ez) + 0.3 * np.eye(L)).astype(np.float32)
+    weights = np.asarray(raw.weights)
+    stats = raw._replace(
+        weights=jnp.asarray(weights / weights.sum()), ez=jnp.asarray(ez), ezz=jnp.asarray(ezz)
+    )
+    whiten = jax.jit(core.whiten_latents)  # one compilation for both floors (the floor is traced)
+    b = whiten(stats, 0.5)
     w = np.asarray(b.weights)
     ez, ezz = np.asarray(b.ez), np.asarray(b.ezz)
     mean = w @ ez
@@ -159,7 +173,7 @@ def test_whiten_latents_gives_a_standard_marginal_and_floors_component_variances
     comp_var = np.diagonal(ezz, axis1=1, axis2=2) - ez**2
     assert comp_var.min() >= 0.5 - 1e-5  # the floor, applied after whitening
     # without a floor the marginal covariance is the identity
-    plain = core.whiten_latents(stats, lat_min_var=0.0)
+    plain = whiten(stats, 0.0)
     m2 = np.einsum("k,klm->lm", w, np.asarray(plain.ezz)) - np.outer(mean, mean)
     np.testing.assert_allclose(m2, np.eye(L), atol=1e-3)
     assert second.shape == (L, L)
@@ -171,7 +185,7 @@ def test_hmog_natural_coordinates_round_trip():
     rng = np.random.default_rng(5)
     a = rng.normal(size=(K, L, L)) * 0.3 + np.eye(L)
     p = {
-        "log_w": jnp.log(jnp.asarray([0.2, 0.3, 0.5], jnp.float32)),
+        "log_w": jnp.asarray(np.log(np.asarray([0.2, 0.3, 0.5], np.float32))),
         "m": jnp.asarray(rng.normal(size=(K, L)), jnp.float32),
         "chol": jnp.asarray(np.linalg.cholesky(a @ np.swapaxes(a, 1, 2)), jnp.float32),
         "W": jnp.asarray(rng.normal(size=(D, L)), jnp.float32),
@@ -180,23 +194,37 @@ def test_hmog_natural_coordinates_round_trip():
         "dW": jnp.asarray(rng.normal(size=(K, D, L)) * 0.1, jnp.float32),
         "c": jnp.asarray(rng.normal(size=(K, D)) * 0.1, jnp.float32),
     }
-    back = hmog._from_natural(hmog._to_natural(p), 1e-5)
+    back = jax.jit(lambda q: hmog._from_natural(hmog._to_natural(q), 1e-5))(p)  # one compilation
     for key in p:
         np.testing.assert_allclose(np.asarray(back[key]), np.asarray(p[key]), rtol=1e-3, atol=1e-4)
 
 
-def test_hmog_gradient_e_step_matches_the_exact_posterior_moments(blobs):
+@pytest.fixture(scope="module")
+def hmog_em(blobs):
+    """An exact-EM HMoG with the gradient trainer's test shapes (6 components, latent 2): the gradient E-step
+    below compiles once for the three tests."""
+    from reprolab.models.mixtures import HierarchicalMixture
+
+    return HierarchicalMixture(6, 2, trainer="em", n_iter=5, random_state=0).fit(blobs)
+
+
+def _exact_posterior_sums(p: dict, X: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Exact EM's sum_n r_nk E[y | x_n, k] (K, L) and sum_n r_nk (K,), from the shared-W kernel."""
+    from reprolab.models.mixtures import hmog
+
+    t = hmog._shared_terms(p)
+    st = hmog._e_stats(t, p, X, jnp.ones(X.shape[0], X.dtype))
+    return jnp.einsum("kml,km->kl", t.c_inv, st["ru"]), st["nk"]
+
+
+def test_hmog_gradient_e_step_matches_the_exact_posterior_moments(blobs, hmog_em):
     """The y-coordinate statistics of the gradient trainer's E-step equal exact EM's sufficient statistics."""
     from reprolab.models.mixtures import HierarchicalMixture, hmog
 
-    model = HierarchicalMixture(4, 2, trainer="em", n_iter=5, random_state=0).fit(blobs)
-    p = model.params_
+    p = hmog_em.params_
     cfg = HierarchicalMixture().settings()
-    stats, _ = hmog._gradient_e_step(hmog._to_natural(p), jnp.asarray(blobs), cfg)
-    t = hmog._shared_terms(p)
-    st = hmog._e_stats(t, p, jnp.asarray(blobs), jnp.ones(blobs.shape[0]))
-    ry = np.asarray(jnp.einsum("kml,km->kl", t.c_inv, st["ru"]))
-    nk = np.asarray(st["nk"])
+    stats, _ = hmog._gradient_e_step(jax.jit(hmog._to_natural)(p), jnp.asarray(blobs), cfg)
+    ry, nk = (np.asarray(a) for a in jax.jit(_exact_posterior_sums)(p, jnp.asarray(blobs)))
     np.testing.assert_allclose(np.asarray(stats.weights), nk / nk.sum(), atol=1e-5)
     np.testing.assert_allclose(np.asarray(stats.ez), ry / nk[:, None], atol=1e-3)
 
@@ -204,7 +232,8 @@ def test_hmog_gradient_e_step_matches_the_exact_posterior_moments(blobs):
 def test_hmog_gradient_trainer_is_deterministic_and_bounded(blobs):
     from reprolab.models.mixtures import HierarchicalMixture
 
-    kw = {"trainer": "gradient", "n_iter": 5, "steps_per_epoch": 20, "learning_rate": 1e-2, "ent_reg": 1e-3}
+    # steps_per_epoch is static (compiled into the trainer step): 5, as in test_clustering_models
+    kw = {"trainer": "gradient", "n_iter": 5, "steps_per_epoch": 5, "learning_rate": 1e-2, "ent_reg": 1e-3}
     a = HierarchicalMixture(6, 2, random_state=0, **kw).fit(blobs)
     b = HierarchicalMixture(6, 2, random_state=0, **kw).fit(blobs)
     for key in a.params_:
@@ -213,16 +242,16 @@ def test_hmog_gradient_trainer_is_deterministic_and_bounded(blobs):
     assert np.all(np.asarray(a.params_["psi"]) >= 1e-5) and "dW" not in a.params_
 
 
-def test_pooled_hmog_loss_equals_the_per_component_loss(blobs):
+def test_pooled_hmog_loss_equals_the_per_component_loss(blobs, hmog_em):
     """Plain HMoG's pooled observable term equals the full model's per-component one at zero offsets."""
     from reprolab.models.mixtures import HierarchicalMixture, hmog
 
-    model = HierarchicalMixture(4, 2, trainer="em", n_iter=3, random_state=0).fit(blobs)
-    p = dict(model.params_)
+    p = dict(hmog_em.params_)
+    k, latent = p["m"].shape
     cfg = HierarchicalMixture(ent_reg=1e-2, l2_reg=1e-3).settings()
-    theta = hmog._to_natural(p)
+    theta = jax.jit(hmog._to_natural)(p)
     stats, _ = hmog._gradient_e_step(theta, jnp.asarray(blobs), cfg)
-    full = dict(theta, eta_c=jnp.zeros((4, blobs.shape[1])), dB=jnp.zeros((4, blobs.shape[1], 2)))
-    np.testing.assert_allclose(
-        float(hmog._gradient_loss(theta, stats, cfg)), float(hmog._gradient_loss(full, stats, cfg)), rtol=1e-5
-    )
+    d = blobs.shape[1]
+    full = dict(theta, eta_c=jnp.zeros((k, d)), dB=jnp.zeros((k, d, latent)))
+    loss = jax.jit(hmog._gradient_loss)
+    np.testing.assert_allclose(float(loss(theta, stats, cfg)), float(loss(full, stats, cfg)), rtol=1e-5)
