@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from reprolab.mergers.weights.registry import TensorContext
+from reprolab.mergers.weights.registry import TensorContext, Workspace
 from reprolab.mergers.weights.sparsify import check_density, rank_band_mask, trim_stack
 
 SIXTEEN_BIT = (torch.bfloat16, torch.float16)
@@ -67,7 +67,8 @@ def _rescale_name(value: Any) -> str:
     return {True: "l1", False: "none", None: "none"}.get(value, value) if not isinstance(value, str) else value
 
 
-def _breadcrumbs(delta: torch.Tensor, density: float, gamma: float, rescale: str, tie_break: str = "mergekit") -> torch.Tensor:
+def _breadcrumbs(delta: torch.Tensor, density: float, gamma: float, rescale: str, tie_break: str = "mergekit",
+                 ws: Workspace | None = None) -> torch.Tensor:
     """Drop the ``gamma`` share of largest |entries| (outliers) and enough of the smallest to keep ``density``.
 
     The kept band of ranks is found by two selections, not a sort. Only where entries tied in |delta| straddle a
@@ -82,7 +83,7 @@ def _breadcrumbs(delta: torch.Tensor, density: float, gamma: float, rescale: str
     # mergekit keeps ``torch.sort(|delta|).indices[bottom:bottom + keep]``: the same band of ranks by two
     # selections (~25x cheaper than sorting 25 M entries)
     a = delta.abs().reshape(-1).to(torch.float32).contiguous().numpy()
-    band = torch.from_numpy(rank_band_mask(a, bottom, bottom + keep, ties="torch" if tie_break == "mergekit" else "stable"))
+    band = torch.from_numpy(rank_band_mask(a, bottom, bottom + keep, ws, ties="torch" if tie_break == "mergekit" else "stable"))
     return _rescaled(delta, band.to(delta.dtype).reshape(delta.shape), rescale)
 
 
@@ -158,7 +159,7 @@ def gta_in_dtype(
                 deltas[i] = _dare_in_dtype(deltas[i], d, rescale, ctx.generator)
             elif sparsify == "magnitude_outliers":
                 deltas[i] = _breadcrumbs(deltas[i], d, float(_values(params, "gamma", k)[i]), rescale,
-                                         params.get("tie_break", "mergekit"))
+                                         params.get("tie_break", "mergekit"), ctx.ws)
             else:
                 deltas[i] = _della(deltas[i], d, float(_values(params, "epsilon", k)[i]), rescale, ctx.generator)
     w = _column(weights.to(dt), deltas)

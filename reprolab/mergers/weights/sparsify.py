@@ -70,30 +70,24 @@ def kth_largest(a: torch.Tensor, k: int, ws: Workspace | None = None) -> torch.T
     return torch.tensor(_threshold(_np(a.contiguous()), k, ws or Workspace())[0], dtype=a.dtype)
 
 
-def _abs_and_threshold(tv: torch.Tensor, density: float, ws: Workspace) -> tuple[np.ndarray, int, float, int]:
-    flat = _np(tv)
-    a = _np(ws.get("abs", (flat.size,)))
-    np.abs(flat, out=a)
-    k = max(1, int(density * a.size))
-    thr, n_ge = _threshold(a, k, ws)
-    return a, k, thr, n_ge
-
-
-def _largest(a: np.ndarray, t: int, ws: Workspace, out: np.ndarray) -> bool:
-    """Set ``out`` to the ``t`` largest entries of the 1-D float32 ``a`` as an ascending stable sort ranks them
-    (among entries tied at the cut, the highest indices rank last, so they count among the largest). Returns
-    whether tied entries straddle the cut (only then does the order among ties decide the set)."""
+def _largest(a: np.ndarray, t: int, ws: Workspace, out: np.ndarray, *, high_index_ties: bool) -> bool:
+    """Set ``out`` to the ``t`` largest entries of the 1-D float32 ``a``, exactly ``t`` of them: among entries tied
+    at the cut, the highest indices count among the largest (``high_index_ties``: as an ascending stable sort
+    ranks them) or the lowest (a top-k in index order). Returns whether tied entries straddle the cut (only then
+    does the order among ties decide the set). ``out`` may be the workspace's ``kth_b1`` buffer: it is written
+    only after the threshold's scratch use of it."""
     n = a.size
     if t <= 0 or t >= n:
         out[:] = t > 0
         return False
     thr, n_ge = _threshold(a, t, ws)
-    if n_ge == t:
+    if n_ge == t:  # the usual case: no entry tied at the threshold is cut
         np.greater_equal(a, thr, out=out)
         return False
     np.greater(a, thr, out=out)
-    need = t - int(np.count_nonzero(out))
-    out[np.flatnonzero(a == thr)[-need:]] = True
+    need = t - int(np.count_nonzero(out))  # >= 1: more than t entries are >= thr
+    tied = np.flatnonzero(a == thr)
+    out[tied[-need:] if high_index_ties else tied[:need]] = True
     return True
 
 
@@ -111,10 +105,10 @@ def rank_band_mask(a: np.ndarray, lo: int, hi: int, ws: Workspace | None = None,
     if hi <= lo:
         return band
     ws = ws or Workspace()
-    straddled = _largest(a, n - lo, ws, band)  # rank >= lo
+    straddled = _largest(a, n - lo, ws, band, high_index_ties=True)  # rank >= lo
     if hi < n:
         top = np.empty(n, dtype=bool)
-        straddled |= _largest(a, n - hi, ws, top)  # rank >= hi
+        straddled |= _largest(a, n - hi, ws, top, high_index_ties=True)  # rank >= hi
         np.logical_and(band, np.logical_not(top, out=top), out=band)
     if straddled and ties == "torch":
         band[:] = False
@@ -142,18 +136,13 @@ def magnitude_mask(
         return torch.zeros_like(tv, dtype=torch.bool)
     ws = ws or Workspace()
     tv = tv.to(torch.float32).contiguous()
-    a, k, thr, n_ge = _abs_and_threshold(tv, density, ws)
-    mask = ws.get("kth_b1", (a.size,), torch.bool)  # the threshold's scratch mask is free again
+    flat = _np(tv)
+    a = _np(ws.get("abs", (flat.size,)))
+    np.abs(flat, out=a)
+    k = max(1, int(density * a.size))
+    mask = ws.get("kth_b1", (a.size,), torch.bool)
     m = _np(mask)
-    if n_ge == k:  # the usual case: no entry tied at the threshold is cut
-        np.greater_equal(a, thr, out=m)
-        return mask.view(tv.shape)
-    np.greater(a, thr, out=m)
-    need = k - int(np.count_nonzero(m))
-    tied = np.flatnonzero(a == thr)
-    if tied.size == need or tie_break == "index":
-        m[tied[:need]] = True
-    else:
+    if _largest(a, k, ws, m, high_index_ties=False) and tie_break == "mergekit":
         # Entries tied at the threshold straddle the cut: which of them survive is decided by the order
         # torch.argsort(descending=True) happens to give (size-dependent), exactly as mergekit does it.
         m[:] = False
