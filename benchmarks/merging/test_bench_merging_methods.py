@@ -66,6 +66,7 @@ class Case:
     parameters: str = ""
     sources: int = 3
     base: bool = True
+    base_in_models: bool = False  # the base is also the first of ``models`` (slerp, nearswap, arcee_fusion)
     speedup: float = 5.0  # issue 14, item 6
     rss_ratio: float = 1.0  # "no more peak memory"
     compare: str = "equal"
@@ -93,8 +94,22 @@ CASES = {
     "della": Case("{weight: 1.0, density: 0.5, epsilon: 0.1}", "{lambda: 1.0}", compare="kept"),
     "della_linear": Case("{weight: 1.0, density: 0.5, epsilon: 0.1}", "{lambda: 1.0}", compare="kept"),
     # 2026-12-03 (quiet): RSS 0.69x / 0.56x of mergekit's (met); 2.3x / 2.7x faster (5x not met); outputs equal
-    "nearswap": Case("{}", "{t: 0.001}", sources=1, rss_met=True),
+    "nearswap": Case("{}", "{t: 0.001}", sources=1, base_in_models=True, rss_met=True),
     "passthrough": Case("{scale: 0.7}", sources=1, base=False, rss_met=True),
+    # 2026-12-03, first measurement (1 round, load ~1): outputs bit-identical to mergekit's (arcee_fusion: kept
+    # fraction 0.9433 vs 0.9434, its quantiles are sampled), RSS 0.50-0.89x of mergekit's (met), 1.2-2.0x faster
+    # (5x not met: mergekit's own kernels for these are whole-tensor torch too, and our Python + torch start-up,
+    # ~3 s here, is most of a light method's wall time); karcher 3.0x after its buffers were reused (was 1.2x)
+    "slerp": Case("{}", "{t: 0.3}", sources=1, base_in_models=True, rss_met=True),
+    "nuslerp": Case("{weight: 0.5}", sources=2, base=False, rss_met=True),
+    "multislerp": Case("{weight: 1.0}", rss_met=True),
+    "karcher": Case("{}", "{max_iter: 10, tol: 1.0e-5}", base=False, rss_met=True),
+    "model_stock": Case("{}", rss_met=True),
+    "sce": Case("{}", "{select_topk: 0.5}", rss_met=True),
+    # its outlier threshold comes from sampled quantiles on tensors this large (torch.quantile's limit): kept fraction
+    "arcee_fusion": Case("{}", sources=1, base_in_models=True, compare="kept", rss_met=True),
+    "ram": Case("{}", "{epsilon: 0.003}", rss_met=True),
+    "ramplus_tl": Case("{}", "{epsilon: 0.004, r: 0.5, alpha: 0.6}", rss_met=True),
 }
 
 
@@ -104,7 +119,7 @@ def config_text(method: str, d: Path) -> str:
         f"  - model: {d}/ft{i}\n" + (f"    parameters: {c.per_model}\n" if c.per_model != "{}" else "")
         for i in range(c.sources)
     )
-    if method == "nearswap":  # mergekit's nearswap takes the base among its two models
+    if c.base_in_models:  # mergekit's two-model methods take the base among their models
         models = f"  - model: {d}/base\n" + models
     return (
         f"models:\n{models}merge_method: {method}\n"

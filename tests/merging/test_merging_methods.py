@@ -230,3 +230,47 @@ def test_mergekit_gta_family_density_one_is_task_arithmetic(method):
     src = {"w": base["w"] + 0.1 * torch.randn(6, 7, generator=g)}
     out = merge_state_dicts(base, [src], method, [1.0], params={"density": 1.0})
     assert torch.allclose(out["w"], src["w"], atol=1e-6)
+
+
+def _karcher_one_temporary_per_op(tensors, max_iter, tol):
+    """mergekit 0.1.5's Karcher loop as written there: every operation allocates its result (the oracle)."""
+    acc = torch.float64 if tensors[0].dtype == torch.float64 else torch.float32
+    dt, k = tensors[0].dtype, len(tensors)
+    norms = [torch.linalg.vector_norm(x.to(acc)) for x in tensors]
+    points = [(x / n).to(dt) for x, n in zip(tensors, norms, strict=True)]
+    share = 1.0 / k
+    alphas = [share / sum(share for _ in range(k)) for _ in range(k)]
+    mean = torch.zeros_like(points[0])
+    for a, u in zip(alphas, points, strict=True):
+        mean += a * u
+    mean = (mean / torch.linalg.vector_norm(mean.to(acc))).to(dt)
+    for _ in range(max_iter):
+        step = torch.zeros_like(mean)
+        for a, u in zip(alphas, points, strict=True):
+            cos = torch.clamp(torch.dot(mean.flatten(), u.flatten()), -1.0, 1.0)
+            angle = torch.arccos(cos)
+            if angle.item() < tol:
+                continue
+            step += a * (angle / torch.sin(angle)) * (u - cos * mean)
+        length = torch.linalg.vector_norm(step.to(acc))
+        if length.item() < tol:
+            break
+        mean = (torch.cos(length) * mean + torch.sin(length) * (step / length)).to(dt)
+        length = torch.linalg.vector_norm(mean.to(acc))
+        if length.item() > tol:
+            mean = (mean / length).to(dt)
+    scale = 0
+    for n in norms:
+        scale = scale + share * n
+    return scale * mean
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_karcher_into_reused_buffers_is_bit_identical_to_one_temporary_per_op(dtype):
+    from reprolab.mergers.weights.spherical import karcher_mean
+
+    g = torch.Generator().manual_seed(3)
+    tensors = [(torch.randn(64, 300, generator=g) + 0.3 * i).to(dtype) for i in range(3)]
+    want = _karcher_one_temporary_per_op(tensors, 10, 1e-5)
+    got = karcher_mean(tensors, 10, 1e-5)
+    assert got.dtype == want.dtype and torch.equal(got, want)

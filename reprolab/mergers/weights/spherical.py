@@ -184,26 +184,35 @@ def karcher_mean(tensors: list[torch.Tensor], max_iter: int, tol: float) -> torc
     share = 1.0 / k
     alphas = [share / sum(share for _ in keep) for _ in keep]
     points = [units[i] for i in keep]
+    # The same operations as mergekit's, in the same order and dtypes, but into two reused buffers: each
+    # temporary of a large tensor would otherwise be a fresh allocation the kernel has to fault in and zero
+    # (about half of the CPU time on a 100 M-parameter model). out= and in-place ops round as the plain ones do.
+    buf = torch.empty_like(points[0])
     mean = torch.zeros_like(points[0])
     for alpha, u in zip(alphas, points, strict=True):
-        mean += alpha * u
+        mean += torch.mul(u, alpha, out=buf)
     length = torch.linalg.vector_norm(mean.to(acc))
     mean = points[0].clone() if length.item() < tol else (mean / length).to(dt)
+    step = torch.empty_like(mean)
     for _ in range(max_iter):
-        step = torch.zeros_like(mean)
+        step.zero_()
         for alpha, u in zip(alphas, points, strict=True):
             cos = torch.clamp(torch.dot(mean.flatten(), u.flatten()), -1.0, 1.0)
             angle = torch.arccos(cos)
             if angle.item() < tol:
                 continue
-            step += alpha * (angle / torch.sin(angle)) * (u - cos * mean)  # log map of u at mean, weighted
+            # step += alpha * (angle / sin(angle)) * (u - cos * mean): the log map of u at mean, weighted
+            torch.sub(u, torch.mul(cos, mean, out=buf), out=buf)
+            step += torch.mul(alpha * (angle / torch.sin(angle)), buf, out=buf)
         length = torch.linalg.vector_norm(step.to(acc))
         if length.item() < tol:
             break
-        mean = (torch.cos(length) * mean + torch.sin(length) * (step / length)).to(dt)
+        # mean = cos(length) * mean + sin(length) * (step / length)
+        moved = torch.mul(torch.sin(length), torch.div(step, length, out=buf), out=buf)
+        mean = torch.mul(torch.cos(length), mean, out=mean).add_(moved).to(dt)
         length = torch.linalg.vector_norm(mean.to(acc))
         if length.item() > tol:
-            mean = (mean / length).to(dt)
+            mean = torch.div(mean, length, out=mean).to(dt)
     scale = 0
     for n in norms:  # every input's norm counts, also those too small to give a direction
         scale = scale + share * n
