@@ -101,7 +101,7 @@ CASES = {
     # 2026-12-03, first measurement (1 round, load ~1): outputs bit-identical to mergekit's (arcee_fusion: kept
     # fraction 0.9433 vs 0.9434, its quantiles are sampled), RSS 0.50-0.89x of mergekit's (met), 1.2-2.0x faster
     # (5x not met: mergekit's own kernels for these are whole-tensor torch too, and our Python + torch start-up,
-    # ~3 s here, is most of a light method's wall time); karcher 3.0x after its buffers were reused (was 1.2x)
+    # ~3 s here, is most of a light method's wall time); karcher 3.0x and multislerp 2.1x after their buffers were reused (were 1.2x and 1.5x)
     "slerp": Case("{}", "{t: 0.3}", sources=1, base_in_models=True, rss_met=True),
     "nuslerp": Case("{weight: 0.5}", sources=2, base=False, rss_met=True),
     "multislerp": Case("{weight: 1.0}", rss_met=True),

@@ -274,3 +274,34 @@ def test_karcher_into_reused_buffers_is_bit_identical_to_one_temporary_per_op(dt
     want = _karcher_one_temporary_per_op(tensors, 10, 1e-5)
     got = karcher_mean(tensors, 10, 1e-5)
     assert got.dtype == want.dtype and torch.equal(got, want)
+
+
+def _multislerp_one_temporary_per_op(x, w):
+    """mergekit 0.1.5's Multi-SLERP (normalised weights, no base) as written there: the oracle."""
+    k, eps = x.shape[0], 1e-8
+    flat = x.view(k, -1)
+    w = w / w.sum()
+    norms = torch.norm(flat, dim=-1, keepdim=True)
+    units = flat / (norms + eps)
+    mean = (units * w.view(-1, 1)).sum(0)
+    mean = mean / torch.norm(mean)
+    tangents = units - (units * mean).sum(-1, keepdim=True) * mean
+    step = (tangents * w.view(-1, 1)).sum(0)
+    length = torch.norm(step) + eps
+    out = mean * torch.cos(length) + step * (torch.sin(length) / length)
+    return (out * (norms.squeeze(-1) * w).sum()).view(x.shape[1:])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_multislerp_into_a_reused_buffer_is_bit_identical_to_one_temporary_per_op(dtype):
+    from reprolab.mergers.weights.registry import TensorContext
+    from reprolab.mergers.weights.spherical import multislerp
+
+    g = torch.Generator().manual_seed(5)
+    stack = torch.randn(3, 64, 300, generator=g).to(dtype).float()  # the engine's float32 holding dtype values
+    weights = (0.5, 0.3, 0.2)
+    ctx = TensorContext(name="t", arith_dtype=None if dtype == torch.float32 else dtype, has_base=False,
+                        weight_values=weights)
+    got = multislerp(None, stack, torch.tensor(weights), {"normalize_weights": True, "eps": 1e-8}, ctx)
+    want = _multislerp_one_temporary_per_op(stack.to(dtype), torch.tensor(weights, dtype=dtype)).float()
+    assert torch.equal(got, want)

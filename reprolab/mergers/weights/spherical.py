@@ -146,7 +146,8 @@ def multislerp(base, stack, weights, params, ctx):
         w = w / w.sum()
     norms = torch.norm(flat, dim=-1, keepdim=True)
     units = flat / (norms + eps)
-    mean = (units * w.view(-1, 1)).sum(0)
+    buf = torch.empty_like(units)  # every [K, n] product below goes here: same operations, no fresh allocations
+    mean = torch.mul(units, w.view(-1, 1), out=buf).sum(0)
     mean_norm = torch.norm(mean)
     if mean_norm < eps:
         if k != 2:
@@ -157,8 +158,10 @@ def multislerp(base, stack, weights, params, ctx):
         out = (x[0] * w[0] + x[1] * w[1]).view(x.shape[1:])  # mergekit's fallback: linear
     else:
         mean = mean / mean_norm
-        tangents = units - (units * mean).sum(-1, keepdim=True) * mean
-        step = (tangents * w.view(-1, 1)).sum(0)
+        # tangents = units - (units . mean) mean; step = sum_k w_k tangents_k
+        along = torch.mul(units, mean, out=buf).sum(-1, keepdim=True)
+        tangents = torch.sub(units, torch.mul(along, mean, out=buf), out=buf)
+        step = torch.mul(tangents, w.view(-1, 1), out=buf).sum(0)
         length = torch.norm(step) + eps
         out = mean * torch.cos(length) + step * (torch.sin(length) / length)  # the exponential map back
         out = (out * (norms.squeeze(-1) * w).sum()).view(x.shape[1:])
