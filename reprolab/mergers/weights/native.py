@@ -145,7 +145,7 @@ def gta_in_dtype(
     k = stack.shape[0]
     deltas = stack.to(dt)
     if sparsify == "magnitude":
-        dens = params["density"] if isinstance(params["density"], torch.Tensor) else torch.full((k,), float(params["density"]), dtype=torch.float64)
+        dens = _values(params, "density", k)
         trimmed = deltas.to(torch.float32)  # exact: 16-bit values; the top-k choice is the float32 path's
         scope_model = params.get("trim_scope", "tensor") == "model"
         trim_stack(trimmed, dens, ctx.thresholds if scope_model else None, ctx.ws, params.get("tie_break", "index"))
