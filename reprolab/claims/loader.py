@@ -26,9 +26,7 @@ from pydantic import ValidationError
 from reprolab.claims.resolve import resolve_experiment
 from reprolab.claims.schema import Claim, ClaimFile, Source
 from reprolab.experiments.registry import UnknownExperimentError
-
-# libyaml's parser (when PyYAML was built with it) is ~10x faster and keeps the same marks (line, column, index).
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+from reprolab.yamlsafe import Loader, YamlProblem, check_tree, problem_from
 
 
 class ClaimFileError(ValueError):
@@ -79,10 +77,6 @@ def read_claim_text(path: Path) -> str:
         ) from None
 
 
-def _codepoint(character: str | int) -> int:
-    return character if isinstance(character, int) else ord(character)  # libyaml gives an int, PyYAML a str
-
-
 def load_claim_file(
     path: Path | str, *, notes: Path | None = None, search: Iterable[str] = ()
 ) -> list[LoadedClaim]:
@@ -94,30 +88,18 @@ def load_claim_file(
     path = Path(path)
     text = read_claim_text(path)
     try:
-        loader = _Loader(text)
+        loader = Loader(text)
         try:
             node = loader.get_single_node()
             if node is None:
                 raise ClaimFileError(path, 1, None, "file is empty")
-            if "&" in text:  # no anchor, no alias: nothing to bound
-                _bound_aliases(path, node)
-            _reject_duplicate_keys(path, node, set())
+            check_tree(node, text)
             data = loader.construct_document(node)
         finally:
             loader.dispose()
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        raise ClaimFileError(path, line, None, f"YAML syntax: {exc.problem or exc.context}") from None
-    except yaml.reader.ReaderError as exc:
-        line = text.count("\n", 0, exc.position) + 1
-        raise ClaimFileError(
-            path, line, None, f"YAML cannot contain control character {_codepoint(exc.character):#04x}"
-        ) from None
-    except yaml.YAMLError as exc:
-        raise ClaimFileError(path, None, None, f"YAML: {str(exc).splitlines()[0]}") from None
-    except RecursionError:
-        raise ClaimFileError(path, None, None, "YAML nested too deeply") from None
+    except (yaml.YAMLError, RecursionError, YamlProblem) as exc:
+        problem = problem_from(exc, text)
+        raise ClaimFileError(path, problem.line, problem.key, problem.message) from None
     if not isinstance(data, dict):
         raise ClaimFileError(
             path, node.start_mark.line + 1, None, "top level must be a mapping with 'source' and 'claims'"
@@ -280,71 +262,6 @@ def _note_text(path: Path, node: yaml.Node, source: Source, notes: Path) -> str:
 
 
 # --- node-tree helpers ------------------------------------------------------------------------------------------
-
-
-MAX_EXPANDED_NODES = 100_000  # far above any real claim file, far below what an alias bomb expands to
-
-
-def _bound_aliases(path: Path, root: yaml.Node) -> None:
-    """Refuse a tree whose aliases would expand past MAX_EXPANDED_NODES, or refer to themselves.
-
-    Each distinct node's expanded size is computed once (memoised), so this costs the size of the file,
-    not of its expansion.
-    """
-    size: dict[int, int] = {}
-    open_nodes: set[int] = set()
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
-    while stack:
-        node, children_done = stack.pop()
-        key = id(node)
-        if isinstance(node, yaml.MappingNode):
-            children = [child for pair in node.value for child in pair]
-        elif isinstance(node, yaml.SequenceNode):
-            children = list(node.value)
-        else:
-            size[key] = 1
-            continue
-        if children_done:
-            open_nodes.discard(key)
-            size[key] = 1 + sum(size[id(child)] for child in children)
-            if size[key] > MAX_EXPANDED_NODES:
-                raise ClaimFileError(
-                    path,
-                    node.start_mark.line + 1,
-                    None,
-                    f"YAML aliases expand to more than {MAX_EXPANDED_NODES:,} values (an alias bomb?)",
-                )
-            continue
-        if key in size:
-            continue
-        if key in open_nodes:
-            raise ClaimFileError(path, node.start_mark.line + 1, None, "YAML alias refers to itself")
-        open_nodes.add(key)
-        stack.append((node, True))
-        for child in children:
-            if id(child) in open_nodes:
-                raise ClaimFileError(path, child.start_mark.line + 1, None, "YAML alias refers to itself")
-            if id(child) not in size:
-                stack.append((child, False))
-
-
-def _reject_duplicate_keys(path: Path, node: yaml.Node, checked: set[int]) -> None:
-    if id(node) in checked:  # an alias of a node already walked: once is enough
-        return
-    checked.add(id(node))
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[Any, int] = {}
-        for key_node, value_node in node.value:
-            key = key_node.value
-            if key in seen:
-                raise ClaimFileError(
-                    path, key_node.start_mark.line + 1, str(key), f"duplicate key (first on line {seen[key]})"
-                )
-            seen[key] = key_node.start_mark.line + 1
-            _reject_duplicate_keys(path, value_node, checked)
-    elif isinstance(node, yaml.SequenceNode):
-        for child in node.value:
-            _reject_duplicate_keys(path, child, checked)
 
 
 def _value_of(node: yaml.Node, key: Any) -> yaml.Node | None:

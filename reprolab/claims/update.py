@@ -13,6 +13,7 @@ import yaml
 
 from reprolab.claims.checks import Verdict
 from reprolab.claims.files import atomic_write_text
+from reprolab.yamlsafe import Loader
 
 # Observed verdicts that may be recorded; error and skipped never are.
 UPDATABLE = tuple(str(v) for v in Verdict if v not in (Verdict.ERROR, Verdict.SKIPPED))
@@ -42,7 +43,7 @@ def update_verdict(path: Path | str, claim_id: str, verdict: str) -> bool:
 
 
 def _verdict_span(text: str, claim_id: str) -> tuple[int, int] | None:
-    root = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    root = yaml.compose(text, Loader=Loader)
     claims = next((value for key, value in root.value if key.value == "claims"), None)
     if not isinstance(claims, yaml.SequenceNode):
         return None

@@ -116,6 +116,31 @@ def test_bad_configs_raise_clear_errors(models, text, match):
         run_merge(_write(tmp, text), tmp / "out", show_progress=False)
 
 
+_BOMB = "".join(f"{c}: &{c} [" + ", ".join([f"*{p}" if p else "x"] * 10) + "]\n"
+                for p, c in zip([None, *"abcdefg"], "abcdefgh", strict=True))  # 10^8 values from 8 lines
+
+
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        # PyYAML keeps the last of two equal keys: the first setting would be silently dropped
+        ("merge_method: ties\nbase_model: base\nmodels: [{model: ft0}]\ndtype: bfloat16\ndtype: float32\n",
+         r":5: invalid YAML \(dtype: duplicate key \(first on line 4\)\)"),
+        ("merge_method: linear\nmodels: [{model: ft0, parameters: {weight: 1, weight: 2}}]\n", ":2: .*weight: duplicate key"),
+        (_BOMB + "merge_method: linear\nmodels: [{model: ft0, parameters: {weight: *h}}]\n", "alias bomb"),
+        ("models: &m [{model: ft0, parameters: {weight: 1, w: *m}}]\nmerge_method: linear\n", "alias refers to itself"),
+        ("models: " + "[" * 5000 + "]" * 5000 + "\nmerge_method: linear\n", "nest"),
+    ],
+)
+def test_yaml_that_safe_load_would_half_read_is_refused_naming_the_file_and_line(models, text, match):
+    tmp, _, _ = models
+    cfg = _write(tmp, text)
+    with pytest.raises(ValueError, match=match) as err:
+        run_merge(cfg, tmp / "out", show_progress=False)
+    assert str(err.value).startswith(str(cfg)) and "\n" not in str(err.value)
+    assert not (tmp / "out").exists()
+
+
 def test_missing_config_file(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         run_merge(tmp_path / "nope.yaml", tmp_path / "out")

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from reprolab.mergers.weights.engine import MergePlan
 from reprolab.mergers.weights.io import dtype_from_name
@@ -40,6 +39,7 @@ from reprolab.mergers.weights.native import check_della_range
 from reprolab.mergers.weights.registry import MergeMethod, get_method
 from reprolab.mergers.weights.schedule import any_varies, parse_setting, varies
 from reprolab.mergers.weights.tokenizer import TokenizerSpec, parse_tokenizer
+from reprolab.yamlsafe import YamlProblem, load_all
 
 _TOP = {"models", "merge_method", "base_model", "dtype", "out_dtype", "parameters", "tokenizer_source", "tokenizer",
         "chat_template", "seed", "max_shard_size", "allow_source_as_base", "allow_pickle", "slices", "modules",
@@ -230,9 +230,10 @@ def load_documents(config_path: Path) -> list[Any]:
     except UnicodeDecodeError:
         raise ValueError(f"{config_path}: not a UTF-8 text file (a YAML merge config was expected)") from None
     try:
-        return [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{config_path}: invalid YAML ({' '.join(str(exc).split())})") from None
+        return load_all(text)
+    except YamlProblem as exc:
+        where = f"{config_path}:{exc.line}" if exc.line is not None else f"{config_path}"
+        raise ValueError(f"{where}: invalid YAML ({f'{exc.key}: ' if exc.key else ''}{exc.message})") from None
 
 
 def _size(value: Any, where: str) -> int:
