@@ -221,6 +221,53 @@ def test_hub_cache_snapshot_links_into_blobs_are_allowed(models, tmp_path):
     assert Checkpoint(snap).keys() == ["a.weight", "a.bias"]
 
 
+def _sharded_index(models: Path) -> tuple[Path, dict]:
+    save_state_dict(load_state_dict(models / "ft0"), models / "sharded", max_shard_bytes=60)
+    (models / "sharded" / "config.json").write_text((models / "ft0" / "config.json").read_text())
+    index = models / "sharded" / "model.safetensors.index.json"
+    return index, json.loads(index.read_text())
+
+
+@pytest.mark.parametrize("case", ["unlisted", "listed but absent", "listed in the wrong shard"])
+def test_an_index_that_disagrees_with_its_shards_is_refused(models, case):
+    # mergekit reads the tensors the index lists, reprolab the shards' headers: where they disagree, the two
+    # would merge different models from one folder
+    index, data = _sharded_index(models)
+    wm = data["weight_map"]
+    shard_of_weight = wm["a.weight"]
+    if case == "unlisted":  # one shard holding both tensors, the index listing one
+        one = models / "sharded" / "model-00001-of-00001.safetensors"
+        os.replace(models / "ft0" / "model.safetensors", one)
+        for f in set(wm.values()):
+            (models / "sharded" / f).unlink()
+        wm.clear()
+        wm["a.bias"] = one.name
+    elif case == "listed but absent":
+        wm["ghost.weight"] = shard_of_weight
+    else:
+        wm["a.weight"] = next(f for f in set(wm.values()) if f != shard_of_weight)
+    index.write_text(json.dumps(data))
+    match = "is not listed in weight_map" if case == "unlisted" else "which does not hold it"
+    with pytest.raises(ValueError, match=match):
+        Checkpoint(models / "sharded")
+    cfg = _config(models, "merge_method: task_arithmetic\nbase_model: base\nmodels: [{model: sharded}]\n")
+    assert str(index) in _refused((cfg, models / "out"), match)
+
+
+def test_a_shard_the_index_spells_two_ways_is_read_once(models):
+    index, data = _sharded_index(models)
+    first = data["weight_map"]["a.weight"]
+    data["weight_map"]["a.weight"] = str(models / "sharded" / first)  # absolute, inside the folder
+    index.write_text(json.dumps(data))
+    assert sorted(Checkpoint(models / "sharded").keys()) == ["a.bias", "a.weight"]
+
+
+def test_a_fifo_in_the_base_folder_is_refused_not_opened(models):
+    os.mkfifo(models / "base" / "special.txt")  # opening it to copy would block forever
+    line = _refused((_config(models), models / "out"), "is not a regular file")
+    assert "special.txt" in line
+
+
 # --- 4. Header validation -------------------------------------------------------------------------------------
 
 def _raw_file(path: Path, header: object, data: bytes = b"\0" * 120) -> Path:

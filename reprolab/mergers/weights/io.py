@@ -259,14 +259,32 @@ def gather_f32(info: TensorInfo, idx: np.ndarray) -> np.ndarray:
     return out
 
 
-def _weight_map_files(index: Path) -> list[str]:
+def _weight_map(index: Path) -> dict[str, str]:
+    """The index's ``weight_map`` (tensor name -> shard file name, as written)."""
     try:
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{index}: not a valid safetensors index ({type(exc).__name__}: {exc})") from None
+    if not isinstance(data, dict) or "weight_map" not in data:
+        raise ValueError(f"{index}: not a valid safetensors index (no `weight_map` object)")
+    weight_map = data["weight_map"]
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) and v for v in weight_map.values()):
         raise ValueError(f"{index}: weight_map must map tensor names to shard file names")
-    return sorted(set(weight_map.values()))
+    return weight_map
+
+
+def _check_index(index: Path, weight_map: Mapping[str, str], shards: Mapping[str, Path],
+                 tensors: Mapping[str, TensorInfo]) -> None:
+    """The index and its shards must agree: every listed tensor is in the shard it is listed in, and every
+    tensor of a shard is listed. Why refused: a loader that trusts the index (mergekit) and one that reads the
+    shards (ours) would otherwise merge different sets of tensors from the same folder."""
+    for name, info in tensors.items():
+        if name not in weight_map:
+            raise ValueError(f"{index}: tensor {name!r} of shard {info.file.name} is not listed in weight_map")
+    for name, rel in weight_map.items():
+        info = tensors.get(name)
+        if info is None or info.file != shards[rel]:
+            raise ValueError(f"{index}: weight_map lists tensor {name!r} in {rel}, which does not hold it")
 
 
 def _hf_cache_blob(folder: Path, target: Path) -> bool:
@@ -285,7 +303,8 @@ def inside_folder(folder: Path, relative: str, what: str) -> Path:
     if real_folder not in target.parents and not _hf_cache_blob(real_folder, target):
         raise ValueError(f"{what} {relative!r} resolves to {target}, outside the model folder {real_folder}; refused")
     if not target.is_file():
-        raise ValueError(f"{what} {relative!r}: file {target} does not exist")
+        state = "is not a regular file (a folder, FIFO, socket or device)" if target.exists() else "does not exist"
+        raise ValueError(f"{what} {relative!r}: {target} {state}")
     return target
 
 
@@ -299,11 +318,14 @@ class Checkpoint:
         self.path = Path(path)
         self._pickled: dict[str, torch.Tensor] | None = None
         self.tensors: dict[str, TensorInfo] = {}
+        self._index: tuple[Path, dict[str, str], dict[str, Path]] | None = None
         for file in self._files(allow_pickle):
             for name, info in read_header(file).items():
                 if name in self.tensors:
                     raise ValueError(f"{self.path}: tensor {name!r} appears in two shards")
                 self.tensors[name] = info
+        if self._index is not None:
+            _check_index(*self._index, self.tensors)
 
     def _files(self, allow_pickle: bool) -> list[Path]:
         p = self.path
@@ -317,7 +339,11 @@ class Checkpoint:
             raise ValueError(f"checkpoint {p} does not exist")
         index = p / INDEX_FILE
         if index.is_file():
-            return [inside_folder(p, f, f"{index}: weight_map entry") for f in _weight_map_files(index)]
+            weight_map = _weight_map(index)
+            # each shard once, however the index spells it (``a.safetensors``, ``./a.safetensors``, absolute)
+            shards = {f: inside_folder(p, f, f"{index}: weight_map entry") for f in sorted(set(weight_map.values()))}
+            self._index = (index, weight_map, shards)
+            return sorted(set(shards.values()))
         if (p / SINGLE_FILE).is_file():
             return [inside_folder(p, SINGLE_FILE, f"{p}: weights file")]
         found = sorted(p.glob("*.safetensors"))
