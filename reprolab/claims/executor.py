@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 from reprolab.claims.numerics import worker_environ
 from reprolab.claims.resolve import ExperimentSpec
+from reprolab.startup import paused_collector
 
 # Research lines whose heavy dependencies are a pip extra of reprolab (see pyproject.toml).
 EXTRAS = ("clustering", "lvm", "merging", "data")
@@ -89,7 +90,8 @@ def execute(spec: ExperimentSpec, config: Mapping[str, Any], seed: int) -> TaskO
         )
 
     try:
-        experiment = load_experiment(spec)
+        with paused_collector():  # the first task of a worker imports torch or JAX: see reprolab.startup
+            experiment = load_experiment(spec)
     except ModuleNotFoundError as exc:
         return failed(f"missing dependency {exc.name!r}: {missing_dependency_hint(spec, exc.name)}")
     except SystemExit as exc:
