@@ -8,6 +8,7 @@ a run served from the cache imports no experiment module at all.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -269,6 +270,29 @@ def error_result(item: LoadedClaim, message: str, tb: str | None = None) -> Clai
     return _base_result(item, Verdict.ERROR, message=message, traceback=tb)
 
 
+# Slack for a metric computed in floating point at the edge of its range (a difference of two NMIs of 1 - 1e-17).
+_RANGE_SLACK = 1e-9
+
+
+def _outside_declared_range(task: Task, metrics: Iterable[str], values: Mapping[str, float]) -> str | None:
+    """Why a returned value lies outside the range its experiment declares, or None. Why an error: the audit
+    proves a claim can pass and fail from the declared ranges, so a value outside them voids that proof (and
+    a bound beyond the range could then pass on a bug)."""
+    ranges = task.spec.metric_ranges if task.spec is not None else None
+    for name in dict.fromkeys(metrics):
+        low, high = (ranges or {}).get(name) or (None, None)
+        value = values.get(name)
+        if value is None or not math.isfinite(value):
+            continue  # a missing metric and a non-finite value have their own messages
+        if (low is not None and value < low - _RANGE_SLACK * max(1.0, abs(low))) or (
+            high is not None and value > high + _RANGE_SLACK * max(1.0, abs(high))
+        ):
+            shown = f"[{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}]"
+            return (f"metric {name!r} = {value:.6g} lies outside its declared range {shown} "
+                    "(fix the experiment or its `metrics=` declaration)")
+    return None
+
+
 def assemble(
     item: LoadedClaim, tasks: Mapping[tuple[str, int], Task], outcomes: Mapping[str, TaskOutcome]
 ) -> ClaimResult:
@@ -293,6 +317,10 @@ def assemble(
                 f"{item.location}: expect.metric: experiment {claim.experiment!r} returned no metric {metric!r} "
                 f"(it returned {sorted(outcome.metrics)})",
             )
+        escaped = _outside_declared_range(task, [metric, *(g.metric for g in claim.valid_when)], outcome.metrics)
+        if escaped is not None:
+            where = f"arm {arm!r}, " if arm else ""
+            return error_result(item, f"experiment {claim.experiment!r} on {where}seed {seed}: {escaped}")
         per_arm.setdefault(arm, []).append(outcome.metrics[metric])
         runs.setdefault(arm, []).append(outcome.metrics)
     evaluation: Evaluation = evaluate(claim.expect, per_arm, claim.seed_list, label=claim.id)

@@ -48,6 +48,14 @@ def sleep(config: Mapping[str, Any], seed: int) -> dict[str, float]:
     return {"value": float(seed)}
 
 
+@experiment("selftest.fraction", metrics={"value": (0.0, 1.0), "other": (0.0, 1.0)}, config_keys=("value", "other"))
+def fraction(config: Mapping[str, Any], seed: int) -> dict[str, float]:
+    """Returns ``config.value`` and ``config.other`` as metrics declared to lie in [0, 1], whether they do or not
+    (so a value outside its declared range can be provoked)."""
+    del seed
+    return {name: float(config_value(config, name, 0.5, kind=(int, float))) for name in ("value", "other")}
+
+
 @experiment("selftest.undeclared")
 def undeclared(config: Mapping[str, Any], seed: int) -> dict[str, float]:
     """Declares no metrics, so an unknown metric can only be caught after the run."""

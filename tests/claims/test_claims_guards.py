@@ -144,3 +144,25 @@ def test_failed_guard_reaches_ledger_report_and_history(expectations: Path, tmp_
     history.record(RunInfo.current("test"), [result])
     (row,) = history.claim_history("guarded")
     assert row["guards"][0]["value"] == 1.0 and row["guards"][0]["passed"] is False
+
+
+@pytest.mark.parametrize(
+    "config,extra,verdict",
+    [
+        ("{value: 1.5}", "", "error"),  # the claim's own metric escapes [0, 1]
+        ("{value: 0.7, other: -0.25}", "valid_when:\n  - {metric: other, at_least: 0, why: w}\n", "error"),  # a guard's
+        ("{value: 1.0}", "", "reproduced"),  # at the edge: inside
+        ("{value: 0.7, other: -0.25}", "", "reproduced"),  # a metric the claim does not read is not its concern
+    ],
+)
+def test_a_value_outside_its_declared_range_is_an_error_not_a_verdict(
+    expectations: Path, tmp_path: Path, config: str, extra: str, verdict: str
+) -> None:
+    # the audit proves pass and fail reachable from the declared ranges; a run outside them voids the proof
+    write_claims(expectations, "a.yaml", claim_yaml("ranged", experiment="selftest.fraction", config=config, extra=extra))
+    claims, errors = load_claims([expectations])
+    assert errors == []
+    (result,) = run_claims(claims, ResultCache(tmp_path / "cache"))
+    assert result.verdict == verdict, result.message
+    if verdict == "error":
+        assert "outside its declared range [0, 1]" in result.message and "seed 0" in result.message
