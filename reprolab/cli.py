@@ -277,13 +277,23 @@ def init(directory: Path, package: str | None) -> None:
     console.print(f"next: cd {directory} && reprolab check   (or: pytest claims)", highlight=False)
 
 
+def _folder_arg(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | None:
+    """A path argument as a Path; an empty one is refused, not read as the working directory (an unset ``$OUT``
+    in a script would otherwise merge into wherever the script runs)."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise click.BadParameter("is empty (an unset shell variable?); name the folder", ctx=ctx, param=param)
+    return Path(value)
+
+
 @cli.command()
 @click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.argument("out_dir", type=click.Path(), callback=_folder_arg)
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.option("--overwrite", is_flag=True,
               help="merge into a non-empty OUT_DIR, replacing only the files an earlier reprolab merge wrote there")
-@click.option("--intermediate-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--intermediate-dir", type=click.Path(file_okay=False), default=None, callback=_folder_arg,
               help="multi-document (mergekit-multi) configs: folder for the named merges")
 def merge(config: Path, out_dir: Path, quiet: bool, overwrite: bool, intermediate_dir: Path | None) -> None:
     """Weight-space merge of real checkpoints (mergekit-style YAML CONFIG), streamed tensor by tensor into OUT_DIR.

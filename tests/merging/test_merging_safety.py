@@ -69,6 +69,16 @@ def test_out_equal_to_inside_or_containing_an_input_is_refused(models, out):
         run_merge(_config(models), models / out, show_progress=False)
 
 
+@pytest.mark.parametrize("args", [("",), ("out", "--intermediate-dir", "  ")])
+def test_an_empty_out_is_refused_not_read_as_the_working_directory(models, monkeypatch, args):
+    cfg = _config(models)
+    monkeypatch.chdir(models / "ft0")  # an empty path would resolve here: beside ft0's own weights
+    before = _snapshot(models)
+    r = CliRunner().invoke(cli, ["merge", str(cfg), *args, "--quiet"])
+    assert r.exit_code == 2 and "is empty" in r.output, r.output
+    assert _snapshot(models) == before
+
+
 def test_out_reached_through_a_symlink_is_resolved(models):
     (models / "link").symlink_to(models / "base", target_is_directory=True)
     _refused((_config(models), models / "link"), "is the folder of the base model")
