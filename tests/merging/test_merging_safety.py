@@ -320,6 +320,15 @@ def test_bad_headers_are_one_line_errors_naming_file_and_tensor(models, case):
     assert not (models / "out" / "model.safetensors").exists()
 
 
+@pytest.mark.parametrize("length,match", [(2**40, "exceeds 104857600 bytes"), (500, "does not fit the file")])
+def test_a_header_length_past_the_limit_or_the_file_is_refused_before_reading(models, length, match):
+    f = models / "ft1" / "model.safetensors"
+    f.write_bytes(struct.pack("<Q", length) + b"{}")
+    with pytest.raises(ValueError, match=match):
+        read_header(f)
+    _refused((_config(models), models / "out"), match)
+
+
 def test_the_reference_library_rejects_the_same_offsets(models):
     from safetensors import safe_open
 

@@ -108,7 +108,9 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
             if len(raw) != 8:
                 raise ValueError(f"{path}: not a safetensors file (shorter than 8 bytes)")
             (n,) = struct.unpack("<Q", raw)
-            if n > _MAX_HEADER or 8 + n > size:
+            if n > _MAX_HEADER:  # the safetensors library's own limit (100 MB)
+                raise ValueError(f"{path}: not a safetensors file (header length {n} exceeds {_MAX_HEADER} bytes)")
+            if 8 + n > size:
                 raise ValueError(f"{path}: not a safetensors file (header length {n} does not fit the file of {size} bytes)")
             header_bytes = f.read(n)
     except FileNotFoundError:
