@@ -73,7 +73,7 @@ def cli() -> None:
 )
 @click.option("-k", "keyword", help="only claims whose id contains this")
 @click.option(
-    "-n", "workers", type=int, default=1, show_default=True, help="worker processes for experiment runs"
+    "-n", "workers", type=click.IntRange(min=1), default=1, show_default=True, help="worker processes for experiment runs"
 )
 @click.option(
     "--update-verdicts", is_flag=True, help="rewrite mismatching recorded verdicts (the run still fails)"
@@ -233,7 +233,7 @@ def report(since: str | None, report_dir: str | None) -> None:
 
 @cli.command("history")
 @click.argument("claim_id")
-@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 def history_command(claim_id: str, limit: int) -> None:
     """The recorded runs of one claim, newest first."""
     from reprolab.claims.ledger import VERDICT_STYLES

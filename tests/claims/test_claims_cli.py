@@ -127,3 +127,9 @@ def test_init_appends_to_an_existing_pyproject(tmp_path: Path) -> None:
     assert CliRunner().invoke(cli, ["init", str(tmp_path), "--package", "xlab"]).exit_code == 0
     text = (tmp_path / "pyproject.toml").read_text()
     assert text.startswith('[project]\nname = "x"\n') and 'experiments = ["xlab.experiments"]' in text
+
+
+@pytest.mark.parametrize("args", [["check", "-n", "0"], ["check", "-n", "-2"], ["history", "demo", "--limit", "0"]])
+def test_counts_below_one_are_usage_errors_not_silently_accepted(project: Path, args: list[str]) -> None:
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and "is not in the range x>=1" in result.output
