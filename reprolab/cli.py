@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -83,6 +84,7 @@ def cli() -> None:
     "--timeout",
     "timeout_s",
     type=click.FloatRange(min=0, min_open=True),
+    callback=lambda ctx, param, value: _finite(value, ctx, param),
     help="seconds per experiment run (default: [tool.reprolab] timeout_s; a claim's timeout_s wins)",
 )
 @click.option("--report-dir", type=click.Path(), default=None, help="default: [tool.reprolab] reports")
@@ -275,6 +277,13 @@ def init(directory: Path, package: str | None) -> None:
     for line in lines:
         console.print(line, highlight=False)
     console.print(f"next: cd {directory} && reprolab check   (or: pytest claims)", highlight=False)
+
+
+def _finite(value: float | None, ctx: click.Context, param: click.Parameter) -> float | None:
+    """FloatRange lets NaN through (every comparison with it is false): a NaN timeout would never fire."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"must be a finite number of seconds, got {value}", ctx=ctx, param=param)
+    return value
 
 
 def _folder_arg(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | None:

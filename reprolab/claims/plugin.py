@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,6 +74,20 @@ class _PluginState:
             session.close()
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("reprolab", "reprolab claims")
     group.addoption(
@@ -82,7 +97,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--reprolab-workers",
-        type=int,
+        type=_at_least_one,
         default=1,
         help="worker processes per pytest process for experiment runs (default 1; xdist parallelises claims)",
     )
@@ -96,7 +111,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--reprolab-timeout",
-        type=float,
+        type=_positive_seconds,
         default=None,
         help="seconds per experiment run (default: [tool.reprolab] timeout_s; a claim's timeout_s wins)",
     )

@@ -18,6 +18,7 @@ reprolab project: the pytest plugin leaves its YAML alone.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -76,7 +77,7 @@ def _defaults(root: Path, pyproject: Path | None, configured: bool, table: dict[
 
     timeout = table.get("timeout_s")
     if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout < math.inf
     ):
         raise ProjectConfigError(f"{where}: timeout_s must be a positive number of seconds, got {timeout!r}")
     experiments = table.get("experiments", [])

@@ -129,7 +129,15 @@ def test_init_appends_to_an_existing_pyproject(tmp_path: Path) -> None:
     assert text.startswith('[project]\nname = "x"\n') and 'experiments = ["xlab.experiments"]' in text
 
 
-@pytest.mark.parametrize("args", [["check", "-n", "0"], ["check", "-n", "-2"], ["history", "demo", "--limit", "0"]])
-def test_counts_below_one_are_usage_errors_not_silently_accepted(project: Path, args: list[str]) -> None:
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["check", "-n", "0"], "is not in the range x>=1"),
+        (["check", "-n", "-2"], "is not in the range x>=1"),
+        (["history", "demo", "--limit", "0"], "is not in the range x>=1"),
+        (["check", "--timeout", "nan"], "must be a finite number of seconds"),  # NaN passes FloatRange
+    ],
+)
+def test_out_of_range_options_are_usage_errors_not_silently_accepted(project: Path, args: list[str], message: str) -> None:
     result = CliRunner().invoke(cli, args)
-    assert result.exit_code == 2 and "is not in the range x>=1" in result.output
+    assert result.exit_code == 2 and message in result.output

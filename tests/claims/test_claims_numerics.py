@@ -85,3 +85,12 @@ def test_portable_numerics_is_a_real_boolean(tmp_path: Path) -> None:
         find_project(root)
     pyproject.write_text(pyproject.read_text().replace('"no"', "false"))
     assert find_project(root).portable_numerics is False
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "nan", "inf", '"60"', "true"])
+def test_project_timeout_must_be_a_finite_positive_number(tmp_path: Path, value: str) -> None:
+    root = build_lab(tmp_path)
+    pyproject = root / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text() + f"timeout_s = {value}\n")
+    with pytest.raises(ProjectConfigError, match="timeout_s must be a positive number of seconds"):
+        find_project(root)

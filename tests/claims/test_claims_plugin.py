@@ -128,3 +128,13 @@ def test_bad_files_are_collection_errors_others_run(pytester: pytest.Pytester) -
     result = pytester.runpytest("--continue-on-collection-errors")
     result.assert_outcomes(passed=1, errors=2)
     result.stdout.fnmatch_lines(["*binary.yaml:1: file is binary*", "*latin.yaml:1: not UTF-8 text*"])
+
+
+@pytest.mark.parametrize(
+    "option,value",
+    [("--reprolab-workers", "0"), ("--reprolab-workers", "-1"), ("--reprolab-timeout", "0"), ("--reprolab-timeout", "nan")],
+)
+def test_plugin_options_below_their_range_are_usage_errors(pytester: pytest.Pytester, option: str, value: str) -> None:
+    result = pytester.runpytest(option, value)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*argument {option}: must be *, got {value}*"])
