@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import textwrap
 from pathlib import Path
 
@@ -91,6 +92,7 @@ def test_portable_numerics_is_a_real_boolean(tmp_path: Path) -> None:
 def test_project_timeout_must_be_a_finite_positive_number(tmp_path: Path, value: str) -> None:
     root = build_lab(tmp_path)
     pyproject = root / "pyproject.toml"
-    pyproject.write_text(pyproject.read_text() + f"timeout_s = {value}\n")
+    text = re.sub(r"(?m)^timeout_s = .*\n", "", pyproject.read_text())
+    pyproject.write_text(text + f"timeout_s = {value}\n")
     with pytest.raises(ProjectConfigError, match="timeout_s must be a positive number of seconds"):
         find_project(root)
