@@ -61,6 +61,13 @@ def _select(
     return selection.claims, len(selection.errors)
 
 
+def _finite_seconds(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """FloatRange lets NaN through (every comparison with it is false): a NaN timeout would never fire."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"must be a finite number of seconds, got {value}", ctx=ctx, param=param)
+    return value
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="reprolab")
 def cli() -> None:
@@ -84,7 +91,7 @@ def cli() -> None:
     "--timeout",
     "timeout_s",
     type=click.FloatRange(min=0, min_open=True),
-    callback=lambda ctx, param, value: _finite(value, ctx, param),
+    callback=_finite_seconds,
     help="seconds per experiment run (default: [tool.reprolab] timeout_s; a claim's timeout_s wins)",
 )
 @click.option("--report-dir", type=click.Path(), default=None, help="default: [tool.reprolab] reports")
@@ -277,13 +284,6 @@ def init(directory: Path, package: str | None) -> None:
     for line in lines:
         console.print(line, highlight=False)
     console.print(f"next: cd {directory} && reprolab check   (or: pytest claims)", highlight=False)
-
-
-def _finite(value: float | None, ctx: click.Context, param: click.Parameter) -> float | None:
-    """FloatRange lets NaN through (every comparison with it is false): a NaN timeout would never fire."""
-    if value is not None and not math.isfinite(value):
-        raise click.BadParameter(f"must be a finite number of seconds, got {value}", ctx=ctx, param=param)
-    return value
 
 
 def _folder_arg(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | None:
