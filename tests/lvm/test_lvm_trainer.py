@@ -89,3 +89,22 @@ def test_baselines_on_a_smooth_walk():
     assert s["mean_of_context"] > 0.3
     with pytest.raises(ValueError, match="zero vector"):
         mean_cosine(np.zeros((2, 3)), np.ones((2, 3)))
+
+
+@pytest.mark.parametrize(
+    "kwargs,error",
+    [
+        ({"epochs": 2.5}, TypeError),
+        ({"batch_size": True}, TypeError),
+        ({"epochs": 0}, ValueError),
+        ({"lr": float("nan")}, ValueError),
+        ({"lr": float("inf")}, ValueError),
+        ({"weight_decay": -0.1}, ValueError),
+        ({"plateau_factor": 1.0}, ValueError),
+        ({"plateau_patience": -1}, ValueError),
+        ({"grad_clip": float("nan")}, ValueError),
+    ],
+)
+def test_train_config_refuses_values_that_would_fail_late_or_train_silently_on_nan(kwargs, error):
+    with pytest.raises(error, match=next(iter(kwargs))):
+        TrainConfig(**kwargs)

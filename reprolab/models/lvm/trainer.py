@@ -9,6 +9,7 @@ algorithms are requested. Same data + config + seed -> the same weights, on the 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -52,12 +53,21 @@ class TrainConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 2:
-            raise ValueError(f"need epochs >= 1 and batch_size >= 2, got {self.epochs}, {self.batch_size}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
+        for name in ("epochs", "batch_size", "plateau_patience"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer):
+                raise TypeError(f"TrainConfig.{name} must be an integer, got {value!r}")
+        if self.epochs < 1 or self.batch_size < 2 or self.plateau_patience < 0:
+            raise ValueError(f"need epochs >= 1, batch_size >= 2 and plateau_patience >= 0, got {self.epochs}, "
+                             f"{self.batch_size}, {self.plateau_patience}")
+        if not 0 < self.lr < math.inf:  # also refuses NaN
+            raise ValueError(f"lr must be a positive finite number, got {self.lr}")
+        if not 0 <= self.weight_decay < math.inf:
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
+        if not 0 < self.plateau_factor < 1:
+            raise ValueError(f"plateau_factor must lie in (0, 1), got {self.plateau_factor}")
+        if self.grad_clip is not None and not 0 < self.grad_clip < math.inf:
+            raise ValueError(f"grad_clip must be a positive finite number or None, got {self.grad_clip}")
 
 
 @dataclass(frozen=True)
