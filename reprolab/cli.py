@@ -229,10 +229,13 @@ def report(since: str | None, report_dir: str | None) -> None:
 
     session = _session(report_dir=report_dir)
     history = session.history
+    given = since
     if since is not None:
-        since = revision_date(since) or since
+        since = revision_date(since) or _iso_utc(since)
     latest = history.latest(since)
     if not latest:
+        if since is not None and history.latest(None):
+            raise click.ClickException(f"no runs since {given} ({since}); the history holds older runs")
         raise click.ClickException("no runs in the history yet: run `reprolab check` first")
     results = [json.loads(row["payload"]) for row in latest.values()]
     run = RunInfo.current(command="reprolab report" + (f" --since {since}" if since else ""))
@@ -284,6 +287,21 @@ def init(directory: Path, package: str | None) -> None:
     for line in lines:
         console.print(line, highlight=False)
     console.print(f"next: cd {directory} && reprolab check   (or: pytest claims)", highlight=False)
+
+
+def _iso_utc(text: str) -> str:
+    """An ISO date or time as the history stores run times (UTC, seconds); naive times are taken as UTC. The
+    history compares these strings, so an unparsable ``--since`` would silently match nothing."""
+    from datetime import UTC, datetime
+
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is neither a git revision here nor an ISO date or time (e.g. 2026-12-01, 2026-12-01T09:30)",
+            param_hint="--since",
+        ) from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC).isoformat(timespec="seconds")
 
 
 def _folder_arg(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | None:

@@ -100,7 +100,12 @@ def test_report_since_filters_runs(project: Path) -> None:
     assert runner.invoke(cli, ["check"]).exit_code == 0
     assert runner.invoke(cli, ["report", "--since", "2000-01-01"]).exit_code == 0
     late = runner.invoke(cli, ["report", "--since", "2999-01-01"])
-    assert late.exit_code == 1 and "no runs" in late.output
+    assert late.exit_code == 1 and "no runs since 2999-01-01" in late.output and "holds older runs" in late.output
+    # the history compares ISO strings: anything else would silently match nothing
+    bad = runner.invoke(cli, ["report", "--since", "last tuesday"])
+    assert bad.exit_code == 2 and "neither a git revision here nor an ISO date" in bad.output
+    # an offset is converted to the history's UTC (17:00+02:00 is 15:00 UTC: before the run, so it is kept)
+    assert runner.invoke(cli, ["report", "--since", "2000-01-01T17:00+02:00"]).exit_code == 0
 
 
 def test_init_scaffolds_a_project_whose_example_claim_runs(
