@@ -8,6 +8,7 @@ import torch
 
 from reprolab.models.lvm.baselines import baseline_scores, mean_cosine
 from reprolab.models.lvm.losses import LossWeights
+from reprolab.models.lvm.models import build_model
 from reprolab.models.lvm.trainer import (
     TrainConfig,
     evaluate,
@@ -66,6 +67,34 @@ def test_checkpoint_roundtrip(tmp_path):
     save_file({"w": torch.zeros(2)}, str(tmp_path / "bare.safetensors"))
     with pytest.raises(ValueError, match="not a reprolab LVM checkpoint"):
         load_checkpoint(tmp_path / "bare.safetensors")
+
+
+@pytest.mark.parametrize(
+    "meta,match",
+    [
+        (None, "not a readable safetensors file"),  # garbage bytes
+        ({"kind": "nope", "dim": "8"}, "cannot rebuild the 'nope' model"),
+        ({"kind": "amn", "dim": "x"}, "metadata dim/kwargs unreadable"),
+        ({"kind": "amn", "dim": "8", "kwargs": "{bad"}, "metadata dim/kwargs unreadable"),
+        ({"kind": "amn", "dim": "8", "kwargs": "[1, 2]"}, "kwargs must be a JSON object"),
+        ({"kind": "amn", "dim": "8", "kwargs": '{"zzz": 1}'}, "cannot rebuild the 'amn' model"),
+        ({"kind": "amn", "dim": "9"}, "weights do not fit the model"),
+    ],
+)
+def test_a_bad_checkpoint_is_one_value_error_naming_the_file(tmp_path, meta, match):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "m.safetensors"
+    if meta is None:
+        path.write_bytes(b"garbage bytes")
+    else:
+        model = build_model("amn", 8)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path), metadata=meta)
+    with pytest.raises(ValueError, match=match) as err:
+        load_checkpoint(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="no such checkpoint file"):
+        load_checkpoint(tmp_path / "missing.safetensors")
 
 
 def test_bad_training_input():

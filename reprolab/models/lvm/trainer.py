@@ -244,20 +244,38 @@ def save_checkpoint(model: nn.Module, path: str | Path, *, kind: str, **model_kw
 
 
 def load_checkpoint(path: str | Path) -> nn.Module:
-    """Rebuild a model saved by :func:`save_checkpoint` (safetensors only: no pickle is ever loaded)."""
-    from safetensors import safe_open
+    """Rebuild a model saved by :func:`save_checkpoint` (safetensors only: no pickle is ever loaded). Every
+    problem is one ``ValueError`` naming the file (and the metadata field or tensor)."""
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(path))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such checkpoint file") from None
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(f"{path}: not a readable safetensors file ({' '.join(str(exc).split())})") from None
     if "kind" not in meta or "dim" not in meta:
         raise ValueError(f"{path}: not a reprolab LVM checkpoint (metadata lacks kind/dim)")
-    kwargs = json.loads(meta.get("kwargs", "{}"))
-    for k, v in list(kwargs.items()):
-        if isinstance(v, list):
-            kwargs[k] = tuple(v)
-    model = build_model(meta["kind"], int(meta["dim"]), **kwargs)
-    model.load_state_dict(load_file(str(path)))
+    try:
+        dim = int(meta["dim"])
+        kwargs = json.loads(meta.get("kwargs", "{}"))
+    except ValueError as exc:
+        raise ValueError(f"{path}: metadata dim/kwargs unreadable ({exc})") from None
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"{path}: metadata kwargs must be a JSON object, got {type(kwargs).__name__}")
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+    try:
+        model = build_model(meta["kind"], dim, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot rebuild the {meta['kind']!r} model from its metadata ({exc})") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = next((ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()), str(exc))
+        raise ValueError(f"{path}: weights do not fit the model its metadata describes ({first})") from None
     model.eval()
     return model
 
