@@ -87,6 +87,9 @@ def _failure_cause(exc: BaseException) -> str:
     return f"ray task failed: {type(exc).__name__}" + (f": {first[:300]}" if first else "")
 
 
+CANCEL_GRACE_S = 15.0  # how long cancelled tasks are cancelled again until they end (they end in ~1 s normally)
+CANCEL_RETRY_S = 0.5
+
 class RayExecutor:
     """Ray tasks instead of local worker processes; ``address=None`` starts an embedded local Ray."""
 
@@ -144,14 +147,29 @@ class RayExecutor:
                 now = time.monotonic()
                 for ref, (job, started) in list(pending.items()):
                     if job.timeout_s is not None and now - started > job.timeout_s:
-                        ray.cancel(ref, force=True)
+                        self._cancel([ref])
                         del pending[ref]
                         cause = f"timed out after {job.timeout_s:g} s (ray task cancelled)"
                         on_done(job, TaskOutcome(None, error=cause, cause=cause, seconds=now - started))
         except BaseException:
-            for ref in pending:  # interrupted: nothing may keep running for a driver that no longer waits
-                ray.cancel(ref, force=True)
+            self._cancel(list(pending))  # interrupted: nothing may keep running for a driver that no longer waits
             raise
+
+    def _cancel(self, refs: list[Any], grace_s: float = CANCEL_GRACE_S) -> None:
+        """Force-cancel ``refs``, and cancel again those that have not ended, until all have or ``grace_s`` has
+        passed. Why again: a cancel that reaches a task while a worker is being leased for it can be lost (Ray
+        issues 12080, 21535), and the task then runs to its end holding its CPU (seen once in CI: a hanging task
+        kept one of two CPUs for over 120 s after an interrupt). ``ray.cancel`` of an ended task is a no-op."""
+        ray = self._ray
+        left = list(refs)
+        deadline = time.monotonic() + grace_s
+        while left:
+            for ref in left:
+                ray.cancel(ref, force=True)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            _, left = ray.wait(left, num_returns=len(left), timeout=min(CANCEL_RETRY_S, remaining))
 
     def resources_of(self, job: Job) -> Mapping[str, float] | None:
         """The claim's YAML ``resources`` when it has them, else the plan's for this task (or None)."""
