@@ -275,6 +275,9 @@ def _weight_map(index: Path) -> dict[str, str]:
     return weight_map
 
 
+_Index = tuple[Path, dict[str, str], dict[str, Path]]  # (index file, its weight_map, shard name -> resolved file)
+
+
 def _check_index(index: Path, weight_map: Mapping[str, str], shards: Mapping[str, Path],
                  tensors: Mapping[str, TensorInfo]) -> None:
     """The index and its shards must agree: every listed tensor is in the shard it is listed in, and every
@@ -320,22 +323,23 @@ class Checkpoint:
         self.path = Path(path)
         self._pickled: dict[str, torch.Tensor] | None = None
         self.tensors: dict[str, TensorInfo] = {}
-        self._index: tuple[Path, dict[str, str], dict[str, Path]] | None = None
-        for file in self._files(allow_pickle):
+        files, index = self._files(allow_pickle)
+        for file in files:
             for name, info in read_header(file).items():
                 if name in self.tensors:
                     raise ValueError(f"{self.path}: tensor {name!r} appears in two shards")
                 self.tensors[name] = info
-        if self._index is not None:
-            _check_index(*self._index, self.tensors)
+        if index is not None:
+            _check_index(*index, self.tensors)
 
-    def _files(self, allow_pickle: bool) -> list[Path]:
+    def _files(self, allow_pickle: bool) -> tuple[list[Path], _Index | None]:
+        """The weight files to read, and for a sharded folder the index to check them against."""
         p = self.path
         if p.is_file():
             if p.suffix == ".safetensors":
-                return [p]
+                return [p], None
             if p.suffix in _PICKLE_SUFFIXES:
-                return self._load_pickle(p, allow_pickle)
+                return self._load_pickle(p, allow_pickle), None
             raise ValueError(f"{p}: unknown checkpoint format (expected .safetensors or a model folder)")
         if not p.is_dir():
             raise ValueError(f"checkpoint {p} does not exist")
@@ -344,18 +348,17 @@ class Checkpoint:
             weight_map = _weight_map(index)
             # each shard once, however the index spells it (``a.safetensors``, ``./a.safetensors``, absolute)
             shards = {f: inside_folder(p, f, f"{index}: weight_map entry") for f in sorted(set(weight_map.values()))}
-            self._index = (index, weight_map, shards)
-            return sorted(set(shards.values()))
+            return sorted(set(shards.values())), (index, weight_map, shards)
         if (p / SINGLE_FILE).is_file():
-            return [inside_folder(p, SINGLE_FILE, f"{p}: weights file")]
+            return [inside_folder(p, SINGLE_FILE, f"{p}: weights file")], None
         found = sorted(p.glob("*.safetensors"))
         if found:
-            return [inside_folder(p, f.name, f"{p}: weights file") for f in found]
+            return [inside_folder(p, f.name, f"{p}: weights file") for f in found], None
         pickles = sorted(f for f in p.iterdir() if f.suffix in _PICKLE_SUFFIXES)
         if pickles:
             if len(pickles) > 1:
                 raise ValueError(f"{p}: several pickled checkpoints {[f.name for f in pickles]}; convert to safetensors")
-            return self._load_pickle(inside_folder(p, pickles[0].name, f"{p}: weights file"), allow_pickle)
+            return self._load_pickle(inside_folder(p, pickles[0].name, f"{p}: weights file"), allow_pickle), None
         raise ValueError(f"{p}: no safetensors weights found (looked for {SINGLE_FILE}, {INDEX_FILE}, *.safetensors)")
 
     def _load_pickle(self, file: Path, allow_pickle: bool) -> list[Path]:
