@@ -247,12 +247,11 @@ def load_checkpoint(path: str | Path) -> nn.Module:
     """Rebuild a model saved by :func:`save_checkpoint` (safetensors only: no pickle is ever loaded). Every
     problem is one ``ValueError`` naming the file (and the metadata field or tensor)."""
     from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
 
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="pt") as f:  # one open: the metadata and the tensors
             meta = f.metadata() or {}
-        state = load_file(str(path))
+            state = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
     except FileNotFoundError:
         raise ValueError(f"{path}: no such checkpoint file") from None
     except (SafetensorError, OSError) as exc:
