@@ -90,6 +90,7 @@ def _failure_cause(exc: BaseException) -> str:
 CANCEL_GRACE_S = 15.0  # how long cancelled tasks are cancelled again until they end (they end in ~1 s normally)
 CANCEL_RETRY_S = 0.5
 
+
 class RayExecutor:
     """Ray tasks instead of local worker processes; ``address=None`` starts an embedded local Ray."""
 
@@ -145,12 +146,13 @@ class RayExecutor:
                     job, started = pending.pop(ref)
                     on_done(job, self._outcome(ref, started))
                 now = time.monotonic()
-                for ref, (job, started) in list(pending.items()):
-                    if job.timeout_s is not None and now - started > job.timeout_s:
-                        self._cancel([ref])
-                        del pending[ref]
-                        cause = f"timed out after {job.timeout_s:g} s (ray task cancelled)"
-                        on_done(job, TaskOutcome(None, error=cause, cause=cause, seconds=now - started))
+                overdue = [r for r, (j, s) in pending.items() if j.timeout_s is not None and now - s > j.timeout_s]
+                if overdue:
+                    self._cancel(overdue)  # together: one grace period however many time out at once
+                for ref in overdue:
+                    job, started = pending.pop(ref)
+                    cause = f"timed out after {job.timeout_s:g} s (ray task cancelled)"
+                    on_done(job, TaskOutcome(None, error=cause, cause=cause, seconds=now - started))
         except BaseException:
             self._cancel(list(pending))  # interrupted: nothing may keep running for a driver that no longer waits
             raise
