@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -61,9 +60,11 @@ def _select(
     return selection.claims, len(selection.errors)
 
 
-def _finite_seconds(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    """FloatRange lets NaN through (every comparison with it is false): a NaN timeout would never fire."""
-    if value is not None and not math.isfinite(value):
+def _timeout_seconds(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """FloatRange refuses values <= 0 but lets NaN and inf through; the project's one timeout rule decides."""
+    from reprolab.claims.project import is_timeout
+
+    if value is not None and not is_timeout(value):
         raise click.BadParameter(f"must be a finite number of seconds, got {value}", ctx=ctx, param=param)
     return value
 
@@ -91,7 +92,7 @@ def cli() -> None:
     "--timeout",
     "timeout_s",
     type=click.FloatRange(min=0, min_open=True),
-    callback=_finite_seconds,
+    callback=_timeout_seconds,
     help="seconds per experiment run (default: [tool.reprolab] timeout_s; a claim's timeout_s wins)",
 )
 @click.option("--report-dir", type=click.Path(), default=None, help="default: [tool.reprolab] reports")

@@ -25,7 +25,7 @@ import pytest
 from reprolab.claims.checks import Verdict
 from reprolab.claims.ledger import mismatch_message, summary_line
 from reprolab.claims.loader import ClaimFileError, LoadedClaim
-from reprolab.claims.project import Project, ProjectConfigError, configured_project
+from reprolab.claims.project import Project, ProjectConfigError, configured_project, is_timeout
 from reprolab.claims.runner import ClaimResult
 from reprolab.claims.session import ClaimSession
 from reprolab.claims.update import UPDATABLE, update_verdict
@@ -83,7 +83,7 @@ def _at_least_one(text: str) -> int:
 
 def _positive_seconds(text: str) -> float:
     value = float(text)
-    if not value > 0 or value == float("inf"):
+    if not is_timeout(value):
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
     return value
 

@@ -55,6 +55,12 @@ class Project:
         return any(resolved == d or d in resolved.parents for d in (c.resolve() for c in self.claims))
 
 
+def is_timeout(value: object) -> bool:
+    """Whether ``value`` is a usable timeout: a positive finite number of seconds. NaN fails every comparison,
+    so a NaN timeout would never fire; this is the one rule for the project file, the CLI and the plugin."""
+    return not isinstance(value, bool) and isinstance(value, int | float) and 0 < value < math.inf
+
+
 def _defaults(root: Path, pyproject: Path | None, configured: bool, table: dict[str, Any]) -> Project:
     where = f"{pyproject}: [tool.reprolab]"
     unknown = sorted(set(table) - _KNOWN_KEYS)
@@ -76,9 +82,7 @@ def _defaults(root: Path, pyproject: Path | None, configured: bool, table: dict[
         return root / value
 
     timeout = table.get("timeout_s")
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout < math.inf
-    ):
+    if timeout is not None and not is_timeout(timeout):
         raise ProjectConfigError(f"{where}: timeout_s must be a positive number of seconds, got {timeout!r}")
     experiments = table.get("experiments", [])
     if not isinstance(experiments, list) or not all(isinstance(m, str) and m for m in experiments):
