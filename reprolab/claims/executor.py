@@ -22,6 +22,7 @@ kernel libraries to their AVX2 code paths (:mod:`numerics`).
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -90,7 +91,10 @@ def execute(spec: ExperimentSpec, config: Mapping[str, Any], seed: int) -> TaskO
         )
 
     try:
-        with paused_collector():  # the first task of a worker imports torch or JAX: see reprolab.startup
+        # Only the first import: freezing on every task would also freeze the cyclic garbage an earlier task left
+        # for the collector, and a long-lived worker would never free it.
+        first_import = spec.module not in sys.modules
+        with paused_collector() if first_import else contextlib.nullcontext():  # torch or JAX: see reprolab.startup
             experiment = load_experiment(spec)
     except ModuleNotFoundError as exc:
         return failed(f"missing dependency {exc.name!r}: {missing_dependency_hint(spec, exc.name)}")

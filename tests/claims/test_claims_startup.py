@@ -30,3 +30,20 @@ def test_collector_restored_when_the_import_fails():
         import reprolab_no_such_module  # noqa: F401
     assert gc.isenabled()
     gc.unfreeze()
+
+
+def test_a_worker_freezes_only_at_the_first_import_of_an_experiment_module():
+    # freezing on every task would also freeze cyclic garbage an earlier task left, never to be freed
+    import reprolab.experiments.selftest  # noqa: F401  (already imported: this task's import is not the first)
+    from reprolab.claims.executor import execute
+    from reprolab.claims.resolve import resolve_experiment
+
+    spec = resolve_experiment("selftest.constant")
+    garbage = [[] for _ in range(100)]
+    for item in garbage:
+        item.append(item)  # cycles, unreachable once `garbage` is dropped
+    del garbage
+    before = gc.get_freeze_count()
+    outcome = execute(spec, {"value": 1.0}, 0)
+    assert outcome.metrics == {"value": 1.0}
+    assert gc.get_freeze_count() == before
