@@ -77,7 +77,8 @@ class Case:
 CASES = {
     # rss_met: 0.30 GB = 0.16x mergekit's 1.87 GB: structural since the row blocks, not load-dependent.
     # speedup: 15.5x, 14.4x, 15.6x, 15.9x in four quiet runs on one host, 12.5x on another (AMD EPYC, load 0, its
-    # Python + torch start 2.9 s vs ~1.45 s; 2026-12-03): host-dependent, so not recorded as met reliably
+    # Python + torch start 2.9 s vs ~1.45 s; 2026-12-03; 10.8x there that evening), 18.2x and 18.0x on a third
+    # (2026-12-04, `import torch` 1.3 s): host-dependent, so not recorded as met reliably
     "ties": Case(
         "{weight: 1.0, density: 0.2}",
         "{normalize: true}",
