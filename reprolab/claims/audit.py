@@ -15,7 +15,7 @@ What a statistic can take, for a metric declared in [a, b] over n seeds:
 |---|---|
 | mean, median, iqm, min, max | [a, b] |
 | paired_difference | [a - b, b - a] (treatment and control both in [a, b]) |
-| std | [0, (b - a) / 2 * sqrt(n / (n - 1))]; {0} at one seed |
+| std | [0, (b - a) * sqrt(floor(n/2) * ceil(n/2) / (n (n - 1)))] (half the seeds at each end); {0} at one seed |
 | fraction (above / below c) | {0, 1/n, ..., 1}; {0} or {1} when c lies outside [a, b] so the predicate is fixed |
 
 The audit imports no torch or JAX (only the loader and :mod:`reprolab.claims.stats`).
@@ -106,7 +106,11 @@ def statistic_range(
     if statistic == "std":
         if n_seeds == 1:
             return Attainable(0.0, 0.0, (0.0,))
-        return Attainable(0.0, (b - a) / 2.0 * math.sqrt(n_seeds / (n_seeds - 1.0)))
+        # the sample std (ddof=1) is largest with floor(n/2) seeds at one end and the rest at the other: for odd n
+        # that is (b - a)/2 * sqrt((n + 1)/n), below the even-n (b - a)/2 * sqrt(n/(n - 1))
+        low_end = n_seeds // 2
+        spread = math.sqrt(low_end * (n_seeds - low_end) / (n_seeds * (n_seeds - 1.0)))
+        return Attainable(0.0, (b - a) * spread)
     if statistic == "fraction":
         assert expect is not None and expect.fraction is not None
         above, below = expect.fraction.above, expect.fraction.below

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from claimfiles import claim_yaml, write_claims, write_note
 from click.testing import CliRunner
@@ -112,6 +113,17 @@ def test_paired_difference_spans_minus_to_plus_the_width() -> None:
 def test_std_at_one_seed_is_always_zero() -> None:
     (found,) = _reasons({"metric": "nmi", "statistic": "std", "at_most": 0.1}, seeds=1)
     assert "always 0" in found
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 7, 10])
+def test_std_range_is_the_largest_sample_std_attainable(n: int) -> None:
+    # floor(n/2) seeds at 0 and the rest at 1 give the largest sample std in [0, 1]; for odd n that is less
+    # than the even-n formula (b - a)/2 * sqrt(n/(n - 1)): at 3 seeds 0.577, not 0.612
+    largest = float(np.std([0.0] * (n // 2) + [1.0] * (n - n // 2), ddof=1))
+    assert statistic_range("std", (0.0, 1.0), n).high == pytest.approx(largest, rel=1e-12)
+    (found,) = _reasons({"metric": "nmi", "statistic": "std", "at_least": largest + 0.01}, seeds=n)
+    assert "can never pass" in found
+    assert _reasons({"metric": "nmi", "statistic": "std", "at_least": largest - 0.01}, seeds=n) == []
 
 
 def test_ci95_needs_a_method_that_covers_at_the_seed_count() -> None:
