@@ -132,6 +132,11 @@ class Expect(_Bounded):
             raise ValueError(
                 "'of: [treatment, control]' goes with statistic: paired_difference, and only with it"
             )
+        if self.of is not None and self.of[0] == self.of[1]:
+            raise ValueError(
+                f"of: [{self.of[0]}, {self.of[1]}] names one arm twice: the difference of an arm with itself is "
+                "always 0; name the treatment arm, then the control arm"
+            )
         return self
 
     def describe(self) -> str:

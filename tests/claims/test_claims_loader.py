@@ -78,6 +78,15 @@ def test_paired_difference_needs_arms(expectations: Path) -> None:
     assert "two 'arms'" in error.message
 
 
+def test_paired_difference_of_one_arm_twice_is_an_error(expectations: Path) -> None:
+    # treatment - control of one arm is 0 on every seed: a claim that can never pass `at_least: 0.1`
+    expect = "{metric: value, statistic: paired_difference, of: [a, a], at_least: 0.1, why: w}"
+    claim = claim_yaml("pd", expect=expect, extra="arms: {a: {value: 2}, b: {value: 1}}\n")
+    error = _error(write_claims(expectations, "a.yaml", claim))
+    assert error.field == "claims[pd].expect" and "names one arm twice" in error.message
+    assert error.line == 9
+
+
 def test_unknown_experiment_module_and_name(expectations: Path) -> None:
     error = _error(write_claims(expectations, "a.yaml", claim_yaml("um", experiment="nosuchline.run")))
     assert error.field == "experiment" and "no module registers it" in error.message
