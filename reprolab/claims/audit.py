@@ -14,7 +14,7 @@ What a statistic can take, for a metric declared in [a, b] over n seeds:
 | statistic | attainable |
 |---|---|
 | mean, median, iqm, min, max | [a, b] |
-| paired_difference | [a - b, b - a] (treatment and control both in [a, b]) |
+| paired_difference | [a - b, b - a] (treatment and control both in [a, b]); {0} when both arms run one config |
 | std | [0, (b - a) * sqrt(floor(n/2) * ceil(n/2) / (n (n - 1)))] (half the seeds at each end); {0} at one seed |
 | fraction (above / below c) | {0, 1/n, ..., 1}; {0} or {1} when c lies outside [a, b] so the predicate is fixed |
 
@@ -184,12 +184,16 @@ def audit_claim(item: LoadedClaim, declared: ExperimentSpec | None) -> list[str]
 
     expect_range = metric_range(expect.metric)
     attainable = None
-    if expect_range is not None:
+    statistic = expect.describe().removesuffix(" (whole 95% CI)").removesuffix(" " + expect.describe_bound())
+    what = f"{statistic} over {n} seed(s)"
+    configs = claim.arm_configs()
+    if expect.of is not None and configs[expect.of[0]] == configs[expect.of[1]]:
+        # experiments are deterministic in (config, seed): two arms of one config give equal runs
+        attainable = Attainable(0.0, 0.0, (0.0,))
+        what += f" (arms {expect.of[0]!r} and {expect.of[1]!r} run the same config)"
+    elif expect_range is not None:
         attainable = statistic_range(expect.statistic, expect_range, n, expect)
-        statistic = (
-            expect.describe().removesuffix(" (whole 95% CI)").removesuffix(" " + expect.describe_bound())
-        )
-        what = f"{statistic} over {n} seed(s)"
+    if attainable is not None:
         issue = _bound_issue(what, attainable, *expect.accepted_interval(), expect.describe_bound())
         if issue:
             reasons.append(issue)

@@ -105,9 +105,23 @@ def test_fixed_by_construction(expect: dict[str, object], reason: str) -> None:
 def test_paired_difference_spans_minus_to_plus_the_width() -> None:
     assert statistic_range("paired_difference", (0.0, 1.0), 5).low == -1.0
     expect = {"metric": "nmi", "statistic": "paired_difference", "of": ["t", "c"], "at_least": -1.0}
-    (found,) = _reasons(expect, arms={"t": {}, "c": {}})
+    arms = {"t": {"k": 1}, "c": {"k": 2}}  # two configs (one config always differs by 0: see below)
+    (found,) = _reasons(expect, arms=arms)
     assert "can never fail: it is in [-1, 1], always >= -1" in found
-    assert _reasons({**expect, "at_least": 0.0}, arms={"t": {}, "c": {}}) == []
+    assert _reasons({**expect, "at_least": 0.0}, arms=arms) == []
+
+
+def test_paired_arms_of_one_config_always_differ_by_zero() -> None:
+    # runs are deterministic in (config, seed): arms whose overrides leave one config give equal runs
+    expect = {"metric": "nmi", "statistic": "paired_difference", "of": ["t", "c"], "at_least": 0.1}
+    (found,) = _reasons(expect, arms={"t": {}, "c": {}})
+    assert "(arms 't' and 'c' run the same config) can never pass: it is always 0, never >= 0.1" in found
+    undeclared, fixed = _reasons(
+        {**expect, "at_least": -0.1}, config={"k": 5}, arms={"t": {"k": 5}, "c": {}}, declared=None
+    )
+    assert undeclared.startswith("range undeclared")
+    assert "can never fail: it is always 0" in fixed  # even where the experiment declares no ranges
+    assert _reasons(expect, arms={"t": {"k": 5}, "c": {}}) == []
 
 
 def test_std_at_one_seed_is_always_zero() -> None:
