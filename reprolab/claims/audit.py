@@ -27,16 +27,18 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 
 from reprolab.claims.loader import ClaimFileError, LoadedClaim, load_claims
 from reprolab.claims.resolve import ExperimentSpec, resolve_experiment
-from reprolab.claims.schema import MAX_SEEDS, Expect
+from reprolab.claims.schema import MAX_SEEDS, Expect, Guard, GuardStatistic
 from reprolab.claims.stats import NoIntervalError, clopper_pearson_interval, interval_method
 from reprolab.experiments.registry import UnknownExperimentError
 
 INF = math.inf
+SUMMARY_STATISTICS = get_args(GuardStatistic)  # of the values themselves: mean, median, iqm, min, max
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ def statistic_range(
 ) -> Attainable:
     """What ``statistic`` over ``n_seeds`` values of a metric in ``metric_range`` can take."""
     a, b = metric_range
-    if statistic in ("mean", "median", "iqm", "min", "max"):
+    if statistic in SUMMARY_STATISTICS:
         return Attainable(a, b)
     if statistic == "paired_difference":
         return Attainable(a - b, b - a)  # inf - inf never occurs: an unbounded side makes both sides inf
@@ -205,11 +207,54 @@ def audit_claim(item: LoadedClaim, declared: ExperimentSpec | None) -> list[str]
         guard_range = metric_range(guard.metric)
         if guard_range is not None:
             guard_attainable = statistic_range(guard.statistic, guard_range, n)
-            what = f"valid_when[{index}] {guard.describe().removesuffix(' ' + guard.describe_bound())}"
-            issue = _bound_issue(what, guard_attainable, *guard.accepted_interval(), guard.describe_bound())
+            guard_what = f"valid_when[{index}] {guard.describe().removesuffix(' ' + guard.describe_bound())}"
+            issue = _bound_issue(guard_what, guard_attainable, *guard.accepted_interval(), guard.describe_bound())
             if issue:
                 reasons.append(issue)
+    issue = _own_metric_guard_issue(expect, claim.valid_when, expect_range or (-INF, INF), claim.arms is None)
+    if issue:
+        reasons.append(f"{what} {issue}")
     return reasons
+
+
+def _implied(guard_statistic: str, statistic: str, low: float, high: float) -> tuple[float, float]:
+    """Where ``statistic`` of the seeds must lie when ``guard_statistic`` of the same seeds is in [low, high]."""
+    if guard_statistic == statistic:
+        return low, high
+    if guard_statistic == "min" or statistic == "max":  # min <= mean, median, iqm <= max
+        return low, INF
+    if guard_statistic == "max" or statistic == "min":
+        return -INF, high
+    return -INF, INF  # mean, median and iqm bound one another nowhere
+
+
+def _own_metric_guard_issue(
+    expect: Expect, guards: Sequence[Guard], metric_range: tuple[float, float], single_arm: bool
+) -> str | None:
+    """Guards on the claim's own metric and statistic decide the verdict when every value they allow passes the
+    bound (a failure is always inconclusive) or fails it (a pass is). Failing verdicts need a failing point
+    estimate, so this holds for ``interval: ci95`` too."""
+    own = [
+        (index, guard)
+        for index, guard in enumerate(guards)
+        if guard.metric == expect.metric and single_arm and expect.statistic in SUMMARY_STATISTICS
+    ]
+    if not own:
+        return None
+    low, high = metric_range
+    for _, guard in own:
+        implied = _implied(guard.statistic, expect.statistic, *guard.accepted_interval())
+        low, high = max(low, implied[0]), min(high, implied[1])
+    if low > high:
+        return None  # the guards can never hold together: reported with each guard
+    named = ", ".join(f"valid_when[{index}]" for index, _ in own)
+    bound_low, bound_high = expect.accepted_interval()
+    where = f"where {named} on its own metric holds, {expect.statistic}({expect.metric}) is in [{low:g}, {high:g}]"
+    if bound_low <= low and high <= bound_high:
+        return f"can never fail: {where}, always {expect.describe_bound()} (a failure is inconclusive)"
+    if high < bound_low or low > bound_high:
+        return f"can never pass: {where}, never {expect.describe_bound()} (a pass is inconclusive)"
+    return None
 
 
 def _declaration(experiment: str, search: Sequence[str] = ()) -> ExperimentSpec | None:

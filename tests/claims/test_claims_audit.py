@@ -171,6 +171,32 @@ def test_guards_must_be_able_to_pass_and_fail() -> None:
     assert "can never pass" in found
 
 
+@pytest.mark.parametrize(
+    ("guard", "expect", "reason"),
+    [  # a guard on the claim's own metric that fails whenever the bound does leaves only pass or inconclusive
+        ({"at_least": 0.5}, {"at_least": 0.5}, "can never fail: where valid_when[0] on its own metric holds"),
+        ({"statistic": "min", "at_least": 0.6}, {"at_least": 0.5}, "mean(nmi) is in [0.6, 1], always >= 0.5"),
+        ({"statistic": "max", "at_most": 0.4}, {"at_least": 0.5}, "can never pass"),
+        ({"between": [0.2, 0.3]}, {"between": [0.1, 0.4]}, "can never fail"),
+        ({"statistic": "max", "at_most": 0.3}, {"statistic": "min", "at_most": 0.3}, "can never fail"),
+    ],
+)
+def test_guard_on_the_claims_own_metric_that_decides_the_verdict(
+    guard: dict[str, object], expect: dict[str, object], reason: str
+) -> None:
+    (found,) = _reasons(
+        {"metric": "nmi", "statistic": "mean", **expect},
+        valid_when=[{"metric": "nmi", "why": "w", **guard}],
+    )
+    assert found.startswith(f"{expect.get('statistic', 'mean')}(nmi) over 5 seed(s) ") and reason in found
+
+
+def test_guard_on_the_claims_own_metric_that_leaves_both_outcomes_is_fine() -> None:
+    expect = {"metric": "nmi", "statistic": "mean", "at_least": 0.5}
+    for guard in ({"at_least": 0.3}, {"statistic": "max", "at_least": 0.4}, {"statistic": "median", "at_least": 0.6}):
+        assert _reasons(expect, valid_when=[{"metric": "nmi", "why": "w", **guard}]) == []
+
+
 def test_undeclared_ranges_are_reported() -> None:
     expect = {"metric": "nmi", "statistic": "mean", "at_least": 0.5}
     (found,) = _reasons(expect, declared=_declared(("nmi",), None))
