@@ -40,29 +40,43 @@ Summary = Callable[[np.ndarray], np.ndarray]
 Interval = tuple[np.ndarray, np.ndarray]
 
 
+def _all_equal(values: np.ndarray) -> np.ndarray:
+    return (values == values[..., :1]).all(axis=-1)
+
+
+def mean(values: np.ndarray) -> np.ndarray:
+    """Mean along the last axis; exactly the value where every seed gave the same one (summed in floating point,
+    seven seeds of 0.1 average 0.09999999999999999, which would fail ``at_least: 0.1``)."""
+    return np.where(_all_equal(values), values[..., 0], values.mean(axis=-1))
+
+
 def iqm(values: np.ndarray) -> np.ndarray:
     """Interquartile mean along the last axis: drop floor(25%) of seeds at each end (scipy ``trim_mean(x, .25)``)."""
     n = values.shape[-1]
     cut = int(0.25 * n)
     ordered = np.sort(values, axis=-1)
-    return ordered[..., cut : n - cut].mean(axis=-1)
+    return mean(ordered[..., cut : n - cut])
 
 
 def _std(values: np.ndarray) -> np.ndarray:
+    """Sample standard deviation (ddof=1); exactly 0 for equal seeds (floating point leaves ~1e-17 there, which
+    would widen a t interval off the value itself), and at one seed."""
     n = values.shape[-1]
-    return values.std(axis=-1, ddof=1) if n > 1 else np.zeros(values.shape[:-1])
+    if n == 1:
+        return np.zeros(values.shape[:-1])
+    return np.where(_all_equal(values), 0.0, values.std(axis=-1, ddof=1))
 
 
 SUMMARIES: dict[str, Summary] = {
-    "mean": lambda v: v.mean(axis=-1),
+    "mean": mean,
     "median": lambda v: np.median(v, axis=-1),
     "iqm": iqm,
     "min": lambda v: v.min(axis=-1),
     "max": lambda v: v.max(axis=-1),
     "std": _std,
     # fraction and paired_difference reduce to a mean of per-seed quantities (indicators, differences)
-    "fraction": lambda v: v.mean(axis=-1),
-    "paired_difference": lambda v: v.mean(axis=-1),
+    "fraction": mean,
+    "paired_difference": mean,
 }
 
 
@@ -77,9 +91,9 @@ def bootstrap_seed(label: str) -> int:
 def student_t_interval(values: np.ndarray, level: float = LEVEL) -> Interval:
     """mean ± t(n-1, 1 - alpha/2) * s / sqrt(n): exact for normal seeds, close for heavier tails."""
     n = values.shape[-1]
-    mean = values.mean(axis=-1)
-    half = _special().stdtrit(n - 1, 0.5 + level / 2.0) * values.std(axis=-1, ddof=1) / np.sqrt(n)
-    return mean - half, mean + half
+    centre = mean(values)
+    half = _special().stdtrit(n - 1, 0.5 + level / 2.0) * _std(values) / np.sqrt(n)
+    return centre - half, centre + half
 
 
 def clopper_pearson_interval(values: np.ndarray, level: float = LEVEL) -> Interval:

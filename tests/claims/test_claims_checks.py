@@ -13,6 +13,7 @@ from scipy import stats as scipy_stats
 from reprolab.claims.checks import Verdict, evaluate
 from reprolab.claims.schema import Expect
 from reprolab.claims.stats import (
+    INTERVAL_METHODS,
     confidence_interval,
     iqm,
     probability_of_improvement,
@@ -142,3 +143,19 @@ def test_probability_of_improvement_interval_is_seeded_and_holds_the_point() -> 
     assert first == probability_of_improvement_interval(treatment, control, label="c")
     assert first[0] <= probability_of_improvement(treatment, control) <= first[1]
     assert 0.0 <= first[0] <= first[1] <= 1.0
+
+
+@pytest.mark.parametrize("statistic", ["mean", "iqm", "median", "paired_difference"])
+@pytest.mark.parametrize(("value", "n"), [(0.1, 3), (0.1, 7), (0.7, 10), (1e-3, 6), (-2.3, 12)])
+def test_equal_seeds_summarise_to_their_value_exactly(statistic: str, value: float, n: int) -> None:
+    # a plain float mean of seven 0.1s is 0.09999999999999999 and their std ~1e-17: at_least 0.1 then failed
+    # (point) or was inconclusive (ci95) although every seed gave exactly 0.1
+    extra = {"of": ["t", "c"]} if statistic == "paired_difference" else {}
+    per_arm = {"t": [value] * n, "c": [0.0] * n} if extra else {"": [value] * n}
+    covered = n >= INTERVAL_METHODS[statistic].min_seeds
+    for interval in ("point", "ci95") if covered else ("point",):
+        result = evaluate(
+            expect(statistic=statistic, interval=interval, at_least=value, **extra), per_arm, list(range(n)), label="c"
+        )
+        assert result.verdict == Verdict.REPRODUCED, (interval, result)
+        assert result.observed == value and result.ci == ((value, value) if covered else None)
