@@ -109,6 +109,8 @@ def check_guards(guards: Sequence[Guard], runs: Runs, seeds: Sequence[int]) -> l
                     return f"valid_when: metric {guard.metric!r} is {value} on {where}seed {seed}"
                 values.append(value)
             statistic = float(SUMMARIES[guard.statistic](np.asarray(values, dtype=float)))
+            if not math.isfinite(statistic):
+                return f"valid_when: {guard.describe()} is {statistic} on {where}the per-seed values overflow it"
             low, high = guard.accepted_interval()
             outcomes.append(
                 GuardOutcome(guard.describe(), arm, statistic, _satisfies(statistic, low, high), guard.why)
@@ -180,6 +182,13 @@ def evaluate(
                 samples = (samples < float(expect.fraction.below)).astype(float)
 
     observed = float(SUMMARIES[expect.statistic](samples))
+    if not math.isfinite(observed):  # finite seeds whose sum, difference or spread overflows a float
+        return Evaluation(
+            Verdict.ERROR,
+            n_seeds=len(seeds),
+            samples=samples.tolist(),
+            message=f"{expect.describe()} is {observed}: the per-seed values overflow it; non-finite values never pass",
+        )
     low, high = expect.accepted_interval()
     point_ok = _satisfies(observed, low, high)
     result = Evaluation(
@@ -196,6 +205,10 @@ def evaluate(
         if expect.interval == "ci95":  # the verdict needs the interval: no method, no verdict
             result.verdict, result.message = Verdict.ERROR, f"interval: ci95: {exc}"
         return result  # a point claim just shows no interval
+    if not all(math.isfinite(side) for side in result.ci):
+        result.verdict = Verdict.ERROR
+        result.message = f"the 95% interval is {list(result.ci)}: the per-seed values overflow it"
+        return result
     if expect.interval == "ci95":
         ci_low, ci_high = result.ci
         if _satisfies(ci_low, low, high) and _satisfies(ci_high, low, high):

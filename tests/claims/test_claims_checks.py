@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats as scipy_stats
 
-from reprolab.claims.checks import Verdict, evaluate
-from reprolab.claims.schema import Expect
+from reprolab.claims.checks import Verdict, apply_guards, evaluate
+from reprolab.claims.schema import Expect, Guard
 from reprolab.claims.stats import (
     INTERVAL_METHODS,
     confidence_interval,
@@ -159,3 +159,32 @@ def test_equal_seeds_summarise_to_their_value_exactly(statistic: str, value: flo
         )
         assert result.verdict == Verdict.REPRODUCED, (interval, result)
         assert result.observed == value and result.ci == ((value, value) if covered else None)
+
+
+@pytest.mark.parametrize(
+    ("statistic", "values", "interval", "message"),
+    [
+        ("mean", [1e308, 1.5e308], "point", "mean(m) >= -1 is inf"),  # passed as inf >= -1
+        ("std", [1e308, -1e308], "point", "std(m) >= -1 is inf"),
+        ("mean", [1e308, -1e308], "ci95", "the 95% interval is [-inf, inf]"),  # was inconclusive
+        ("paired_difference", [1e308, 1e308], "point", "is inf"),  # 1e308 - (-1e308) per seed
+    ],
+)
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_finite_seeds_whose_statistic_overflows_are_an_error(
+    statistic: str, values: list[float], interval: str, message: str
+) -> None:
+    extra = {"of": ["t", "c"]} if statistic == "paired_difference" else {}
+    per_arm = {"t": values, "c": [-v for v in values]} if extra else {"": values}
+    result = evaluate(
+        expect(statistic=statistic, interval=interval, at_least=-1.0, **extra), per_arm, [0, 1], label="c"
+    )
+    assert result.verdict == Verdict.ERROR and message in result.message, result
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_a_guard_whose_statistic_overflows_is_an_error() -> None:
+    runs = {"": [{"m": 1.0, "h": 1e308}, {"m": 1.0, "h": 1.5e308}]}  # mean(h) = inf held `at_least: 0`
+    guard = Guard.model_validate({"metric": "h", "at_least": 0.0, "why": "w"})
+    result = apply_guards(evaluate(expect(at_least=0.5), {"": [1.0, 1.0]}, [0, 1], label="c"), [guard], runs, [0, 1])
+    assert result.verdict == Verdict.ERROR and "mean(h) >= 0 is inf" in result.message
