@@ -249,6 +249,7 @@ def report(since: str | None, report_dir: str | None) -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 def history_command(claim_id: str, limit: int) -> None:
     """The recorded runs of one claim, newest first."""
+    from reprolab.claims.checks import describe_guard
     from reprolab.claims.ledger import VERDICT_STYLES
 
     rows = _session().history.claim_history(claim_id, limit)
@@ -261,10 +262,14 @@ def history_command(claim_id: str, limit: int) -> None:
         ci = f"[{row['ci_low']:.4g}, {row['ci_high']:.4g}]" if row["ci_low"] is not None else ""
         observed = f"{row['observed']:.4g}" if row["observed"] is not None else "—"
         style = VERDICT_STYLES.get(row["verdict"], "")
+        verdict = f"[{style}]{row['verdict']}[/]"
+        for guard in row["guards"]:  # name the guard that made the verdict inconclusive, as the ledger does
+            if not guard.get("passed"):
+                verdict += f"\n[dim]{escape(describe_guard(guard))}[/]"
         table.add_row(
             row["started_at"],
             (row["git_rev"] or "")[:12],
-            f"[{style}]{row['verdict']}[/]",
+            verdict,
             row["recorded"],
             observed,
             ci,

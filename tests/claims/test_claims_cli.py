@@ -45,6 +45,16 @@ def test_check_prints_ledger_writes_reports_and_history(project: Path) -> None:
     assert runner.invoke(cli, ["history", "nope"]).exit_code == 1
 
 
+def test_history_names_the_failed_guard_and_its_value(project: Path) -> None:
+    guard = "valid_when:\n  - {metric: value, statistic: min, at_most: 0.5, why: the regime}\n"
+    write_claims(project / "expectations", "a.yaml", claim_yaml("guarded", verdict="inconclusive", extra=guard))
+    runner = CliRunner()
+    assert runner.invoke(cli, ["check"]).exit_code == 0
+    history = runner.invoke(cli, ["history", "guarded"])
+    assert history.exit_code == 0 and "inconclusive" in history.output
+    assert "guard min(value) <= 0.5 FAILED: 1" in " ".join(history.output.split()), history.output
+
+
 def test_update_verdicts_rewrites_only_the_value(project: Path) -> None:
     path = write_claims(project / "expectations", "a.yaml", claim_yaml("beta", verdict="refuted"))
     path.write_text(path.read_text().replace("verdict: refuted", "verdict: refuted   # was checked by hand"))
