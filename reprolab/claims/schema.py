@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
 Statistic = Literal["mean", "median", "iqm", "min", "max", "std", "fraction", "paired_difference"]
 GuardStatistic = Literal["mean", "median", "iqm", "min", "max"]
@@ -15,6 +23,16 @@ MAX_SEEDS = 1000
 """More seeds than this in one claim is a typo (10**9 would never finish), not a design."""
 MAX_SEED_VALUE = 2**32 - 1
 """Largest seed every RNG we use accepts (numpy, torch, JAX take 32-bit seeds without folding)."""
+
+
+def _not_a_boolean(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number, got the boolean {str(value).lower()} (YAML reads true/false/yes/no/on/off so)")
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_not_a_boolean)]
+"""A float that YAML ``true``/``yes``/``on`` (1.0) or ``false``/``no``/``off`` (0.0) may not stand for."""
 
 
 class _Strict(BaseModel):
@@ -28,9 +46,9 @@ class Source(_Strict):
 
 
 class Approx(_Strict):
-    value: float
-    abs: float | None = Field(default=None, gt=0)
-    rel: float | None = Field(default=None, gt=0)
+    value: Number
+    abs: Number | None = Field(default=None, gt=0)
+    rel: Number | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _one_tolerance(self) -> Approx:
@@ -44,8 +62,8 @@ class Approx(_Strict):
 
 
 class FractionPredicate(_Strict):
-    above: float | None = None
-    below: float | None = None
+    above: Number | None = None
+    below: Number | None = None
 
     @model_validator(mode="after")
     def _one_side(self) -> FractionPredicate:
@@ -57,9 +75,9 @@ class FractionPredicate(_Strict):
 class _Bounded(_Strict):
     """Exactly one bound (at_least | at_most | between | approx): shared by ``expect`` and ``valid_when``."""
 
-    at_least: float | None = None
-    at_most: float | None = None
-    between: tuple[float, float] | None = None
+    at_least: Number | None = None
+    at_most: Number | None = None
+    between: tuple[Number, Number] | None = None
     approx: Approx | None = None
 
     @model_validator(mode="after")
@@ -184,7 +202,7 @@ class Claim(_Strict):
     verdict: RecordedVerdict
     finding: Finding | None = None
     evidence: str | None = None
-    timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)  # per experiment run
+    timeout_s: Number | None = Field(default=None, gt=0, allow_inf_nan=False)  # per experiment run
     resources: Resources | None = None  # per experiment run, for executors that schedule them (Ray)
 
     @field_validator("seeds")

@@ -64,3 +64,29 @@ def test_sane_seeds_load(expectations: Path, seeds: str) -> None:
     write_claims(expectations, "a.yaml", claim_yaml(extra=f"seeds: {seeds}\n"))
     (item,) = load_claim_file(expectations / "a.yaml")
     assert item.claim.seed_list and all(0 <= seed < 2**32 for seed in item.claim.seed_list)
+
+
+@pytest.mark.parametrize(
+    ("expect", "field"),
+    [  # YAML reads true/yes/on as 1.0 and false/no/off as 0.0 in a float field: a bound must be a number
+        ("{metric: value, statistic: mean, at_least: true, why: w}", "at_least"),
+        ("{metric: value, statistic: mean, at_most: off, why: w}", "at_most"),
+        ("{metric: value, statistic: mean, between: [no, 1], why: w}", r"between\[0\]"),
+        ("{metric: value, statistic: mean, approx: {value: yes, abs: 0.1}, why: w}", r"approx\.value"),
+        ("{metric: value, statistic: fraction, fraction: {above: false}, at_least: 0.5, why: w}", r"fraction\.above"),
+    ],
+)
+def test_boolean_bounds_are_schema_errors(expectations: Path, expect: str, field: str) -> None:
+    path = write_claims(expectations, "a.yaml", claim_yaml(expect=expect))
+    with pytest.raises(ClaimFileError, match=rf"a.yaml:9: claims\[demo\]\.expect\.{field}: must be a number, got the boolean"):
+        load_claim_file(path)
+
+
+def test_boolean_guard_bound_and_timeout_are_schema_errors(expectations: Path) -> None:
+    guard = "valid_when:\n  - {metric: value, at_most: on, why: w}\n"
+    path = write_claims(expectations, "a.yaml", claim_yaml(extra=guard))
+    with pytest.raises(ClaimFileError, match=r"valid_when\[0\]\.at_most: must be a number, got the boolean true"):
+        load_claim_file(path)
+    path = write_claims(expectations, "b.yaml", claim_yaml(extra="timeout_s: true\n"))
+    with pytest.raises(ClaimFileError, match=r"timeout_s: must be a number"):
+        load_claim_file(path)
