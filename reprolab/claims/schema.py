@@ -54,6 +54,8 @@ class Approx(_Strict):
     def _one_tolerance(self) -> Approx:
         if (self.abs is None) == (self.rel is None):
             raise ValueError("approx needs exactly one of 'abs' or 'rel'")
+        if self.rel is not None and self.value == 0:
+            raise ValueError("approx: a 'rel' tolerance of value 0 is 0 (only exactly 0 passes); give 'abs'")
         return self
 
     @property

@@ -90,3 +90,11 @@ def test_boolean_guard_bound_and_timeout_are_schema_errors(expectations: Path) -
     path = write_claims(expectations, "b.yaml", claim_yaml(extra="timeout_s: true\n"))
     with pytest.raises(ClaimFileError, match=r"timeout_s: must be a number"):
         load_claim_file(path)
+
+
+def test_relative_tolerance_around_zero_is_a_schema_error(expectations: Path) -> None:
+    # |0| * rel is 0: the bound would accept exactly 0 and nothing else
+    expect = "{metric: value, statistic: mean, approx: {value: 0, rel: 0.1}, why: w}"
+    path = write_claims(expectations, "a.yaml", claim_yaml(expect=expect))
+    with pytest.raises(ClaimFileError, match=r"a.yaml:9: claims\[demo\]\.expect\.approx: .*rel' tolerance of value 0"):
+        load_claim_file(path)
