@@ -32,6 +32,17 @@ def test_gradients_interpolate_as_mergekit():
     assert evaluate(parse_setting("weight", {"filter": "mlp", "value": 2}, 1.0, "cfg"), "attn", 0) is None
 
 
+def test_filter_values_are_checked_by_their_parameters_rule():
+    # by the parameter's rule (density, tie_break, max_iter), not by that of the field `value`, which has none:
+    # any number passed, and a choice was held to the default as its only value
+    assert evaluate(parse_setting("parameters.tie_break", {"value": "mergekit"}, "index", "cfg"), "x", 0) == "mergekit"
+    assert evaluate(parse_setting("parameters.rescale", [{"value": "paper"}], True, "cfg"), "x", 0) == "paper"
+    with pytest.raises(ValueError, match=r"cfg: parameters.density\[0\].value must lie in \(0, 1\], got 5"):
+        parse_setting("parameters.density", [{"filter": "mlp", "value": 5}], 1.0, "cfg")
+    with pytest.raises(ValueError, match=r"parameters.max_iter.value must be >= 0, got -3"):
+        parse_setting("parameters.max_iter", {"value": -3}, 10, "cfg")
+
+
 @pytest.fixture(scope="module")
 def arch(tmp_path_factory):
     return build_models(tmp_path_factory.mktemp("layout"), "llama", tokenizers=True)
@@ -110,6 +121,16 @@ BAD = {
         "merge_method: ties",
         "parameters.weight mixes filter entries and plain values",
     ),
+    "filter value out of range": (
+        "base_model: base\nmodels: [{model: ft0, parameters: {density: [{filter: mlp, value: 1.5}, {value: 0.5}]}}]"
+        "\nmerge_method: ties",
+        "models[0] (ft0): parameters.density[0].value must lie in (0, 1], got 1.5",
+    ),
+    "filter value of a bounded parameter": (
+        "base_model: base\nmodels: [{model: ft0, parameters: {density: 0.5, gamma: {filter: mlp, value: 2}}}]"
+        "\nmerge_method: breadcrumbs",
+        "models[0] (ft0): parameters.gamma.value must lie in [0, 1], got 2",
+    ),
     "trim_scope model with gradient": (
         "base_model: base\nmodels: [{model: ft0, parameters: {weight: [0, 1]}}]\n"
         "merge_method: ties\nparameters: {trim_scope: model}",
@@ -163,6 +184,14 @@ def test_bad_layout_and_tokenizer_settings_are_one_line_errors(arch, case):
         r.output
     )
     assert not (arch / "out").exists()
+
+
+def test_a_filter_list_may_give_any_valid_choice(arch, tmp_path):
+    cfg = _cfg(tmp_path, f"base_model: {arch}/base\nmodels: [{{model: {arch}/ft0, parameters: {{density: 0.5}}}}]\n"
+                         "merge_method: ties\nparameters: {tie_break: [{filter: mlp, value: mergekit}, {value: index}]}\n")
+    r = CliRunner().invoke(cli, ["merge", str(cfg), str(tmp_path / "out"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "out" / "model.safetensors").is_file()
 
 
 def test_a_model_without_a_tokenizer_is_a_one_line_error(tmp_path):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from numbers import Real
 from typing import Any
 
-from reprolab.mergers.weights.params import Rule, check_param
+from reprolab.mergers.weights.params import Rule, check_param, rule_for
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,12 @@ def _plain(name: str, raw: Any, default: Any, where: str, rule: Rule | None = No
 
 
 def parse_setting(name: str, raw: Any, default: Any, where: str, rule: Rule | None = None) -> Any:
-    """Validate one parameter's setting; returns a scalar, a tuple (gradient) or a tuple of :class:`Conditional`."""
+    """Validate one parameter's setting; returns a scalar, a tuple (gradient) or a tuple of :class:`Conditional`.
+
+    Every value, filter entries' included, is checked by the rule of the parameter ``name`` names (its last
+    dotted part: ``parameters.density`` is a density), not by that of the field it sits in (``value``).
+    """
+    rule = rule or rule_for(name.rsplit(".", 1)[-1], default)
     if isinstance(raw, dict) or (isinstance(raw, list) and raw and all(isinstance(e, dict) for e in raw)):
         entries = [raw] if isinstance(raw, dict) else raw
         out = []
