@@ -194,6 +194,40 @@ def test_a_filter_list_may_give_any_valid_choice(arch, tmp_path):
     assert (tmp_path / "out" / "model.safetensors").is_file()
 
 
+GRADIENT_SLERP = """
+slices:
+  - sources:
+      - {{model: {d}/base, layer_range: [0, 4]}}
+      - {{model: {d}/ft0, layer_range: [0, 4]}}
+merge_method: slerp
+base_model: {d}/base
+parameters:
+  t:
+    - filter: self_attn
+      value: [0, 0.5, 0.3, 0.7, 1]
+    - filter: mlp
+      value: [1, 0.5, 0.7, 0.3, 0]
+{fallback}dtype: float32
+"""
+
+
+def test_a_required_parameter_may_be_a_filtered_gradient(arch, tmp_path):
+    # mergekit's examples/gradient-slerp.yml: slerp's required `t` given only per filter was refused as missing
+    # (bit-identical to mergekit 0.1.5's output, checked by hand on these stand-ins)
+    cfg = _cfg(tmp_path, GRADIENT_SLERP.format(d=arch, fallback="    - value: 0.5\n"))
+    r = CliRunner().invoke(cli, ["merge", str(cfg), str(tmp_path / "out"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    out, base = load_state_dict(tmp_path / "out"), load_state_dict(arch / "base")
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert torch.equal(out[q], base[q])  # t = 0 in layer 0's attention
+    assert not torch.equal(out["model.layers.0.mlp.up_proj.weight"], base["model.layers.0.mlp.up_proj.weight"])
+    # a tensor no filter gives a `t` to is still an error, naming it
+    cfg = _cfg(tmp_path, GRADIENT_SLERP.format(d=arch, fallback=""))
+    with pytest.raises(ValueError, match=r"tensor 'model\.embed_tokens\.weight': merge method 'slerp' needs parameter"):
+        run_merge(cfg, tmp_path / "out2", show_progress=False)
+    assert not (tmp_path / "out2").exists()
+
+
 def test_a_model_without_a_tokenizer_is_a_one_line_error(tmp_path):
     g = torch.Generator().manual_seed(0)
     for name in ("base", "ft0"):

@@ -37,7 +37,7 @@ from reprolab.mergers.weights.io import dtype_from_name
 from reprolab.mergers.weights.layout import OutputSlice, SliceSource
 from reprolab.mergers.weights.native import check_della_range
 from reprolab.mergers.weights.registry import MergeMethod, get_method
-from reprolab.mergers.weights.schedule import any_varies, parse_setting, varies
+from reprolab.mergers.weights.schedule import a_value, any_varies, parse_setting, varies
 from reprolab.mergers.weights.tokenizer import TokenizerSpec, parse_tokenizer
 from reprolab.yamlsafe import YamlProblem, load_all
 
@@ -124,9 +124,14 @@ def _params(method: MergeMethod, given: dict[str, Any], where: str, *, per_model
     return out
 
 
-def _scalars(settings: dict[str, Any]) -> dict[str, Any]:
-    """The settings that are one value everywhere (the per-tensor ones are resolved by :mod:`layout`)."""
-    return {k: v for k, v in settings.items() if not varies(v)}
+def _scalars(settings: dict[str, Any], method: MergeMethod) -> dict[str, Any]:
+    """The settings that are one value everywhere (the per-tensor ones are resolved by :mod:`layout`, which checks
+    per tensor that a required one is set); a required parameter (slerp's ``t``) given per tensor stands in with
+    one of its values, so that the checks made once per config do not find it missing."""
+    out = {k: v for k, v in settings.items() if not varies(v)}
+    out.update({k: a_value(v) for k, v in settings.items() if varies(v) and k in method.defaults
+                and method.defaults[k] is None})
+    return out
 
 
 def _separates_base(method: MergeMethod) -> bool:
@@ -157,8 +162,8 @@ def _slice_plan(method: MergeMethod, sl: OutputSlice, base: Path | None, top: di
                          "list it among the slice's sources instead")
     _check_source_count(method, len(srcs), sl.where)
     try:
-        plan = MergePlan.build(method, len(srcs), None, {**_scalars(top), **_scalars(sl.params)},
-                               [_scalars(s.params) for s in srcs], seed)
+        plan = MergePlan.build(method, len(srcs), None, {**_scalars(top, method), **_scalars(sl.params, method)},
+                               [_scalars(s.params, method) for s in srcs], seed)
         plan.has_base = (sl.base or base) is not None
         check_della_range(plan.tensor_params())
     except ValueError as exc:
@@ -310,7 +315,8 @@ def parse_config(config_path: Path, document: Any = None, aliases: Mapping[str, 
         raise ValueError(_where(config_path, f"seed must be an integer, got {seed!r}"))
     try:
         if slices is None:
-            plan = MergePlan.build(method, len(sources), None, _scalars(top), [_scalars(p) for p in per], seed)
+            plan = MergePlan.build(method, len(sources), None, _scalars(top, method), [_scalars(p, method) for p in per],
+                                   seed)
             plan.has_base = base is not None
             check_della_range(plan.tensor_params())
         else:  # each slice's one-value parameters, checked now (gradients and filters per tensor, before merging)
@@ -323,7 +329,7 @@ def parse_config(config_path: Path, document: Any = None, aliases: Mapping[str, 
     if layout and fisher:
         raise ValueError(_where(config_path, "per-model Fisher files cannot be combined with slices, parameter "
                                              "gradients/filters or tokenizer settings"))
-    if layout and method.global_trim({**method.defaults, **_scalars(top)}):
+    if layout and method.global_trim({**method.defaults, **_scalars(top, method)}):
         raise ValueError(_where(config_path, "trim_scope: model (one threshold over the whole model) cannot be "
                                              "combined with slices, parameter gradients/filters or tokenizer settings"))
     try:

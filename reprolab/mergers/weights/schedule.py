@@ -81,6 +81,13 @@ def parse_setting(name: str, raw: Any, default: Any, where: str, rule: Rule | No
     return _plain(name, raw, default, where, rule)
 
 
+def a_value(setting: Any) -> Any:
+    """One value ``setting`` gives (a gradient's or a filter list's first): a stand-in for checks made once per config."""
+    while isinstance(setting, tuple):
+        setting = setting[0].value if isinstance(setting[0], Conditional) else setting[0]
+    return setting
+
+
 def varies(setting: Any) -> bool:
     """True for a gradient or a filter list (a value that may differ from tensor to tensor)."""
     return isinstance(setting, tuple)
