@@ -161,6 +161,25 @@ def test_a_failing_merge_leaves_no_file_behind(models):
     assert list((models / "out").iterdir()) == []
 
 
+NON_FINITE_RESULTS = {  # finite inputs, a NaN or inf from the merge itself: was written, exit 0
+    "weights that cancel (multislerp)": "merge_method: multislerp\nmodels: [{model: ft0, parameters: {weight: 1}}, "
+                                        "{model: ft1, parameters: {weight: -1}}]\n",
+    "zero Fisher weights": "merge_method: fisher\nmodels: [{model: ft0, fisher: ft0/model.safetensors, parameters: "
+                           "{weight: 0}}, {model: ft1, fisher: ft1/model.safetensors, parameters: {weight: 0}}]\n",
+    "float16 overflow": "merge_method: task_arithmetic\nbase_model: base\ndtype: float16\n"
+                        "models: [{model: ft0, parameters: {weight: 100000.0}}]\n",
+    "per-tensor weights that cancel (layout path)": "merge_method: multislerp\nmodels: [{model: ft0, parameters: "
+                                                    "{weight: [1, 1]}}, {model: ft1, parameters: {weight: -1}}]\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(NON_FINITE_RESULTS))
+def test_a_merge_that_gives_nan_or_inf_is_refused_not_written(models, case):
+    line = _refused((_config(models, NON_FINITE_RESULTS[case]), models / "out"), "has non-finite values (NaN or inf)")
+    assert "in the merged output" in line and "'a." in line
+    assert list((models / "out").iterdir()) == []
+
+
 def test_temporaries_of_a_killed_merge_are_removed_by_the_next(models):
     out = models / "out"
     out.mkdir()

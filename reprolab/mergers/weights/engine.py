@@ -490,6 +490,15 @@ def copy_model_files(
     return names
 
 
+def finite_output(name: str, part: torch.Tensor) -> torch.Tensor:
+    """``part`` of merged tensor ``name`` in the dtype written, refused if it holds NaN or inf: the inputs are checked
+    finite, so such a value comes from the merge itself (weights that cancel out, a huge weight, a result beyond
+    the range of a 16-bit output dtype), and a model written with it would be silently broken."""
+    require_finite(part, name, "the merged output (from finite inputs: weights that cancel out, or values beyond "
+                               "the range of the output dtype?)")
+    return part
+
+
 def _written_dtype(plan_shapes: Mapping[str, tuple[torch.dtype, tuple[int, ...]]]) -> torch.dtype | None:
     """The float dtype holding most parameters of the output (what ``torch_dtype`` means to transformers)."""
     count: dict[torch.dtype, int] = {}
@@ -553,7 +562,8 @@ def merge_checkpoints(
 
         def write(name: str, t: torch.Tensor | blocked.RowBlocks) -> None:
             dt = out_type(name)
-            writer.write_at(name, (p.to(dt) for p in t) if isinstance(t, blocked.RowBlocks) else (t.to(dt),))
+            parts = (p.to(dt) for p in t) if isinstance(t, blocked.RowBlocks) else (t.to(dt),)
+            writer.write_at(name, (finite_output(name, p) for p in parts))
 
         def merge_alone(name: str, ws: Workspace) -> list[bool]:
             identical = [True] * len(srcs)

@@ -25,6 +25,7 @@ from reprolab.mergers.weights.engine import (
     _validate,
     _written_dtype,
     copy_model_files,
+    finite_output,
     merge_iter,
 )
 from reprolab.mergers.weights.io import Checkpoint, StreamingWriter
@@ -263,7 +264,7 @@ def _merge_layout(
                     allow_source_as_base=cfg.allow_source_as_base or edge,
                     native_arithmetic=cfg.native_arithmetic,
                 ):
-                    writer.write(name, t.to(shapes[name][0]))
+                    writer.write(name, finite_output(name, t.to(shapes[name][0])))
                     done += 1
                     if progress is not None:
                         progress(done, len(shapes), name)
