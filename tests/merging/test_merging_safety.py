@@ -322,6 +322,7 @@ BAD_HEADERS = {
     "gap": ({"a.weight": _entry(24, 144)}, "leaves a gap"),
     "past the end": ({"a.weight": _entry(0, 240, (12, 5))}, "file has"),
     "bad metadata": ({"__metadata__": {"a": 1}, "a.weight": _entry()}, "__metadata__"),
+    "nested too deeply": (b"[" * 100_000 + b"]" * 100_000, "corrupt safetensors header"),
     "duplicate key": (b'{"a.weight":' + json.dumps(_entry()).encode() + b',"a.weight":'
                       + json.dumps(_entry()).encode() + b"}", "appears twice"),
 }
@@ -346,6 +347,18 @@ def test_a_header_length_past_the_limit_or_the_file_is_refused_before_reading(mo
     with pytest.raises(ValueError, match=match):
         read_header(f)
     _refused((_config(models), models / "out"), match)
+
+
+@pytest.mark.parametrize("where,match", [("base/config.json", "not valid JSON"),
+                                         ("ft1/model.safetensors.index.json", "not a valid safetensors index"),
+                                         ("out/" + MANIFEST, "unreadable merge manifest")])
+def test_json_nested_too_deeply_is_one_line(models, where, match):
+    if where.startswith("out/"):
+        (models / "out").mkdir()
+        (models / "out" / "model.safetensors").write_bytes(b"x")
+    (models / where).write_text("[" * 100_000 + "]" * 100_000)  # past Python's recursion limit
+    line = _refused((_config(models), models / "out", "--overwrite"), match)
+    assert where.split("/")[-1] in line
 
 
 def test_the_reference_library_rejects_the_same_offsets(models):

@@ -446,7 +446,7 @@ def _config_with_dtype(src: Path, dtype: torch.dtype | None, updates: Mapping[st
     and ``updates`` (e.g. the layer count after slices, the vocabulary size after tokenizer alignment)."""
     try:
         cfg = json.loads(src.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ValueError(f"{src}: not valid JSON ({exc}); cannot write a config.json that states the merged dtype") from None
     if not isinstance(cfg, dict):
         raise ValueError(f"{src}: config.json must be a JSON object")

@@ -119,7 +119,7 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
         raise ValueError(f"{path}: cannot read ({exc.strerror or exc})") from None
     try:
         header = json.loads(header_bytes.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deeply
         raise ValueError(f"{path}: corrupt safetensors header ({exc})") from None
     if not isinstance(header, dict):
         raise ValueError(f"{path}: corrupt safetensors header (a {type(header).__name__}, not a mapping)")
@@ -265,7 +265,7 @@ def _weight_map(index: Path) -> dict[str, str]:
     """The index's ``weight_map`` (tensor name -> shard file name, as written)."""
     try:
         data = json.loads(index.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ValueError(f"{index}: not a valid safetensors index ({type(exc).__name__}: {exc})") from None
     if not isinstance(data, dict) or "weight_map" not in data:
         raise ValueError(f"{index}: not a valid safetensors index (no `weight_map` object)")

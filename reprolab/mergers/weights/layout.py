@@ -63,7 +63,7 @@ def model_config(folder: Path) -> dict[str, Any]:
         return {}
     try:
         cfg = json.loads(p.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ValueError(f"{p}: not valid JSON ({exc})") from None
     return cfg if isinstance(cfg, dict) else {}
 

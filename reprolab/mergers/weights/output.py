@@ -152,7 +152,7 @@ class OutputFolder:
                              "them; refusing to replace them")
         try:
             files = json.loads(m.read_text(encoding="utf-8"))["files"]
-        except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError) as exc:
             raise ValueError(f"{m}: unreadable merge manifest ({type(exc).__name__}); refusing to overwrite") from None
         if not isinstance(files, list) or not all(_safe_relative(f) for f in files):
             raise ValueError(f"{m}: the manifest must list relative file names inside the folder; refusing to overwrite")
