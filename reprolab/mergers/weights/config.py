@@ -24,6 +24,7 @@ gradients and ``filter`` lists (:mod:`schedule`), ``tokenizer_source`` / ``token
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -245,7 +246,8 @@ def _size(value: Any, where: str) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*", value, re.IGNORECASE) if isinstance(value, str) else None
-    size = int(float(m.group(1)) * 1024 ** "_KMGT".index(m.group(2).upper() or "_")) if m else 0
+    size = float(m.group(1)) * 1024 ** "_KMGT".index(m.group(2).upper() or "_") if m else 0.0
+    size = int(size) if math.isfinite(size) else 0  # digits past float range: no size
     if size <= 0:
         raise ValueError(f"{where}: max_shard_size must be a positive number of bytes or like '2GB', got {value!r}")
     return size

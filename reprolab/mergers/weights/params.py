@@ -24,7 +24,10 @@ class Number:
     def check(self, value: Any) -> str | None:
         if isinstance(value, bool) or not isinstance(value, Real):
             return f"must be a number, got {value!r}"
-        v = float(value)
+        try:
+            v = float(value)
+        except OverflowError:  # an integer beyond float range (YAML reads 400 digits as an int)
+            v = math.inf
         if not math.isfinite(v):
             return f"must be a finite number, got {value!r}"
         below = v < self.low or (self.low_open and v == self.low)
