@@ -151,6 +151,34 @@ def test_manifest_that_points_outside_is_refused(models):
     assert (models / "base" / "model.safetensors").is_file()
 
 
+def test_manifest_entries_through_a_symlinked_subfolder_are_refused(models):
+    # the entry is a plain relative name, but its folder is a link out of OUT: --overwrite deleted the file there
+    out = models / "out"
+    assert _cli(_config(models), out)[0] == 0
+    (models / "mine").mkdir()
+    (models / "mine" / "thesis.txt").write_text("keep me")
+    (out / "sub").symlink_to(models / "mine", target_is_directory=True)
+    manifest = json.loads((out / MANIFEST).read_text())
+    (out / MANIFEST).write_text(json.dumps({**manifest, "files": [*manifest["files"], "sub/thesis.txt"]}))
+    _refused((_config(models), out, "--overwrite"), "the manifest must list relative file names inside the folder")
+    assert (models / "mine" / "thesis.txt").read_text() == "keep me"
+
+
+def test_a_file_is_never_written_through_a_symlinked_subfolder_of_out(models):
+    (models / "base" / "extra").mkdir()
+    (models / "base" / "extra" / "notes.txt").write_text("a file the merge copies")
+    out = models / "out"
+    assert _cli(_config(models), out)[0] == 0
+    (out / "extra" / "notes.txt").unlink()
+    (out / "extra").rmdir()
+    (models / "mine").mkdir()
+    (out / "extra").symlink_to(models / "mine", target_is_directory=True)
+    manifest = json.loads((out / MANIFEST).read_text())
+    (out / MANIFEST).write_text(json.dumps({**manifest, "files": [f for f in manifest["files"] if "/" not in f]}))
+    _refused((_config(models), out, "--overwrite"), "would be written through a symlink")
+    assert list((models / "mine").iterdir()) == []
+
+
 # --- 2. Atomic output -----------------------------------------------------------------------------------------
 
 def test_a_failing_merge_leaves_no_file_behind(models):

@@ -154,9 +154,15 @@ class OutputFolder:
             files = json.loads(m.read_text(encoding="utf-8"))["files"]
         except (UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError) as exc:
             raise ValueError(f"{m}: unreadable merge manifest ({type(exc).__name__}); refusing to overwrite") from None
-        if not isinstance(files, list) or not all(_safe_relative(f) for f in files):
+        if not isinstance(files, list) or not all(_safe_relative(f) and self._inside(f) for f in files):
             raise ValueError(f"{m}: the manifest must list relative file names inside the folder; refusing to overwrite")
         return set(files)
+
+    def _inside(self, name: str) -> bool:
+        """Whether file ``name``'s folder resolves inside OUT (not through a symlinked subfolder to elsewhere)."""
+        real = self.path.resolve()
+        parent = (self.path / name).parent.resolve()
+        return parent == real or real in parent.parents
 
     def _files_on_disk(self) -> list[str]:
         out = []
@@ -177,6 +183,9 @@ class OutputFolder:
         """The temporary path for final file ``name`` (relative, '/'-separated); refuses a name it may not write."""
         if not _safe_relative(name):
             raise ValueError(f"output file name {name!r} is not a plain relative name")
+        if not self._inside(name):
+            raise ValueError(f"output folder {self.path}: {name!r} would be written through a symlink to "
+                             f"{(self.path / name).parent.resolve()}, outside the folder; refused")
         final = self.path / name
         if (final.exists() or final.is_symlink()) and name not in self._previous:
             raise ValueError(f"output folder {self.path} already holds {name!r}, which no reprolab merge wrote; "
