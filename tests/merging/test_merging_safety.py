@@ -415,6 +415,8 @@ BAD_CONFIGS = {
                                 "parameters.lambda must be a finite number"),
     "shard size past float range": ("models: [{model: ft0}]\nmax_shard_size: '1%sTB'" % ("0" * 400),
                                     "max_shard_size must be a positive"),
+    "fisher file for another method": ("models: [{model: ft0, fisher: ft0/model.safetensors}]",
+                                       "models[0] (ft0): fisher: method 'ties' does not read Fisher files"),
     "shard size zero": ("models: [{model: ft0}]\nmax_shard_size: 0", "max_shard_size must be a positive"),
     "tokenizer and tokenizer_source": ("models: [{model: ft0}]\ntokenizer_source: union\ntokenizer: {source: base}",
                                        "give `tokenizer_source` or `tokenizer`, not both"),

@@ -384,6 +384,9 @@ def _parse_models(models: Any, method: MergeMethod, base: Path | None, cdir: Pat
         if not isinstance(entry, dict) or "model" not in entry:
             raise ValueError(f"{where}: each model needs a `model:` path")
         where, path, params = _model_entry(entry, where, _MODEL_KEYS, method, cdir, aliases)
+        if entry.get("fisher") is not None and not method.needs_fisher:
+            raise ValueError(f"{where}: fisher: method {method.name!r} does not read Fisher files (only `fisher` "
+                             "does); remove it")
         if _separates_base(method) and base is not None and path == base:
             continue  # mergekit lets the base appear in `models`; it is the base, not a source
         sources.append(path)
