@@ -445,6 +445,15 @@ def test_a_binary_config_names_the_file(models):
     assert str(cfg) in line
 
 
+@pytest.mark.parametrize("kind", ["device", "fifo"])
+def test_a_config_that_is_not_a_regular_file_is_refused_not_read(models, kind):
+    cfg = Path("/dev/zero") if kind == "device" else models / "merge.fifo"
+    if kind == "fifo":
+        os.mkfifo(cfg)  # no writer: opening it would wait forever; /dev/zero would be read until memory runs out
+    line = _refused((cfg, models / "out"), "is not a regular file")
+    assert str(cfg) in line
+
+
 def test_real_yaml_booleans_are_accepted(models):
     cfg = _config(models, "merge_method: ties\nbase_model: base\nmodels: [{model: ft0}, {model: ft1}]\n"
                           "parameters: {normalize: no, int8_mask: yes, density: 1}\n")

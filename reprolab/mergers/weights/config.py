@@ -226,6 +226,8 @@ def _parse_slices(raw: Any, method: MergeMethod, cdir: Path, config_path: Path,
 def load_documents(config_path: Path) -> list[Any]:
     """The YAML documents of a config file (several for a mergekit-multi config); errors name the file."""
     try:
+        if config_path.exists() and not config_path.is_file():  # /dev/zero would be read forever, a FIFO wait
+            raise ValueError(f"merge config {config_path} is not a regular file (a folder, FIFO or device)")
         data = config_path.read_bytes()
     except FileNotFoundError:
         raise ValueError(f"merge config {config_path} does not exist") from None
