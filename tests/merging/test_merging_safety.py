@@ -208,6 +208,14 @@ def test_a_merge_that_gives_nan_or_inf_is_refused_not_written(models, case):
     assert list((models / "out").iterdir()) == []
 
 
+def test_the_in_memory_merge_refuses_a_non_finite_result_too():
+    from reprolab.mergers.weights import merge_state_dicts
+
+    a, b = {"w": torch.ones(4, 3)}, {"w": 2 * torch.ones(4, 3)}
+    with pytest.raises(ValueError, match=r"tensor 'w' in the merged output .* non-finite"):
+        merge_state_dicts(None, [a, b], "multislerp", [1.0, -1.0])
+
+
 def test_temporaries_of_a_killed_merge_are_removed_by_the_next(models):
     out = models / "out"
     out.mkdir()

@@ -397,7 +397,7 @@ def merge_state_dicts(
     out = {}
     for name, t in merge_iter(StateDictSource(base, "base"), srcs, plan, fisher=fis, allow_source_as_base=allow_source_as_base):
         dt = out_dtype if (out_dtype is not None and t.is_floating_point()) else base[name].dtype
-        out[name] = t.to(dt, copy=True)  # yielded tensors are workspace views, reused for the next tensor
+        out[name] = finite_output(name, t.to(dt, copy=True))  # yielded tensors are workspace views, reused next
     return out
 
 
