@@ -78,13 +78,17 @@ CASES = {
     # rss_met: 0.30 GB = 0.16x mergekit's 1.87 GB: structural since the row blocks, not load-dependent.
     # speedup: 15.5x, 14.4x, 15.6x, 15.9x in four quiet runs on one host, 12.5x on another (AMD EPYC, load 0, its
     # Python + torch start 2.9 s vs ~1.45 s; 2026-12-03; 10.8x there that evening), 18.2x and 18.0x on a third
-    # (2026-12-04, `import torch` 1.3 s): host-dependent, so not recorded as met reliably
+    # (2026-12-04, `import torch` 1.3 s; 17.5x with the output's finite check). Recorded as met on 2026-12-04: 6 of
+    # the 10 quiet runs since the row blocks met it, 3 of 3 on the host of that day; the misses were 14.4x once on
+    # the first host and all three runs on the host whose Python + torch start (2.9 s) is twice the others'. On
+    # such a host this assertion fails, and says so (a torch-free merge path is the remaining lever: docs/merging.md).
     "ties": Case(
         "{weight: 1.0, density: 0.2}",
         "{normalize: true}",
         speedup=15.0,
         rss_ratio=0.3,
         compare="ties",
+        speedup_met=True,
         rss_met=True,
     ),
     # 2026-12-03: outputs bit-identical to mergekit (the 18 differing entries of 2026-12-02 were densities rounded
