@@ -10,6 +10,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictInt,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -18,6 +19,8 @@ Statistic = Literal["mean", "median", "iqm", "min", "max", "std", "fraction", "p
 GuardStatistic = Literal["mean", "median", "iqm", "min", "max"]
 RecordedVerdict = Literal["reproduced", "not-reproduced", "refuted", "inconclusive", "untested"]
 Finding = Literal["inconsistency", "rounding", "reading"]
+FINDING_VERDICTS = ("not-reproduced", "refuted")
+"""The recorded verdicts a ``finding`` may type: an untested or inconclusive claim has found nothing yet."""
 
 MAX_SEEDS = 1000
 """More seeds than this in one claim is a typo (10**9 would never finish), not a design."""
@@ -234,18 +237,24 @@ class Claim(_Strict):
                 raise ValueError(f"valid_when[{index}].arm {guard.arm!r} is not an arm of this claim ({has})")
         return self
 
-    @model_validator(mode="after")
-    def _finding_only_for_own_numbers(self) -> Claim:
-        if self.finding is not None and self.kind == "reproduce":
+    @field_validator("finding")
+    @classmethod
+    def _finding_only_for_own_numbers(cls, value: Finding | None, info: ValidationInfo) -> Finding | None:
+        # a field validator (kind and verdict come before it), so the error names the line of 'finding'
+        if value is None:
+            return value
+        if info.data.get("kind") == "reproduce":
             raise ValueError(
                 "'finding' types a recorded/consistency claim that does not reproduce; a reproduce claim's "
                 "result is its verdict"
             )
-        if self.finding is not None and self.verdict == "reproduced":
+        verdict = info.data.get("verdict")
+        if verdict is not None and verdict not in FINDING_VERDICTS:
             raise ValueError(
-                "'finding' is for a claim that does not reproduce; this one is recorded reproduced"
+                f"'finding' is for a claim that does not reproduce (recorded {' or '.join(FINDING_VERDICTS)}); "
+                f"this one is recorded {verdict}"
             )
-        return self
+        return value
 
     @model_validator(mode="after")
     def _arms_match(self) -> Claim:

@@ -33,7 +33,8 @@ class Row:
     notes: set[str] = field(default_factory=set)
     fast: Counter[str] = field(default_factory=Counter)
     gpu: Counter[str] = field(default_factory=Counter)
-    findings: Counter[str] = field(default_factory=Counter)
+    findings: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    """(scale, recorded verdict, finding) -> claims: the table shows the fast tier's, the sentence counts all."""
 
 
 def _line_of(item: LoadedClaim, roots: Sequence[Path]) -> str:
@@ -60,7 +61,7 @@ def summarise(items: Iterable[LoadedClaim], roots: Sequence[Path | str]) -> list
         row.notes.add(item.source.document.split("_", 1)[0])
         (row.fast if item.claim.scale == "fast" else row.gpu)[item.claim.verdict] += 1
         if item.claim.finding is not None:
-            row.findings[item.claim.finding] += 1
+            row.findings[item.claim.scale, item.claim.verdict, item.claim.finding] += 1
     order = [OWN_NUMBERS, *LINE_TITLES.values()]
     return sorted(
         rows.values(), key=lambda r: (order.index(r.line) if r.line in order else len(order), r.line)
@@ -94,10 +95,14 @@ def render_markdown(rows: Sequence[Row]) -> str:
     ]
     for row in rows:
         cells = [str(row.fast[verdict]) for verdict in VERDICTS]
-        if row.findings:  # which kind of finding each claim that does not reproduce is
-            typed = [f"{row.findings[f]} {f}" for f in FINDINGS if row.findings[f]]
-            untyped = row.fast["not-reproduced"] + row.fast["refuted"] - sum(row.findings.values())
-            cells[1] += " (" + ", ".join(typed + ([f"{untyped} untyped"] if untyped > 0 else [])) + ")"
+        for column, verdict in enumerate(VERDICTS):  # which kind of finding each fast claim in the cell is
+            counts = {f: row.findings["fast", verdict, f] for f in FINDINGS}
+            if any(counts.values()):
+                typed = [f"{n} {f}" for f, n in counts.items() if n]
+                untyped = row.fast[verdict] - sum(counts.values())
+                cells[column] += (
+                    " (" + ", ".join(typed + ([f"{untyped} untyped"] if untyped > 0 else [])) + ")"
+                )
         lines.append(
             f"| {row.line} | {_notes(row.notes)} | {sum(row.fast.values())} | "
             + " | ".join(cells)
@@ -105,10 +110,12 @@ def render_markdown(rows: Sequence[Row]) -> str:
         )
     findings: Counter[str] = Counter()
     for row in rows:
-        findings.update(row.findings)
+        for (_, _, finding), count in row.findings.items():
+            findings[finding] += count
     lines += [
         "",
-        f"Of the notes' own derived numbers, {findings['inconsistency']} do not follow from what the notes say "
+        "Of the notes' own derived numbers (the recorded / consistency claims of both tiers), "
+        f"{findings['inconsistency']} do not follow from what the notes say "
         f"elsewhere (`finding: inconsistency`); {findings['rounding']} more differ only by rounding and "
         f"{findings['reading']} depend on how the text is read (`finding: rounding`, `finding: reading`).",
     ]

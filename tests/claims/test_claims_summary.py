@@ -71,15 +71,49 @@ def test_rows_per_line_and_kind(expectations: Path, monkeypatch: pytest.MonkeyPa
     assert result.exit_code == 0 and result.output == text
 
 
+def test_table_cells_count_fast_findings_the_sentence_every_tier(expectations: Path) -> None:
+    """A gpu claim's finding is not in the fast table's cells; a refuted one annotates the refuted cell."""
+    own = "kind: recorded\nfinding: {}\n"
+    write_claims(
+        expectations,
+        "r.yaml",
+        claim_yaml("f1", verdict="not-reproduced", extra=own.format("inconsistency")),
+        claim_yaml("f2", verdict="refuted", extra=own.format("rounding")),
+        claim_yaml("f3", verdict="not-reproduced", extra="kind: recorded\n"),
+        claim_yaml("g1", verdict="not-reproduced", extra=own.format("inconsistency")).replace(
+            "scale: fast", "scale: gpu"
+        ),
+    )
+    items, errors = load_claims([expectations])
+    assert errors == []
+    text = render_markdown(summarise(items, [expectations]))
+    row = "| recorded / consistency (the notes' own arithmetic) | 000 | 3 | 0 | 2 (1 inconsistency, 1 untyped) | "
+    assert row + "1 (1 rounding) | 0 | 0 | 1 (1 not-reproduced) |" in text
+    assert "(the recorded / consistency claims of both tiers), 2 do not follow" in text
+    assert "1 more differ only by rounding" in text
+
+
 @pytest.mark.parametrize(
     ("extra", "verdict", "message"),
     [
         ("finding: rounding\n", "not-reproduced", "types a recorded/consistency claim"),
         ("kind: recorded\nfinding: rounding\n", "reproduced", "is for a claim that does not reproduce"),
+        ("kind: recorded\nfinding: rounding\n", "untested", "this one is recorded untested"),
+        ("kind: consistency\nfinding: reading\n", "inconclusive", "this one is recorded inconclusive"),
         ("kind: recorded\nfinding: typo\n", "not-reproduced", "finding"),
     ],
 )
 def test_finding_schema(expectations: Path, extra: str, verdict: str, message: str) -> None:
     path = write_claims(expectations, "a.yaml", claim_yaml(verdict=verdict, extra=extra))
-    with pytest.raises(ClaimFileError, match=message):
+    with pytest.raises(ClaimFileError, match=message) as raised:
         load_claim_file(path)
+    if "typo" not in extra:  # the line and field of 'finding' itself
+        line = path.read_text().splitlines()[raised.value.line - 1].strip()
+        assert (raised.value.field, line) == ("claims[demo].finding", extra.splitlines()[-1])
+
+
+def test_finding_on_refuted_own_number_loads(expectations: Path) -> None:
+    path = write_claims(
+        expectations, "a.yaml", claim_yaml(verdict="refuted", extra="kind: recorded\nfinding: reading\n")
+    )
+    assert load_claim_file(path)[0].claim.finding == "reading"
