@@ -34,7 +34,7 @@ import numpy as np
 from reprolab.claims.loader import ClaimFileError, LoadedClaim, load_claims
 from reprolab.claims.resolve import ExperimentSpec, resolve_experiment
 from reprolab.claims.schema import MAX_SEEDS, Expect, Guard, GuardStatistic
-from reprolab.claims.stats import NoIntervalError, clopper_pearson_interval, interval_method
+from reprolab.claims.stats import NoIntervalError, clopper_pearson_bounds, interval_method
 from reprolab.experiments.registry import UnknownExperimentError
 
 INF = math.inf
@@ -133,11 +133,31 @@ def _bound_issue(what: str, attainable: Attainable, low: float, high: float, bou
     return None
 
 
-def _fraction_ci_can_pass(n: int, low: float, high: float) -> bool:
-    """Is there a count k of n seeds whose Clopper-Pearson interval lies inside [low, high]?"""
-    indicators = (np.arange(n)[None, :] < np.arange(n + 1)[:, None]).astype(float)
-    ci_low, ci_high = clopper_pearson_interval(indicators)
-    return bool(np.any((ci_low >= low) & (ci_high <= high)))
+def fraction_ci_seeds(n_from: int, n_to: int, low: float, high: float) -> int | None:
+    """The fewest seeds in n_from..n_to for which some count's Clopper-Pearson interval lies in [low, high].
+
+    The interval of k of n seeds contains k/n and has positive width, its lower end is below 1 and its upper end
+    above 0: a bound that needs either (``at_least: 1``, ``at_most: 0``, a zero-width ``between``) is never met,
+    without computing one. Otherwise only counts with k/n near [low, high] can serve, and seed counts are
+    tried in blocks that double (1, 2, 4, ... seed counts per call), each one vectorised call.
+    """
+    if low >= 1.0 or high <= 0.0 or low >= high:
+        return None
+    start, block = n_from, 1
+    while start <= n_to:
+        ns = np.arange(start, min(start + block, n_to + 1))
+        # k/n within [low, high], give or take one count (a k at the edge is not lost to rounding)
+        first = np.clip(np.ceil(max(low, 0.0) * ns) - 1, 0, ns)
+        last = np.clip(np.floor(min(high, 1.0) * ns) + 1, 0, ns)
+        counts = np.maximum(last - first + 1, 0).astype(int)
+        n = np.repeat(ns, counts)
+        k = np.repeat(first, counts) + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        ci_low, ci_high = clopper_pearson_bounds(k, n)
+        served = n[(ci_low >= low) & (ci_high <= high)]
+        if served.size:
+            return int(served.min())
+        start, block = start + block, 2 * block
+    return None
 
 
 def _ci_issue(expect: Expect, n_seeds: int, attainable: Attainable | None) -> str | None:
@@ -149,11 +169,8 @@ def _ci_issue(expect: Expect, n_seeds: int, attainable: Attainable | None) -> st
     if expect.statistic == "fraction" and (
         attainable is None or attainable.points is None or len(attainable.points) > 1
     ):
-        low, high = expect.accepted_interval()
-        if not _fraction_ci_can_pass(n_seeds, low, high):
-            needed = next(
-                (n for n in range(n_seeds + 1, MAX_SEEDS + 1) if _fraction_ci_can_pass(n, low, high)), None
-            )
+        needed = fraction_ci_seeds(n_seeds, MAX_SEEDS, *expect.accepted_interval())
+        if needed != n_seeds:
             more = f"needs >= {needed} seeds" if needed else f"no seed count up to {MAX_SEEDS} serves it"
             return (
                 f"interval: ci95: the Clopper-Pearson interval of a fraction of {n_seeds} seeds never lies "

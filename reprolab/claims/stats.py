@@ -98,8 +98,12 @@ def student_t_interval(values: np.ndarray, level: float = LEVEL) -> Interval:
 
 def clopper_pearson_interval(values: np.ndarray, level: float = LEVEL) -> Interval:
     """Exact binomial interval for the share of 1s among n indicators (coverage >= level for every p)."""
-    n = values.shape[-1]
-    k = np.rint(values.sum(axis=-1))
+    return clopper_pearson_bounds(np.rint(values.sum(axis=-1)), values.shape[-1], level)
+
+
+def clopper_pearson_bounds(k: np.ndarray, n: np.ndarray | int, level: float = LEVEL) -> Interval:
+    """The Clopper-Pearson interval of ``k`` successes in ``n`` trials (arrays broadcast), from the counts."""
+    k, n = np.asarray(k, dtype=float), np.asarray(n, dtype=float)
     tail = (1.0 - level) / 2.0
     with np.errstate(invalid="ignore", divide="ignore"):
         low = np.where(k > 0, _special().betaincinv(np.maximum(k, 1e-300), n - k + 1, tail), 0.0)

@@ -13,6 +13,7 @@ from claimfiles import claim_yaml, write_claims, write_note
 from click.testing import CliRunner
 
 import reprolab.claims.audit as audit_module
+import reprolab.claims.stats as stats_module
 from reprolab.claims.audit import audit_claim, audit_paths, statistic_range
 from reprolab.claims.loader import LoadedClaim
 from reprolab.claims.resolve import ExperimentSpec, resolve_experiment
@@ -158,6 +159,44 @@ def test_fraction_ci95_names_the_seeds_it_needs() -> None:
     (found,) = _reasons(expect, seeds=10)
     assert "never lies >= 0.8 (needs >= 17 seeds)" in found
     assert _reasons(expect, seeds=17) == []
+
+
+@pytest.mark.parametrize(
+    ("bound", "seeds", "needs", "most_calls"),
+    [
+        ({"at_least": 1.0}, 10, None, 0),  # the interval's lower end is below 1 at every seed count
+        ({"at_most": 0.0}, 10, None, 0),
+        ({"between": [0.5, 0.5]}, 10, None, 0),  # the interval has positive width
+        ({"approx": {"value": 0.5, "abs": 0.01}}, 10, None, 11),  # 1000 seeds give a width near 0.06
+        ({"at_least": 0.8}, 10, 17, 5),
+        ({"at_least": 0.996}, 10, 921, 11),
+        ({"at_most": 0.004}, 10, 921, 11),
+        ({"between": [0.9, 0.95]}, 10, 457, 11),
+    ],
+)
+def test_fraction_ci95_seed_search_is_bounded(
+    monkeypatch: pytest.MonkeyPatch, bound: dict[str, object], seeds: int, needs: int | None, most_calls: int
+) -> None:
+    """The fewest seeds a fraction's interval needs, in a few vectorised interval calls (it took 1000, ~2 s)."""
+    special, calls = stats_module._special(), []
+
+    class Counting:  # one Clopper-Pearson evaluation is two (vectorised) inverse incomplete beta calls
+        def betaincinv(self, *args: object) -> object:
+            calls.append(args)
+            return special.betaincinv(*args)
+
+    monkeypatch.setattr(stats_module, "_special", Counting)
+    expect = {
+        "metric": "nmi",
+        "statistic": "fraction",
+        "fraction": {"above": 0.1},
+        "interval": "ci95",
+        **bound,
+    }
+    (found,) = _reasons(expect, seeds=seeds)
+    more = f"needs >= {needs} seeds" if needs else "no seed count up to 1000 serves it"
+    assert found.endswith(f"({more})")
+    assert len(calls) <= 2 * most_calls
 
 
 def test_guards_must_be_able_to_pass_and_fail() -> None:
