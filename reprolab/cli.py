@@ -195,8 +195,8 @@ def _run_with_progress(session: ClaimSession, items: list[LoadedClaim]):  # type
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("-m", "marker", help="marker expression over scale and kind")
 def list_claims(paths: tuple[str, ...], marker: str | None) -> None:
-    """Every claim with its source, scale, recorded verdict and last observed verdict."""
-    from reprolab.claims.ledger import VERDICT_STYLES
+    """Every claim with its source, scale, recorded verdict and last observed verdict (and any failed guard)."""
+    from reprolab.claims.ledger import VERDICT_STYLES, failed_guards
 
     session = _session()
     items, n_errors = _select(session, paths, marker, None)
@@ -209,7 +209,7 @@ def list_claims(paths: tuple[str, ...], marker: str | None) -> None:
         observed = "never run"
         if last:
             style = VERDICT_STYLES.get(last["verdict"], "")
-            observed = f"[{style}]{last['verdict']}[/] ({last['started_at']})"
+            observed = f"[{style}]{last['verdict']}[/] ({last['started_at']})" + failed_guards(last["guards"])
         table.add_row(
             item.id, item.source.document, item.claim.kind, item.claim.scale, item.claim.verdict, observed
         )
@@ -249,8 +249,7 @@ def report(since: str | None, report_dir: str | None) -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 def history_command(claim_id: str, limit: int) -> None:
     """The recorded runs of one claim, newest first."""
-    from reprolab.claims.checks import describe_guard
-    from reprolab.claims.ledger import VERDICT_STYLES
+    from reprolab.claims.ledger import VERDICT_STYLES, failed_guards
 
     rows = _session().history.claim_history(claim_id, limit)
     if not rows:
@@ -262,10 +261,7 @@ def history_command(claim_id: str, limit: int) -> None:
         ci = f"[{row['ci_low']:.4g}, {row['ci_high']:.4g}]" if row["ci_low"] is not None else ""
         observed = f"{row['observed']:.4g}" if row["observed"] is not None else "—"
         style = VERDICT_STYLES.get(row["verdict"], "")
-        verdict = f"[{style}]{row['verdict']}[/]"
-        for guard in row["guards"]:  # name the guard that made the verdict inconclusive, as the ledger does
-            if not guard.get("passed"):
-                verdict += f"\n[dim]{escape(describe_guard(guard))}[/]"
+        verdict = f"[{style}]{row['verdict']}[/]" + failed_guards(row["guards"])  # as the ledger names them
         table.add_row(
             row["started_at"],
             (row["git_rev"] or "")[:12],

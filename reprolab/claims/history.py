@@ -156,7 +156,8 @@ class History:
         return self._guarded(lambda: self._claim_history(claim_id, limit))
 
     def latest(self, since: str | None = None) -> dict[str, dict[str, Any]]:
-        """The newest stored result of every claim (optionally only runs started at or after ``since``)."""
+        """The newest stored result of every claim (optionally only runs started at or after ``since``), with
+        its ``guards`` (the valid_when outcomes), as :meth:`claim_history` gives them."""
         return self._guarded(lambda: self._latest(since))
 
     def verdict_series(self, since: str | None = None) -> dict[str, list[tuple[str, str, str | None]]]:
@@ -185,7 +186,7 @@ class History:
                    WHERE runs.started_at >= ? ORDER BY runs.started_at""",
                 (since or "",),
             ).fetchall()
-        return {row["claim_id"]: dict(row) for row in rows}
+        return {row["claim_id"]: _with_guards(dict(row)) for row in rows}
 
     def _verdict_series(self, since: str | None) -> dict[str, list[tuple[str, str, str | None]]]:
         if not self.path.exists():

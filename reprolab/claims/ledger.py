@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from rich.console import Console
 from rich.markup import escape
@@ -19,6 +19,14 @@ VERDICT_STYLES: dict[str, str] = {
     Verdict.ERROR: "bold red",
     Verdict.SKIPPED: "dim",
 }
+
+
+def failed_guards(guards: Iterable[Mapping[str, object]]) -> str:
+    """One dim line (rich markup) per failed guard, each naming what made the verdict inconclusive; '' if none.
+
+    ``guards``: guard outcomes as a result, ``latest.json`` and the history store them.
+    """
+    return "".join(f"\n[dim]{escape(describe_guard(guard))}[/]" for guard in guards if not guard.get("passed"))
 
 
 def format_observed(result: ClaimResult) -> str:
@@ -49,9 +57,7 @@ def ledger_table(results: Sequence[ClaimResult], *, title: str = "reprolab claim
         verdict = f"[{style}]{result.verdict}[/]"
         if result.verdict == Verdict.SKIPPED:
             verdict += f"\n[dim]{escape(result.message)}[/]"
-        for guard in result.guards:  # name the guard that made the verdict inconclusive
-            if not guard["passed"]:
-                verdict += f"\n[dim]{escape(describe_guard(guard))}[/]"
+        verdict += failed_guards(result.guards)
         recorded = result.recorded if result.matches else f"[bold red]{result.recorded} ✗[/]"
         note = result.document.split("_", 1)[0]
         table.add_row(

@@ -45,7 +45,7 @@ def test_check_prints_ledger_writes_reports_and_history(project: Path) -> None:
     assert runner.invoke(cli, ["history", "nope"]).exit_code == 1
 
 
-def test_history_names_the_failed_guard_and_its_value(project: Path) -> None:
+def test_history_and_list_name_the_failed_guard_and_its_value(project: Path) -> None:
     guard = "valid_when:\n  - {metric: value, statistic: min, at_most: 0.5, why: the regime}\n"
     write_claims(project / "expectations", "a.yaml", claim_yaml("guarded", verdict="inconclusive", extra=guard))
     runner = CliRunner()
@@ -53,6 +53,9 @@ def test_history_names_the_failed_guard_and_its_value(project: Path) -> None:
     history = runner.invoke(cli, ["history", "guarded"])
     assert history.exit_code == 0 and "inconclusive" in history.output
     assert "guard min(value) <= 0.5 FAILED: 1" in " ".join(history.output.split()), history.output
+    listed = runner.invoke(cli, ["list"])
+    assert listed.exit_code == 0 and "inconclusive" in listed.output
+    assert "guard min(value) <= 0.5 FAILED: 1" in " ".join(listed.output.split()), listed.output
 
 
 def test_update_verdicts_rewrites_only_the_value(project: Path) -> None:
