@@ -60,6 +60,17 @@ def _select(
     return selection.claims, len(selection.errors)
 
 
+def _exit_status(found: bool, n_errors: int) -> None:
+    """The exit rule of every command that reads claim files: 2 when any was malformed (the valid ones were still
+    checked and printed, but the run covered only part of its input, as pytest's collection errors exit 2), else
+    1 when the run found something (a verdict that differs, a claim fixed by construction, a rehearsal error),
+    else 0."""
+    if n_errors:
+        sys.exit(2)
+    if found:
+        sys.exit(1)
+
+
 def _timeout_seconds(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     """FloatRange refuses values <= 0 but lets NaN and inf through; the project's one timeout rule decides."""
     from reprolab.claims.project import is_timeout
@@ -125,8 +136,8 @@ def check(
 ) -> None:
     """Run claims, print the ledger, write reports/latest.{json,html}, record the run in the history.
 
-    Exit status: 0 when every observed verdict equals the recorded one, 1 when any differs or errs,
-    2 when a claim file is malformed (the valid ones still run).
+    Exit status: 2 when a claim file is malformed (the valid ones still run), else 1 when any observed verdict
+    differs from the recorded one or errs, else 0.
     """
     from reprolab.claims.ledger import print_ledger
 
@@ -152,10 +163,7 @@ def check(
     if update_verdicts:
         for line in session.update_verdicts(results):
             console.print(line)
-    if mismatched:
-        sys.exit(1)
-    if n_errors:
-        sys.exit(2)
+    _exit_status(bool(mismatched), n_errors)
 
 
 def _run_with_progress(session: ClaimSession, items: list[LoadedClaim]):  # type: ignore[no-untyped-def]
@@ -214,8 +222,7 @@ def list_claims(paths: tuple[str, ...], marker: str | None) -> None:
             item.id, item.source.document, item.claim.kind, item.claim.scale, item.claim.verdict, observed
         )
     console.print(table)
-    if n_errors:
-        sys.exit(2)
+    _exit_status(False, n_errors)
 
 
 @cli.command()
@@ -351,7 +358,8 @@ def audit(paths: tuple[str, ...]) -> None:
     """Prove, without running anything, that every reproduce claim can both pass and fail.
 
     One line per claim fixed by construction (or whose metric range is undeclared), with the reason.
-    Exit status: 0 when every claim is falsifiable, 1 when any is not, 2 when a claim file is malformed.
+    Exit status: 2 when a claim file is malformed (the valid ones are still audited), else 1 when any claim is
+    not falsifiable, else 0.
     """
     from reprolab.claims.audit import audit_claims
 
@@ -366,10 +374,7 @@ def audit(paths: tuple[str, ...]) -> None:
         f"audited {audited} reproduce claims: {flagged} flagged ({undeclared} with a range undeclared)",
         highlight=False,
     )
-    if issues:
-        sys.exit(1)
-    if errors:
-        sys.exit(2)
+    _exit_status(bool(issues), errors)
 
 
 @cli.command()
@@ -396,8 +401,7 @@ def summary(paths: tuple[str, ...], markdown: bool) -> None:
                 str(sum(row.gpu.values())),
             )
         console.print(table)
-    if errors:
-        sys.exit(2)
+    _exit_status(False, errors)
 
 
 @cli.group()
@@ -515,7 +519,7 @@ def rehearse(
     """Run gpu claims end to end on stand-in data in the documented formats (verdicts ignored, no history).
 
     One line per claim (rehearsed or ERROR with its cause, wall time, the worker's peak RSS, the device), then
-    `N rehearsed, M errors`. Exit status: 0 when none errs, 1 otherwise, 2 on a malformed claim file.
+    `N rehearsed, M errors`. Exit status: 2 on a malformed claim file, else 1 when any errs, else 0.
     """
     from reprolab.rehearse.data import datasets_for, prepare, unknown_variables
     from reprolab.rehearse.overrides import caps_for
@@ -547,10 +551,7 @@ def rehearse(
     save_measurements(root / name, scale, lines, env, steps)
     bad = sum(not line.ok for line in lines)
     console.print(f"{len(lines) - bad} rehearsed, {bad} errors ({time.perf_counter() - started:.0f}s)", highlight=False)
-    if bad:
-        sys.exit(1)
-    if n_errors:
-        sys.exit(2)
+    _exit_status(bool(bad), n_errors)
 
 
 @cli.command()
@@ -591,8 +592,7 @@ def plan(marker: str, data_dir: Path | None, keyword: str | None, write: bool) -
     console.print(table)
     for note in notes:
         console.print(note, highlight=False, soft_wrap=True)
-    if n_errors:
-        sys.exit(2)
+    _exit_status(False, n_errors)
 
 
 def main() -> None:

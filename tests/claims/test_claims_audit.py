@@ -278,6 +278,15 @@ def test_cli_one_line_per_issue_and_exit_status(expectations: Path, monkeypatch:
     )
     clean = CliRunner().invoke(cli, ["audit", str(expectations)])
     assert clean.exit_code == 0, clean.output
+    # a malformed file beside a flagged claim: 2 (bad input) wins over 1, as for `reprolab check`; the valid
+    # files are still audited and printed
+    (expectations / "a.yaml").write_text(
+        (expectations / "a.yaml").read_text().replace("at_least: 0.9", "at_least: 0.0"), encoding="utf-8"
+    )
+    (expectations / "bad.yaml").write_text("source: {document: x, title: y}\nclaims: []\n")
+    result = CliRunner().invoke(cli, ["audit", str(expectations)])
+    assert result.exit_code == 2, result.output
+    assert "bad.yaml:2: claims:" in result.output and ": cannot-fail: " in result.output
 
 
 def test_audit_is_static() -> None:

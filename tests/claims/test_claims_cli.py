@@ -73,6 +73,10 @@ def test_bad_file_reported_and_valid_ones_still_run(project: Path) -> None:
     result = CliRunner().invoke(cli, ["check"])
     assert result.exit_code == 2
     assert "b.yaml:2: claims:" in result.output and "alpha" in result.output
+    # a verdict that differs too: still 2 (a malformed file wins), and the mismatch is still shown
+    write_claims(project / "expectations", "c.yaml", claim_yaml("gamma", verdict="refuted"))
+    result = CliRunner().invoke(cli, ["check"])
+    assert result.exit_code == 2 and "b.yaml:2: claims:" in result.output and "gamma" in result.output
 
 
 def test_marker_selection(project: Path) -> None:
