@@ -8,6 +8,7 @@ those is one :class:`YamlProblem` with the line it was found on; the caller puts
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -51,6 +52,30 @@ def check_tree(root: yaml.Node, text: str) -> None:
     if "&" in text:  # no anchor, no alias: nothing to bound
         _bound_aliases(root)
     _reject_duplicate_keys(root, set())
+
+
+_YAML12_EXPONENT_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+")
+"""A YAML 1.2 float with an exponent; PyYAML (YAML 1.1) reads ``1e-3`` (no dot) as a string."""
+
+
+def yaml12_exponent_floats(root: yaml.Node) -> None:
+    """Retag each plain (unquoted) scalar written like ``1e-3`` or ``5E4`` as a float, as YAML 1.2 reads it, so
+    a schema that refuses strings where numbers go still takes it; a quoted ``'1e-3'`` stays a string."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            plain = not node.style  # None (PyYAML) or "" (libyaml)
+            if plain and node.tag == "tag:yaml.org,2002:str" and _YAML12_EXPONENT_FLOAT.fullmatch(node.value):
+                node.tag = "tag:yaml.org,2002:float"
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(value for _, value in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
 
 
 def load_all(text: str) -> list[Any]:

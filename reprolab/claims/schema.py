@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -28,14 +29,22 @@ MAX_SEED_VALUE = 2**32 - 1
 """Largest seed every RNG we use accepts (numpy, torch, JAX take 32-bit seeds without folding)."""
 
 
-def _not_a_boolean(value: object) -> object:
+def _a_number(value: object) -> object:
+    """Only a YAML number is a number: a boolean or a quoted string would otherwise be coerced to a float."""
     if isinstance(value, bool):
         raise ValueError(f"must be a number, got the boolean {str(value).lower()} (YAML reads true/false/yes/no/on/off so)")
+    if isinstance(value, str | bytes):
+        try:
+            finite = math.isfinite(float(value))
+        except ValueError:
+            finite = True  # not a number at all
+        what = "a number" if finite else "a finite number"  # `nan` and `inf` unquoted are strings in YAML too
+        raise ValueError(f"must be {what}, got the string {value!r}; write it as an unquoted YAML number")
     return value
 
 
-Number = Annotated[float, BeforeValidator(_not_a_boolean)]
-"""A float that YAML ``true``/``yes``/``on`` (1.0) or ``false``/``no``/``off`` (0.0) may not stand for."""
+Number = Annotated[float, BeforeValidator(_a_number)]
+"""A float written as a YAML number: not ``true``/``yes``/``on`` (1.0), ``false``/``no``/``off`` (0.0) nor ``'0.5'``."""
 
 
 class _Strict(BaseModel):

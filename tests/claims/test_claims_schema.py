@@ -92,6 +92,30 @@ def test_boolean_guard_bound_and_timeout_are_schema_errors(expectations: Path) -
         load_claim_file(path)
 
 
+@pytest.mark.parametrize(
+    ("expect", "extra", "field"),
+    [  # pydantic would coerce a quoted number to a float: a bound must be a YAML number, as seeds must
+        ("{metric: value, statistic: mean, at_least: '0.5', why: w}", "", r"expect\.at_least"),
+        ("{metric: value, statistic: mean, between: [0, \"1\"], why: w}", "", r"expect\.between\[1\]"),
+        ("{metric: value, statistic: mean, approx: {value: 1, abs: '1e-3'}, why: w}", "", r"expect\.approx\.abs"),
+        ("{metric: value, statistic: fraction, fraction: {below: '2'}, at_least: 0.5, why: w}", "", r"expect\.fraction\.below"),
+        (None, "valid_when:\n  - {metric: value, at_most: '2', why: w}\n", r"valid_when\[0\]\.at_most"),
+        (None, "timeout_s: '10'\n", "timeout_s"),
+    ],
+)
+def test_quoted_numbers_are_schema_errors(expectations: Path, expect: str | None, extra: str, field: str) -> None:
+    path = write_claims(expectations, "a.yaml", claim_yaml(extra=extra, **({"expect": expect} if expect else {})))
+    with pytest.raises(ClaimFileError, match=rf"a.yaml:\d+: claims\[demo\]\.{field}: must be a number, got the string"):
+        load_claim_file(path)
+
+
+def test_plain_exponent_numbers_are_numbers(expectations: Path) -> None:
+    """YAML 1.2 reads an unquoted 1e-3 as a number (PyYAML alone reads it as a string, now refused)."""
+    expect = "{metric: value, statistic: mean, approx: {value: 1E0, abs: 1e-3}, why: w}"
+    (item,) = load_claim_file(write_claims(expectations, "a.yaml", claim_yaml(expect=expect)))
+    assert (item.claim.expect.approx.value, item.claim.expect.approx.abs) == (1.0, 0.001)
+
+
 def test_relative_tolerance_around_zero_is_a_schema_error(expectations: Path) -> None:
     # |0| * rel is 0: the bound would accept exactly 0 and nothing else
     expect = "{metric: value, statistic: mean, approx: {value: 0, rel: 0.1}, why: w}"
