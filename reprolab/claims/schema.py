@@ -191,9 +191,9 @@ class Expect(_Bounded):
 class Resources(_Strict):
     """What one experiment run of a claim needs (Ray resource requests under `--executor ray`)."""
 
-    gpus: float = Field(default=0, ge=0, le=64, allow_inf_nan=False)
-    cpus: float = Field(default=1, gt=0, le=1024, allow_inf_nan=False)
-    memory_gb: float | None = Field(default=None, gt=0, le=65536, allow_inf_nan=False)
+    gpus: Number = Field(default=0, ge=0, le=64, allow_inf_nan=False)
+    cpus: Number = Field(default=1, gt=0, le=1024, allow_inf_nan=False)
+    memory_gb: Number | None = Field(default=None, gt=0, le=65536, allow_inf_nan=False)
 
 
 class Claim(_Strict):

@@ -116,6 +116,14 @@ def test_plain_exponent_numbers_are_numbers(expectations: Path) -> None:
     assert (item.claim.expect.approx.value, item.claim.expect.approx.abs) == (1.0, 0.001)
 
 
+@pytest.mark.parametrize("resources", ["{gpus: true}", "{cpus: '2'}", "{memory_gb: yes}"])
+def test_resource_requests_must_be_numbers(expectations: Path, resources: str) -> None:
+    # a boolean or quoted resource request was coerced (gpus: true asked Ray for one GPU)
+    path = write_claims(expectations, "a.yaml", claim_yaml(extra=f"resources: {resources}\n"))
+    with pytest.raises(ClaimFileError, match=r"resources\.\w+: must be a number, got the (boolean|string)"):
+        load_claim_file(path)
+
+
 def test_relative_tolerance_around_zero_is_a_schema_error(expectations: Path) -> None:
     # |0| * rel is 0: the bound would accept exactly 0 and nothing else
     expect = "{metric: value, statistic: mean, approx: {value: 0, rel: 0.1}, why: w}"
