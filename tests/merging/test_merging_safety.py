@@ -431,6 +431,7 @@ BAD_CONFIGS = {
     "tokenizer sub-option": ("models: [{model: ft0}]\ntokenizer: {pad_to_multiple: 8}", "tokenizer: unknown key(s) ['pad_to_multiple']"),
     "chat_template name": ("models: [{model: ft0}]\nchat_template: llama3", "chat_template 'llama3': only the built-in names"),
     "method a list": ("models: [{model: ft0}]\nmerge_method: [ties]", "merge_method must be a non-empty string"),
+    "method unknown": ("models: [{model: ft0}]\nmerge_method: tiez", "merge_method: unknown merge method 'tiez'"),
     "dtype a number": ("models: [{model: ft0}]\ndtype: 16", "dtype must be a non-empty string"),
 }
 

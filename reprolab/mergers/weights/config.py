@@ -293,7 +293,11 @@ def parse_config(config_path: Path, document: Any = None, aliases: Mapping[str, 
         raise ValueError(_where(config_path, "`modules` layouts are not supported; use `models` or `slices`"))
     if "merge_method" not in raw:
         raise ValueError(_where(config_path, "missing `merge_method`"))
-    method = get_method(_string(raw["merge_method"], f"{config_path}: merge_method"))
+    name = _string(raw["merge_method"], f"{config_path}: merge_method")
+    try:
+        method = get_method(name)
+    except ValueError as exc:
+        raise ValueError(f"{config_path}: merge_method: {exc}") from None
     cdir = config_path.parent
     base = (_resolve_path(raw["base_model"], cdir, f"{config_path}: base_model", aliases)
             if raw.get("base_model") is not None else None)
