@@ -431,6 +431,12 @@ BAD_CONFIGS = {
     "tokenizer sub-option": ("models: [{model: ft0}]\ntokenizer: {pad_to_multiple: 8}", "tokenizer: unknown key(s) ['pad_to_multiple']"),
     "chat_template name": ("models: [{model: ft0}]\nchat_template: llama3", "chat_template 'llama3': only the built-in names"),
     "method a list": ("models: [{model: ft0}]\nmerge_method: [ties]", "merge_method must be a non-empty string"),
+    "per-model normalize": ("models: [{model: ft0, parameters: {normalize: true}}, {model: ft1}]",
+                            "models[0] (ft0): parameters.normalize is one setting for the whole merge"),
+    "per-model lambda": ("models: [{model: ft0}, {model: ft1, parameters: {lambda: 0.5}}]",
+                         "models[1] (ft1): parameters.lambda is one setting for the whole merge"),
+    "per-model int8_mask": ("merge_method: linear\nmodels: [{model: ft0, parameters: {int8_mask: true}}, {model: ft1}]",
+                            "models[0] (ft0): parameters.int8_mask is one setting for the whole merge"),
     "method unknown": ("models: [{model: ft0}]\nmerge_method: tiez", "merge_method: unknown merge method 'tiez'"),
     "dtype a number": ("models: [{model: ft0}]\ndtype: 16", "dtype must be a non-empty string"),
 }

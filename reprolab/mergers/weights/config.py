@@ -111,10 +111,14 @@ def _params(method: MergeMethod, given: dict[str, Any], where: str, *, per_model
     for key, value in given.items():
         field_name = f"parameters.{key}"
         known = key in method.defaults or key in method.per_source or key in _MERGEKIT_NOOP
+        if per_model and key not in method.per_source:
+            if known:  # normalize, lambda, int8_mask...: mergekit reads them only at the top level or per slice
+                raise ValueError(f"{where}: {field_name} is one setting for the whole merge, not a per-model "
+                                 f"parameter of {method.name!r}: give it in the top-level `parameters` "
+                                 f"(per-model: {list(method.per_source)})")
+            raise ValueError(f"{where}: unknown per-model parameter {key!r} for {method.name!r}; "
+                             f"known: {list(method.per_source)}")
         if not known:
-            if per_model:
-                raise ValueError(f"{where}: unknown per-model parameter {key!r} for {method.name!r}; "
-                                 f"known: {list(method.per_source)}")
             out[key] = value
             continue
         value = parse_setting(field_name, value, method.defaults.get(key, False if key in _MERGEKIT_NOOP else 1.0),
