@@ -136,6 +136,26 @@ BAD = {
         "merge_method: ties\nparameters: {trim_scope: model}",
         "trim_scope: model (one threshold over the whole model) cannot be combined",
     ),
+    "trim_scope model in a slice": (
+        "base_model: base\nslices: [{sources: [{model: base, layer_range: [0, 4]}, {model: ft0, layer_range: [0, 4]}],"
+        " parameters: {trim_scope: model, density: 0.5}}]\nmerge_method: ties",
+        "trim_scope: model (one threshold over the whole model) cannot be combined",
+    ),
+    "trim_scope gradient": (
+        "base_model: base\nmodels: [{model: ft0, parameters: {density: 0.5}}]\n"
+        "merge_method: ties\nparameters: {trim_scope: [tensor, model]}",
+        "parameters.trim_scope must be one value for the whole config, not a gradient or filter list",
+    ),
+    "trim_scope filter list": (
+        "base_model: base\nmodels: [{model: ft0, parameters: {density: 0.5}}]\nmerge_method: ties\n"
+        "parameters: {trim_scope: [{filter: mlp, value: model}, {value: tensor}]}",
+        "parameters.trim_scope must be one value for the whole config",
+    ),
+    "trim_scope filter list in a slice": (
+        "base_model: base\nslices: [{sources: [{model: base, layer_range: [0, 4]}, {model: ft0, layer_range: [0, 4]}],"
+        " parameters: {trim_scope: {filter: mlp, value: tensor}}}]\nmerge_method: neuromerging",
+        "slices[0]: parameters.trim_scope must be one value for the whole config",
+    ),
     "tokens source unknown kind": (
         "base_model: base\nmodels: [{model: ft0}]\nmerge_method: linear\n"
         "tokenizer: {tokens: {w1: {source: {kind: average}}}}",

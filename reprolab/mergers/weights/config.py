@@ -50,6 +50,9 @@ _SLICE_KEYS = {"sources", "base_model", "parameters", "residual_weight"}
 _SLICE_SOURCE_KEYS = {"model", "layer_range", "parameters"}
 # mergekit parameters that only steer its own execution and do not change the result.
 _MERGEKIT_NOOP = {"int8_mask"}
+# parameters that decide a pass over the whole model before any tensor is merged (trim_scope: model finds one
+# threshold over all tensors), so they take one value per config: no gradient, no filter list
+_ONE_VALUE = {"trim_scope"}
 @dataclass
 class MergeConfig:
     method: str
@@ -123,6 +126,9 @@ def _params(method: MergeMethod, given: dict[str, Any], where: str, *, per_model
             continue
         value = parse_setting(field_name, value, method.defaults.get(key, False if key in _MERGEKIT_NOOP else 1.0),
                               where, method.rules.get(key))
+        if key in _ONE_VALUE and varies(value):
+            raise ValueError(f"{where}: {field_name} must be one value for the whole config, not a gradient or "
+                             f"filter list (it decides a pass over the whole model), got {given[key]!r}")
         if key in _MERGEKIT_NOOP and key not in method.defaults:
             continue
         out[key] = value
@@ -341,7 +347,9 @@ def parse_config(config_path: Path, document: Any = None, aliases: Mapping[str, 
     if layout and fisher:
         raise ValueError(_where(config_path, "per-model Fisher files cannot be combined with slices, parameter "
                                              "gradients/filters or tokenizer settings"))
-    if layout and method.global_trim({**method.defaults, **_scalars(top, method)}):
+    scopes = [sl.params for sl in slices] if slices else [{}]  # a slice's own trim_scope counts too
+    if layout and any(method.global_trim({**method.defaults, **_scalars(top, method), **_scalars(sc, method)})
+                      for sc in scopes):
         raise ValueError(_where(config_path, "trim_scope: model (one threshold over the whole model) cannot be "
                                              "combined with slices, parameter gradients/filters or tokenizer settings"))
     try:
