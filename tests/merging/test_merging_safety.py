@@ -475,6 +475,31 @@ def test_real_yaml_booleans_are_accepted(models):
     assert _cli(cfg, models / "out")[0] == 0
 
 
+def test_yaml_1_1_exponent_strings_are_numbers_in_number_fields(models):
+    # PyYAML (YAML 1.1) reads 1e-1 and 1.0e0 (an exponent without a dot or a sign) as strings; mergekit's pydantic
+    # reads them as the numbers (its output for `density: 1e-1` equals that for 0.1), so a number field does too
+    from reprolab.mergers.weights.params import check_param
+
+    assert check_param("parameters.density", "1e-1", 1.0, "cfg") == 0.1
+    assert check_param("parameters.weight", "-2.5E2", 1.0, "cfg") == -250.0
+    assert check_param("parameters.weight", ".5e1", 1.0, "cfg") == 5.0
+    # a string YAML 1.1 would have read as a number itself was quoted on purpose: still refused
+    for text in ("0.5", "3", "1.0e-3", "1e", "0x10", "1_000", "inf", "nan", "e3", "1e-1x"):
+        with pytest.raises(ValueError, match=f"cfg: parameters.weight must be a number, got '{text}'"):
+            check_param("parameters.weight", text, 1.0, "cfg")
+    outs = []
+    for density, weight in (("1e-1", "[1.0e0, 5e-1]"), ("0.1", "[1.0, 0.5]")):
+        out = models / f"out-{density}"
+        cfg = _config(models, "merge_method: ties\nbase_model: base\n"
+                              f"models: [{{model: ft0, parameters: {{density: {density}, weight: {weight}}}}}, "
+                              "{model: ft1}]\n")
+        assert _cli(cfg, out)[0] == 0
+        outs.append((out / "model.safetensors").read_bytes())
+    assert outs[0] == outs[1]
+    cfg = _config(models, "merge_method: ties\nbase_model: base\nmodels: [{model: ft0, parameters: {density: 1e3}}]\n")
+    _refused((cfg, models / "out"), "models[0] (ft0): parameters.density must lie in (0, 1], got '1e3'")
+
+
 def test_output_folder_unit_rules(tmp_path):
     out = OutputFolder(tmp_path / "o")
     tmp = out.temp("model.safetensors")
