@@ -196,6 +196,8 @@ NON_FINITE_RESULTS = {  # finite inputs, a NaN or inf from the merge itself: was
                            "{weight: 0}}, {model: ft1, fisher: ft1/model.safetensors, parameters: {weight: 0}}]\n",
     "float16 overflow": "merge_method: task_arithmetic\nbase_model: base\ndtype: float16\n"
                         "models: [{model: ft0, parameters: {weight: 100000.0}}]\n",
+    "huge TIES weights (numpy kernel)": "merge_method: ties\nbase_model: base\nmodels: [{model: ft0, parameters: "
+                                        "{weight: 1.0e+39}}, {model: ft1, parameters: {weight: 1.0e+39}}]\n",
     "per-tensor weights that cancel (layout path)": "merge_method: multislerp\nmodels: [{model: ft0, parameters: "
                                                     "{weight: [1, 1]}}, {model: ft1, parameters: {weight: -1}}]\n",
 }
@@ -206,6 +208,23 @@ def test_a_merge_that_gives_nan_or_inf_is_refused_not_written(models, case):
     line = _refused((_config(models, NON_FINITE_RESULTS[case]), models / "out"), "has non-finite values (NaN or inf)")
     assert "in the merged output" in line and "'a." in line
     assert list((models / "out").iterdir()) == []
+
+
+def test_a_non_finite_result_is_one_line_without_numpy_warnings(models):
+    # the numpy TIES kernel overflowed with RuntimeWarnings printed to stderr before the one-line error
+    import subprocess
+    import sys
+    import warnings
+
+    cfg = _config(models, NON_FINITE_RESULTS["huge TIES weights (numpy kernel)"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a RuntimeWarning raised here instead of the ValueError below
+        with pytest.raises(ValueError, match="has non-finite values"):
+            run_merge(cfg, models / "out", show_progress=False)
+    r = subprocess.run([sys.executable, "-m", "reprolab.cli", "merge", str(cfg), str(models / "out2"), "--quiet"],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "default"})
+    lines = (r.stdout + r.stderr).strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1 and "has non-finite values" in lines[0], r.stdout + r.stderr
 
 
 def test_the_in_memory_merge_refuses_a_non_finite_result_too():
