@@ -373,6 +373,10 @@ BAD_HEADERS = {
     "overlapping": ({"a.weight": _entry(0, 120), "a.bias": {**_entry(96, 120, (6,))}}, "overlaps"),
     "string offsets": ({"a.weight": _entry("0", "120")}, "two ordered non-negative"),
     "unknown dtype": ({"a.weight": _entry(dtype="F33")}, "unknown dtype 'F33'"),
+    "dimension past 2^64": ({"a.weight": _entry(), "z": _entry(120, 120, (2**64, 0))}, "is too large"),
+    "dimensions multiplying past 2^64": ({"a.weight": _entry(), "z": _entry(120, 120, (2**32, 2**32, 0))},
+                                         "is too large"),
+    "strides past 2^63": ({"a.weight": _entry(), "z": _entry(120, 120, (0, 2**40, 2**40))}, "is too large"),
     "size mismatch": ({"a.weight": _entry(0, 120, (6, 6))}, "needs 144"),
     "gap": ({"a.weight": _entry(24, 144)}, "leaves a gap"),
     "past the end": ({"a.weight": _entry(0, 240, (12, 5))}, "file has"),
@@ -419,7 +423,7 @@ def test_json_nested_too_deeply_is_one_line(models, where, match):
 def test_the_reference_library_rejects_the_same_offsets(models):
     from safetensors import safe_open
 
-    for case in ("negative offsets", "overlapping", "gap"):
+    for case in ("negative offsets", "overlapping", "gap", "dimension past 2^64", "dimensions multiplying past 2^64"):
         f = _raw_file(models / "x.safetensors", BAD_HEADERS[case][0])
         with pytest.raises(Exception), safe_open(f, "pt") as fh:  # noqa: B017 - the library's own error types
             fh.keys()

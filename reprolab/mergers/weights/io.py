@@ -152,7 +152,14 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
         shape = tuple(meta["shape"])
         begin, end = offsets
         dtype = _DTYPES[code]
-        expected = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        esize = torch.empty((), dtype=dtype).element_size()
+        # a dimension past 2^64 (or dimensions multiplying past it) is refused by the safetensors library; torch
+        # cannot even describe a tensor whose strides pass 2^63, and a zero dimension elsewhere hides both from
+        # the byte count below
+        if math.prod(d for d in shape if d) * esize >= 2**63:
+            raise ValueError(f"{where}: shape {list(shape)} is too large (its non-zero dimensions multiply past "
+                             "2^63 bytes)")
+        expected = math.prod(shape) * esize
         if end - begin != expected:
             raise ValueError(f"{where}: byte range [{begin}, {end}) holds {end - begin} bytes, "
                              f"shape {list(shape)} {code} needs {expected}")
