@@ -248,6 +248,36 @@ def test_a_required_parameter_may_be_a_filtered_gradient(arch, tmp_path):
     assert not (tmp_path / "out2").exists()
 
 
+@pytest.mark.parametrize(
+    "linked,settings",
+    [
+        ("tokenizer.json", "tokenizer_source: union"),
+        ("tokenizer.json", "tokenizer_source: ft0"),
+        ("tokenizer_config.json", "chat_template: auto"),
+        ("config.json", "parameters: {weight: [0, 1]}"),  # layout.model_config reads every model's config.json
+    ],
+)
+def test_tokenizer_and_config_files_through_a_symlink_out_of_a_model_folder_are_refused(arch, tmp_path, linked,
+                                                                                          settings):
+    # the tokenizer (transformers) and config.json of a merged model were read through a symlink to anywhere;
+    # refused as for weights and copied files (io.inside_folder)
+    import shutil
+
+    shutil.copytree(arch / "ft0", tmp_path / "ft0")
+    (tmp_path / "elsewhere").mkdir()
+    shutil.move(tmp_path / "ft0" / linked, tmp_path / "elsewhere" / linked)
+    (tmp_path / "ft0" / linked).symlink_to(tmp_path / "elsewhere" / linked)
+    cfg = _cfg(tmp_path, f"base_model: {arch}/base\nmodels: [{{model: {arch}/base}}, {{model: ft0}}]\n"
+                         f"merge_method: linear\n{settings}\n")
+    match = f"file '{linked}' resolves to {tmp_path / 'elsewhere' / linked}, outside the model folder"
+    with pytest.raises(ValueError, match=match):
+        run_merge(cfg, tmp_path / "out", show_progress=False)
+    r = CliRunner().invoke(cli, ["merge", str(cfg), str(tmp_path / "out"), "--quiet"])
+    lines = r.output.strip().splitlines()
+    assert r.exit_code == 1 and len(lines) == 1 and match in lines[0] and str(cfg) in lines[0], r.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_model_without_a_tokenizer_is_a_one_line_error(tmp_path):
     g = torch.Generator().manual_seed(0)
     for name in ("base", "ft0"):

@@ -441,6 +441,13 @@ def _model_files(folder: Path, rel: str = "", seen: frozenset[Path] = frozenset(
             yield name, target
 
 
+def check_model_files(folder: Path) -> None:
+    """Refuse a model folder with a non-weight file (or folder) that resolves outside it (the rule of copied files),
+    before a reader that follows names on its own (transformers' tokenizer loading) opens any of them."""
+    for _ in _model_files(Path(folder)):
+        pass
+
+
 def _config_with_dtype(src: Path, dtype: torch.dtype | None, updates: Mapping[str, Any] | None = None) -> bytes:
     """The base's config.json with ``torch_dtype`` (and transformers' newer ``dtype``) set to the dtype written,
     and ``updates`` (e.g. the layer count after slices, the vocabulary size after tokenizer alignment)."""

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from reprolab.mergers.weights.engine import MergePlan
-from reprolab.mergers.weights.io import Checkpoint
+from reprolab.mergers.weights.io import Checkpoint, inside_folder
 from reprolab.mergers.weights.native import check_della_range
 from reprolab.mergers.weights.registry import MergeMethod
 from reprolab.mergers.weights.schedule import resolve_all
@@ -58,9 +58,11 @@ class ModelLayers:
 
 
 def model_config(folder: Path) -> dict[str, Any]:
+    """A model folder's config.json ({} without one); a config.json that resolves outside the folder is refused."""
     p = Path(folder) / "config.json"
-    if not p.is_file():
+    if not p.is_symlink() and not p.exists():
         return {}
+    p = inside_folder(Path(folder), "config.json", f"{folder}: file")
     try:
         cfg = json.loads(p.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:

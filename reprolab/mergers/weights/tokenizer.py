@@ -189,7 +189,15 @@ def _chat_template(value: Any, where: str) -> str:
 
 
 def load_tokenizer(folder: Path) -> Any:
-    """A model folder's tokenizer (transformers, local files only); one-line error if it has none."""
+    """A model folder's tokenizer (transformers, local files only); one-line error if it has none, or if a file
+    of the folder resolves outside it (transformers would follow a symlinked tokenizer.json anywhere)."""
+    from reprolab.mergers.weights.engine import check_model_files
+
+    check_model_files(folder)
+    return _from_pretrained(folder)
+
+
+def _from_pretrained(folder: Path) -> Any:
     try:
         from transformers import AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -403,10 +411,13 @@ def _default_row(
 def chat_template_text(spec: TokenizerSpec, models: Sequence[Path]) -> str | None:
     if spec.chat_template != "auto":
         return _CHATML if spec.chat_template == "chatml" else spec.chat_template
+    from reprolab.mergers.weights.engine import check_model_files
+
     found = []
     for m in models:
+        check_model_files(m)  # a folder pointing outside itself is refused, not skipped
         try:
-            tmpl = load_tokenizer(m).chat_template
+            tmpl = _from_pretrained(m).chat_template
         except ValueError:
             continue  # mergekit skips models without a loadable tokenizer when voting
         if isinstance(tmpl, dict):
