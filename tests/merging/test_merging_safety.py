@@ -460,6 +460,8 @@ BAD_CONFIGS = {
                          "models[1] (ft1): parameters.lambda is one setting for the whole merge"),
     "per-model int8_mask": ("merge_method: linear\nmodels: [{model: ft0, parameters: {int8_mask: true}}, {model: ft1}]",
                             "models[0] (ft0): parameters.int8_mask is one setting for the whole merge"),
+    "modules a list": ("models: [{model: ft0}]\nmodules: []", "`modules` must be a mapping (module name: definition), got []"),
+    "modules false": ("models: [{model: ft0}]\nmodules: false", "`modules` must be a mapping"),
     "method unknown": ("models: [{model: ft0}]\nmerge_method: tiez", "merge_method: unknown merge method 'tiez'"),
     "dtype a number": ("models: [{model: ft0}]\ndtype: 16", "dtype must be a non-empty string"),
 }
@@ -490,6 +492,14 @@ def test_a_config_that_is_not_a_regular_file_is_refused_not_read(models, kind):
         os.mkfifo(cfg)  # no writer: opening it would wait forever; /dev/zero would be read until memory runs out
     line = _refused((cfg, models / "out"), "is not a regular file")
     assert str(cfg) in line
+
+
+@pytest.mark.parametrize("modules", ["{}", "null"])
+def test_empty_modules_is_no_modules_as_in_mergekit(models, modules):
+    # mergekit 0.1.5 validates `modules: {}` and `modules: null` and reads both as absent (an empty mapping is falsy)
+    cfg = _config(models, f"merge_method: ties\nbase_model: base\nmodels: [{{model: ft0}}, {{model: ft1}}]\n"
+                          f"modules: {modules}\n")
+    assert _cli(cfg, models / "out")[0] == 0
 
 
 def test_real_yaml_booleans_are_accepted(models):

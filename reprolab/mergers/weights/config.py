@@ -299,7 +299,10 @@ def parse_config(config_path: Path, document: Any = None, aliases: Mapping[str, 
     unknown = sorted(map(str, set(raw) - _TOP))
     if unknown:
         raise ValueError(_where(config_path, f"unknown top-level key(s) {unknown}"))
-    if raw.get("modules"):
+    modules = raw.get("modules")  # null or {}: no modules, as in mergekit (an empty mapping counts as absent)
+    if modules is not None and not isinstance(modules, dict):
+        raise ValueError(_where(config_path, f"`modules` must be a mapping (module name: definition), got {modules!r}"))
+    if modules:
         raise ValueError(_where(config_path, "`modules` layouts are not supported; use `models` or `slices`"))
     if "merge_method" not in raw:
         raise ValueError(_where(config_path, "missing `merge_method`"))
