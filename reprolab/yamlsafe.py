@@ -88,6 +88,7 @@ def load_all(text: str) -> list[Any]:
             if node is None:
                 continue
             check_tree(node, text)
+            yaml12_exponent_floats(node)  # `density: 1e-3` is a number, as mergekit's pydantic reads it
             data = loader.construct_document(node)
             if data is not None:
                 docs.append(data)

@@ -509,15 +509,16 @@ def test_real_yaml_booleans_are_accepted(models):
 
 
 def test_yaml_1_1_exponent_strings_are_numbers_in_number_fields(models):
-    # PyYAML (YAML 1.1) reads 1e-1 and 1.0e0 (an exponent without a dot or a sign) as strings; mergekit's pydantic
-    # reads them as the numbers (its output for `density: 1e-1` equals that for 0.1), so a number field does too
+    # PyYAML (YAML 1.1) reads an unquoted 1e-1 or 1.0e0 (an exponent without a dot or a sign) as a string; YAML 1.2
+    # and mergekit's pydantic read the number (its output for `density: 1e-1` equals that for 0.1), and so does
+    # the config loader (yamlsafe retags such plain scalars). A quoted number stays a string, refused as one.
     from reprolab.mergers.weights.params import check_param
+    from reprolab.yamlsafe import load_all
 
-    assert check_param("parameters.density", "1e-1", 1.0, "cfg") == 0.1
-    assert check_param("parameters.weight", "-2.5E2", 1.0, "cfg") == -250.0
-    assert check_param("parameters.weight", ".5e1", 1.0, "cfg") == 5.0
-    # a string YAML 1.1 would have read as a number itself was quoted on purpose: still refused
-    for text in ("0.5", "3", "1.0e-3", "1e", "0x10", "1_000", "inf", "nan", "e3", "1e-1x"):
+    assert load_all("a: 1e-1\nb: -2.5E2\nc: .5e1\nd: '1e-1'\ne: 1e\n") == [
+        {"a": 0.1, "b": -250.0, "c": 5.0, "d": "1e-1", "e": "1e"}
+    ]
+    for text in ("0.5", "3", "1e-3", "1.0e-3", "1e", "0x10", "1_000", "inf", "nan", "e3", "1e-1x"):
         with pytest.raises(ValueError, match=f"cfg: parameters.weight must be a number, got '{text}'"):
             check_param("parameters.weight", text, 1.0, "cfg")
     outs = []
@@ -530,7 +531,7 @@ def test_yaml_1_1_exponent_strings_are_numbers_in_number_fields(models):
         outs.append((out / "model.safetensors").read_bytes())
     assert outs[0] == outs[1]
     cfg = _config(models, "merge_method: ties\nbase_model: base\nmodels: [{model: ft0, parameters: {density: 1e3}}]\n")
-    _refused((cfg, models / "out"), "models[0] (ft0): parameters.density must lie in (0, 1], got '1e3'")
+    _refused((cfg, models / "out"), "models[0] (ft0): parameters.density must lie in (0, 1], got 1000.0")
 
 
 def test_output_folder_unit_rules(tmp_path):

@@ -8,25 +8,10 @@ without a rule is checked against the type of its default, so a new method's par
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from numbers import Real
 from typing import Any
-
-# A number in scientific notation as YAML 1.2 (and Python's float()) writes it. PyYAML reads YAML 1.1, where an
-# exponent needs a dot and a sign (`1.0e-3`), so an unquoted `1e-3`, `1.0e3` or `.5e3` arrives as a string;
-# mergekit's pydantic validation reads such a string as the number in a number field, and so does a Number rule.
-# Only that gap is closed: a string YAML 1.1 would have read as a number itself ('0.5', '3') was quoted on
-# purpose and stays refused, as do inf/nan/hex/underscores.
-_EXPONENT_LITERAL = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)[eE][-+]?[0-9]+")
-_YAML11_FLOAT = re.compile(r"[-+]?(?:[0-9][0-9_]*)?\.[0-9.]*(?:[eE][-+][0-9]+)?")  # PyYAML's own float pattern
-
-
-def as_number(value: Any) -> Any:
-    """``value``, or the float a scientific-notation string such as ``'1e-3'`` writes (see ``_EXPONENT_LITERAL``)."""
-    gap = isinstance(value, str) and _EXPONENT_LITERAL.fullmatch(value) and not _YAML11_FLOAT.fullmatch(value)
-    return float(value) if gap else value
 
 
 @dataclass(frozen=True)
@@ -37,11 +22,10 @@ class Number:
     high_open: bool = False
 
     def check(self, value: Any) -> str | None:
-        number = as_number(value)
-        if isinstance(number, bool) or not isinstance(number, Real):
+        if isinstance(value, bool) or not isinstance(value, Real):
             return f"must be a number, got {value!r}"
         try:
-            v = float(number)
+            v = float(value)
         except OverflowError:  # an integer beyond float range (YAML reads 400 digits as an int)
             v = math.inf
         if not math.isfinite(v):
@@ -136,6 +120,4 @@ def check_param(name: str, value: Any, default: Any, where: str, rule: Rule | No
         raise ValueError(f"{where}: {name} {problem}")
     if isinstance(rule, Integer):
         return value
-    if isinstance(rule, Number):
-        value = as_number(value)
     return float(value) if isinstance(value, Real) and not isinstance(value, bool) else value
