@@ -227,6 +227,15 @@ def test_a_non_finite_result_is_one_line_without_numpy_warnings(models):
     assert r.returncode == 1 and len(lines) == 1 and "has non-finite values" in lines[0], r.stdout + r.stderr
 
 
+def test_weights_whose_float32_sum_overflows_are_refused(models):
+    # two weights of 3e38 with normalize: the float32 sum is inf, every task vector divided by it became 0 and the
+    # base was written with exit 0
+    cfg = _config(models, "merge_method: ties\nbase_model: base\nparameters: {normalize: true}\n"
+                          "models: [{model: ft0, parameters: {weight: 3.0e+38}}, {model: ft1, parameters: {weight: 3.0e+38}}]\n")
+    _refused((cfg, models / "out"), "their sum overflows float32")
+    assert not (models / "out").exists() or list((models / "out").iterdir()) == []
+
+
 def test_the_in_memory_merge_refuses_a_non_finite_result_too():
     from reprolab.mergers.weights import merge_state_dicts
 

@@ -162,6 +162,10 @@ class MergePlan:
             raise ValueError(f"{len(w)} weights for {k} sources")
         if any(x != x or abs(x) == float("inf") for x in w):
             raise ValueError(f"weights must be finite, got {w}")
+        with np.errstate(over="ignore"):  # the merge sums weights in float32: past its range, a normalised
+            total = np.abs(np.asarray(w, dtype=np.float32)).sum(dtype=np.float32)  # merge divides by inf -> 0
+        if not np.isfinite(total):
+            raise ValueError(f"weights {w} are too large: their sum overflows float32, in which the merge computes")
         for i, p in enumerate(per):
             unknown = sorted(set(p) - set(m.per_source))
             if unknown:
