@@ -196,15 +196,23 @@ NON_FINITE_RESULTS = {  # finite inputs, a NaN or inf from the merge itself: was
                            "{weight: 0}}, {model: ft1, fisher: ft1/model.safetensors, parameters: {weight: 0}}]\n",
     "float16 overflow": "merge_method: task_arithmetic\nbase_model: base\ndtype: float16\n"
                         "models: [{model: ft0, parameters: {weight: 100000.0}}]\n",
-    "huge TIES weights (numpy kernel)": "merge_method: ties\nbase_model: base\nmodels: [{model: ft0, parameters: "
-                                        "{weight: 1.0e+39}}, {model: ft1, parameters: {weight: 1.0e+39}}]\n",
+    # (with _huge_sources: two task vectors of 2e38 whose weighted sum overflows float32)
+    "huge TIES task vectors (numpy kernel)": "merge_method: ties\nbase_model: base\nmodels: [{model: ft0}, {model: ft1}]\n",
     "per-tensor weights that cancel (layout path)": "merge_method: multislerp\nmodels: [{model: ft0, parameters: "
                                                     "{weight: [1, 1]}}, {model: ft1, parameters: {weight: -1}}]\n",
 }
 
 
+def _huge_sources(models: Path) -> None:
+    base = load_state_dict(models / "base")
+    for name in ("ft0", "ft1"):
+        save_state_dict({k: v + 2.0e38 for k, v in base.items()}, models / name)  # finite, as the inputs are checked
+
+
 @pytest.mark.parametrize("case", sorted(NON_FINITE_RESULTS))
 def test_a_merge_that_gives_nan_or_inf_is_refused_not_written(models, case):
+    if "huge" in case:
+        _huge_sources(models)
     line = _refused((_config(models, NON_FINITE_RESULTS[case]), models / "out"), "has non-finite values (NaN or inf)")
     assert "in the merged output" in line and "'a." in line
     assert list((models / "out").iterdir()) == []
@@ -216,7 +224,8 @@ def test_a_non_finite_result_is_one_line_without_numpy_warnings(models):
     import sys
     import warnings
 
-    cfg = _config(models, NON_FINITE_RESULTS["huge TIES weights (numpy kernel)"])
+    _huge_sources(models)
+    cfg = _config(models, NON_FINITE_RESULTS["huge TIES task vectors (numpy kernel)"])
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a RuntimeWarning raised here instead of the ValueError below
         with pytest.raises(ValueError, match="has non-finite values"):
