@@ -162,6 +162,16 @@ def test_hungarian_reference_maps_only_n_classes_components():
             ValueError,
             "must equal the number of classes",
         ),
+        (
+            lambda: HungarianReference([0, 1, 0]).fit(np.eye(3), 2).predict(np.eye(4)),
+            ValueError,
+            "4 components but the merger was fitted with 3",
+        ),
+        (
+            lambda: HungarianReference([0, 1, 0]).fit(np.eye(3), 2).predict(np.eye(2)),
+            ValueError,
+            "2 components but the merger was fitted with 3",
+        ),
         (lambda: make_merger("ward"), ValueError, "unknown merger"),
         (lambda: make_merger("kl"), ValueError, "needs gaussians"),
     ],

@@ -81,11 +81,14 @@ class ComponentMerger:
         if not hasattr(self, "mapping_"):
             raise RuntimeError(f"{type(self).__name__} is not fitted yet; call fit(resp, n_groups) first")
         r = check_responsibilities(resp, keep_float32=True)
+        self._check_components(r)
+        return group_responsibilities(r, self.mapping_, self.n_groups_).argmax(axis=1).astype(np.int64)
+
+    def _check_components(self, r: NDArray) -> None:
         if r.shape[1] != self.n_components_:
             raise ValueError(
                 f"resp has {r.shape[1]} components but the merger was fitted with {self.n_components_}"
             )
-        return group_responsibilities(r, self.mapping_, self.n_groups_).argmax(axis=1).astype(np.int64)
 
     def fit_predict(self, resp: ArrayLike, n_groups: int) -> NDArray[np.int64]:
         return self.fit(resp, n_groups).predict(resp)

@@ -44,4 +44,5 @@ class HungarianReference(ComponentMerger):
         if not hasattr(self, "mapping_"):
             raise RuntimeError("HungarianReference is not fitted yet; call fit(resp, n_groups) first")
         r = check_responsibilities(resp)
+        self._check_components(r)
         return self.mapping_[r.argmax(axis=1)]
