@@ -172,6 +172,11 @@ def test_hungarian_reference_maps_only_n_classes_components():
             ValueError,
             "2 components but the merger was fitted with 3",
         ),
+        (
+            lambda: CoAssignmentMerger(min_fraction=0.9).fit(np.tile(np.eye(4), (5, 1)), 2),
+            ValueError,
+            r"min_fraction=0.9: no component wins the 18 of 20 points",
+        ),
         (lambda: make_merger("ward"), ValueError, "unknown merger"),
         (lambda: make_merger("kl"), ValueError, "needs gaussians"),
     ],

@@ -56,6 +56,12 @@ class CoAssignmentMerger(ComponentMerger):
 
     def _fit_mapping(self, resp: NDArray, n_groups: int) -> NDArray[np.int64]:
         keep = kept_components(resp, self.min_fraction)
+        if not keep.any():
+            need = max(1, int(np.floor(self.min_fraction * resp.shape[0])))
+            raise ValueError(
+                f"min_fraction={self.min_fraction}: no component wins the {need} of {resp.shape[0]} points "
+                "it needs to be kept; lower min_fraction"
+            )
         mapping = np.full(resp.shape[1], -1, dtype=np.int64)
         dist = 1.0 - coassignment_similarity(resp if keep.all() else resp[:, keep])
         mapping[keep] = average_linkage_groups(dist, n_groups)
