@@ -79,6 +79,12 @@ def test_bad_input_and_weights():
         LossWeights(variant="fixed")
     with pytest.raises(ValueError, match="tau"):
         LossWeights(tau=0.0)
+    for field in ("tau", "lambda_mse", "lambda_info"):
+        for bad in (float("nan"), float("inf")):
+            with pytest.raises(ValueError, match=f"LossWeights.{field} must be finite"):
+                LossWeights(**{field: bad})
+        with pytest.raises(TypeError, match=f"LossWeights.{field} must be a number"):
+            LossWeights(**{field: "0.5"})
     nan = torch.full((4, 3), float("nan"))
     with pytest.raises(FloatingPointError, match="not finite"):
         compose_loss(nan, nan, _unit(4, 3, 0), LossWeights())

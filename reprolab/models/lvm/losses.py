@@ -17,6 +17,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass
 
 import torch
@@ -39,6 +41,13 @@ class LossWeights:
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise ValueError(f"loss variant must be one of {VARIANTS}, got {self.variant!r}")
+        for k, v in asdict(self).items():
+            if k == "variant":
+                continue
+            if isinstance(v, bool) or not isinstance(v, numbers.Real):
+                raise TypeError(f"LossWeights.{k} must be a number, got {v!r}")
+            if not math.isfinite(v):
+                raise ValueError(f"LossWeights.{k} must be finite, got {v}")
         if self.tau <= 0:
             raise ValueError(f"tau must be positive, got {self.tau}")
         for k, v in asdict(self).items():
