@@ -85,6 +85,15 @@ def test_bad_input_and_weights():
                 LossWeights(**{field: bad})
         with pytest.raises(TypeError, match=f"LossWeights.{field} must be a number"):
             LossWeights(**{field: "0.5"})
+    with pytest.raises(ValueError, match="mse_loss: variant must be one of"):
+        mse_loss(_unit(3, 4, 0), _unit(3, 4, 1), variant="corected")
+    with pytest.raises(ValueError, match="variance_loss: variant must be one of"):
+        variance_loss(_unit(3, 4, 0), _unit(3, 4, 1), variant="corected")
+    with pytest.raises(ValueError, match="variance_loss: pred .* and target .* must both be"):
+        variance_loss(_unit(3, 4, 0), _unit(3, 5, 1), variant="corrected")
+    for tau in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="info_nce: tau must be a positive finite number"):
+            info_nce(_unit(3, 4, 0), _unit(3, 4, 1), tau=tau)
     nan = torch.full((4, 3), float("nan"))
     with pytest.raises(FloatingPointError, match="not finite"):
         compose_loss(nan, nan, _unit(4, 3, 0), LossWeights())

@@ -62,8 +62,14 @@ def _check_pair(pred: torch.Tensor, target: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name}: pred {tuple(pred.shape)} and target {tuple(target.shape)} must both be (batch, d)")
 
 
+def _check_variant(variant: str, name: str) -> None:
+    if variant not in VARIANTS:
+        raise ValueError(f"{name}: variant must be one of {VARIANTS}, got {variant!r}")
+
+
 def mse_loss(raw: torch.Tensor, target: torch.Tensor, *, variant: str = "reference") -> torch.Tensor:
     _check_pair(raw, target, "mse_loss")
+    _check_variant(variant, "mse_loss")
     sq = (raw - target).pow(2)
     return sq.mean() if variant == "reference" else sq.sum(-1).mean()
 
@@ -72,6 +78,8 @@ def info_nce(pred: torch.Tensor, target: torch.Tensor, *, tau: float = 0.07) -> 
     """Symmetric InfoNCE with in-batch negatives on L2-normalised rows: CE(p->t) + CE(t->p) (the reference sums
     the two directions). Row i's positive is target i; every other target in the batch is a negative."""
     _check_pair(pred, target, "info_nce")
+    if not 0 < tau < math.inf:  # also refuses NaN
+        raise ValueError(f"info_nce: tau must be a positive finite number, got {tau}")
     if pred.shape[0] < 2:
         raise ValueError("info_nce needs a batch of at least 2 (in-batch negatives)")
     p = F.normalize(pred, dim=-1)
@@ -93,6 +101,9 @@ def moment_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def variance_loss(pred: torch.Tensor, target: torch.Tensor | None = None, *, variant: str = "reference") -> torch.Tensor:
     if pred.ndim != 2 or pred.shape[0] < 2:
         raise ValueError(f"variance_loss needs (batch >= 2, d) predictions, got {tuple(pred.shape)}")
+    _check_variant(variant, "variance_loss")
+    if target is not None:
+        _check_pair(pred, target, "variance_loss")
     std = pred.std(0)
     if variant == "reference":
         return F.relu(1.0 - std).mean()
