@@ -244,12 +244,16 @@ class ArrayWindows:
 
 def as_windows(data: Windows | tuple[np.ndarray, np.ndarray], name: str = "windows") -> Windows:
     """``data`` itself when it is :class:`Windows`, else an :class:`ArrayWindows` over a ``(contexts, targets)``
-    pair."""
+    pair; no windows at all is a ``ValueError`` naming ``name``."""
     if isinstance(data, Windows):
-        return data
-    if isinstance(data, tuple) and len(data) == 2:
-        return ArrayWindows(np.asarray(data[0]), np.asarray(data[1]), name=name)
-    raise TypeError(f"{name}: expected a SequenceSet, ArrayWindows or (contexts, targets) pair, got {type(data)!r}")
+        w = data
+    elif isinstance(data, tuple) and len(data) == 2:
+        w = ArrayWindows(np.asarray(data[0]), np.asarray(data[1]), name=name)
+    else:
+        raise TypeError(f"{name}: expected a SequenceSet, ArrayWindows or (contexts, targets) pair, got {type(data)!r}")
+    if len(w) == 0:  # a mean over no windows is a silent NaN
+        raise ValueError(f"{name}: no windows (empty)")
+    return w
 
 
 def iter_batches(

@@ -14,6 +14,7 @@ from reprolab.models.lvm.trainer import (
     evaluate,
     fit,
     load_checkpoint,
+    predict,
     save_checkpoint,
     seeded_model,
 )
@@ -137,3 +138,16 @@ def test_baselines_on_a_smooth_walk():
 def test_train_config_refuses_values_that_would_fail_late_or_train_silently_on_nan(kwargs, error):
     with pytest.raises(error, match=next(iter(kwargs))):
         TrainConfig(**kwargs)
+
+
+def test_no_windows_is_one_error_naming_the_argument_never_a_nan_mean():
+    ctx, tgt = _data()
+    model = seeded_model("amn", 12, 0, **KW)
+    with pytest.raises(ValueError, match="windows: no windows"):
+        evaluate(model, ctx[:0], tgt[:0])
+    with pytest.raises(ValueError, match="contexts: no windows"):
+        predict(model, ctx[:0])
+    with pytest.raises(ValueError, match="val: no windows"):
+        fit(model, (ctx, tgt), (ctx[:0], tgt[:0]), TrainConfig(epochs=1), 0)
+    with pytest.raises(ValueError, match="windows: no windows"):
+        baseline_scores((ctx[:0], tgt[:0]), tgt, seed=0)

@@ -118,7 +118,7 @@ def _windows(data: WindowsLike, name: str) -> Windows:
     needs no targets: they are stood in by the last context vector and never read)."""
     if isinstance(data, (np.ndarray, torch.Tensor)):
         ctx = data.detach().cpu().numpy() if isinstance(data, torch.Tensor) else data
-        return ArrayWindows(ctx, ctx[:, -1] if ctx.ndim == 3 else ctx, name=name)
+        return as_windows(ArrayWindows(ctx, ctx[:, -1] if ctx.ndim == 3 else ctx, name=name), name)
     return as_windows(data, name)
 
 
