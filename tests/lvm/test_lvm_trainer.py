@@ -151,3 +151,17 @@ def test_no_windows_is_one_error_naming_the_argument_never_a_nan_mean():
         fit(model, (ctx, tgt), (ctx[:0], tgt[:0]), TrainConfig(epochs=1), 0)
     with pytest.raises(ValueError, match="windows: no windows"):
         baseline_scores((ctx[:0], tgt[:0]), tgt, seed=0)
+
+
+def test_a_seed_or_config_of_the_wrong_type_is_one_error_naming_it():
+    ctx, tgt = _data()
+    model = seeded_model("amn", 12, 0, **KW)
+    for seed in ("0", 1.5, None):
+        with pytest.raises(TypeError, match="seed must be an integer"):
+            fit(model, (ctx, tgt), (ctx, tgt), TrainConfig(epochs=1), seed)
+        with pytest.raises(TypeError, match="seed must be an integer"):
+            seeded_model("amn", 12, seed, **KW)
+    with pytest.raises(TypeError, match="TrainConfig.loss must be a LossWeights"):
+        TrainConfig(loss={"lambda_mse": 1.0})
+    with pytest.raises(TypeError, match="config must be a TrainConfig"):
+        fit(model, (ctx, tgt), (ctx, tgt), {"epochs": 1}, 0)

@@ -66,6 +66,8 @@ class TrainConfig:
             raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
         if not 0 < self.plateau_factor < 1:
             raise ValueError(f"plateau_factor must lie in (0, 1), got {self.plateau_factor}")
+        if not isinstance(self.loss, LossWeights):
+            raise TypeError(f"TrainConfig.loss must be a LossWeights, got {type(self.loss).__name__}")
         if self.grad_clip is not None and not 0 < self.grad_clip < math.inf:
             raise ValueError(f"grad_clip must be a positive finite number or None, got {self.grad_clip}")
 
@@ -93,8 +95,15 @@ ProgressFn = Callable[[EpochRecord], None]
 WindowsLike = Windows | tuple[np.ndarray, np.ndarray] | np.ndarray | torch.Tensor
 
 
+def _check_seed(seed: object) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise TypeError(f"seed must be an integer, got {seed!r}")
+    return int(seed)
+
+
 def seeded_model(kind: str, dim: int, seed: int, **kwargs: object) -> nn.Module:
     """Build a model whose initial weights depend only on ``seed``."""
+    seed = _check_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build_model(kind, dim, **kwargs)
@@ -174,6 +183,9 @@ def fit(
     vectors may be a memmap) or ``(contexts, targets)`` pairs. Each shuffled batch is gathered on the fly, so
     memory is one batch, whatever the number of windows.
     """
+    seed = _check_seed(seed)
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     dev = config.device
     torch.use_deterministic_algorithms(True, warn_only=True)
     tr, va = _windows(train, "train"), _windows(val, "val")
