@@ -165,3 +165,14 @@ def test_a_seed_or_config_of_the_wrong_type_is_one_error_naming_it():
         TrainConfig(loss={"lambda_mse": 1.0})
     with pytest.raises(TypeError, match="config must be a TrainConfig"):
         fit(model, (ctx, tgt), (ctx, tgt), {"epochs": 1}, 0)
+
+
+def test_baseline_train_targets_are_checked_where_they_are_named():
+    ctx, tgt = _data()
+    assert baseline_scores((ctx, tgt), tgt.tolist(), seed=0) == baseline_scores((ctx, tgt), tgt, seed=0)
+    with pytest.raises(ValueError, match="train_targets must be a non-empty"):
+        baseline_scores((ctx, tgt), tgt[:0], seed=0)
+    nan = tgt.copy()
+    nan[2, 3] = np.nan
+    with pytest.raises(ValueError, match="train_targets must be finite"):
+        baseline_scores((ctx, tgt), nan, seed=0)

@@ -64,12 +64,15 @@ def baseline_scores(
     ``batch_size`` at a time, or a ``(contexts, targets)`` pair). ``train`` gives the global mean: training
     ``Windows`` (streamed) or a training-targets array."""
     w = as_windows(windows, "windows")
-    if isinstance(train, np.ndarray):
-        if train.ndim != 2 or train.shape[1] != w.dim:
-            raise ValueError(f"train_targets must be (m, {w.dim}), got {train.shape}")
-        glob = train.mean(axis=0, dtype=np.float64)
+    if isinstance(train, Windows):
+        glob = as_windows(train, "train").target_mean()
     else:
-        glob = train.target_mean()
+        train = np.asarray(train)
+        if train.ndim != 2 or train.shape[0] == 0 or train.shape[1] != w.dim:
+            raise ValueError(f"train_targets must be a non-empty (m, {w.dim}) array, got shape {train.shape}")
+        if train.dtype.kind not in "biuf" or not np.isfinite(train).all():
+            raise ValueError("train_targets must be finite numbers")
+        glob = train.mean(axis=0, dtype=np.float64)
     rng = np.random.default_rng(seed)
     cos: dict[str, list[np.ndarray]] = {name: [] for name in BASELINES}
     for ctx, tgt in iter_batches(w, batch_size):
