@@ -55,3 +55,13 @@ def test_unknown_model_and_bad_dim():
         build_model("mamba", 8)
     with pytest.raises(ValueError, match="positive"):
         build_model("amn", 0)
+    for dim in (2.5, "8", True):
+        with pytest.raises(ValueError, match="embedding dimension must be a positive integer"):
+            build_model("amn", dim)
+
+
+def test_transformer_heads_and_max_len_are_checked_at_construction():
+    with pytest.raises(ValueError, match="d_model 10 is not divisible by heads 3"):
+        build_model("transformer", 4, d_model=10, heads=3)
+    with pytest.raises(ValueError, match="max_len must be >= 1"):
+        build_model("transformer", 4, d_model=8, heads=2, max_len=0)

@@ -17,6 +17,7 @@ every architecture starts where the AMN does.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import NamedTuple
 
 import torch
@@ -148,6 +149,10 @@ class CausalTransformer(nn.Module):
         mean_skip: bool = False,
     ) -> None:
         super().__init__()
+        if d_model % heads:
+            raise ValueError(f"Transformer: d_model {d_model} is not divisible by heads {heads}")
+        if max_len < 1:
+            raise ValueError(f"Transformer: max_len must be >= 1, got {max_len}")
         self.dim, self.max_len, self.mean_skip = dim, max_len, mean_skip
         self.proj = nn.Linear(dim, d_model)
         self.pos = nn.Parameter(torch.zeros(max_len, d_model))
@@ -186,8 +191,8 @@ def build_model(kind: str, dim: int, **kwargs: object) -> nn.Module:
         cls = MODELS[kind]
     except KeyError:
         raise ValueError(f"unknown model {kind!r}; known: {sorted(MODELS)}") from None
-    if dim < 1:
-        raise ValueError(f"embedding dimension must be positive, got {dim}")
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:
+        raise ValueError(f"embedding dimension must be a positive integer, got {dim!r}")
     return cls(dim, **kwargs)
 
 
