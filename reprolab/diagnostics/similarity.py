@@ -61,9 +61,15 @@ def compatibility_weights(similarity_weights: Sequence[float], compat: np.ndarra
     """
     s = np.asarray(similarity_weights, dtype=np.float64)
     c = np.asarray(compat, dtype=np.float64)
+    if s.ndim != 1 or s.size == 0:
+        raise ValueError(f"similarity_weights must be a non-empty 1-D sequence, got shape {s.shape}")
+    if not np.isfinite(s).all() or (s < 0).any() or s.sum() <= 0:
+        raise ValueError(f"similarity_weights must be finite, non-negative and not all 0, got {s.tolist()}")
     k = len(s)
     if c.shape != (k, k):
         raise ValueError(f"compatibility matrix must be {k}x{k}, got {c.shape}")
+    if not np.isfinite(c).all():
+        raise ValueError("compatibility matrix contains non-finite values")
     if k == 1:
         return [1.0]
     mean_other = (c.sum(axis=1) - np.diag(c)) / (k - 1)

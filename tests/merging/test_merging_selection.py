@@ -93,3 +93,18 @@ def test_tv_cosine_and_cka():
     assert np.allclose(compatibility_weights([0.5, 0.5], np.array([[1, 0.2], [0.2, 1]])), [0.5, 0.5])
     w = compatibility_weights([0.4, 0.3, 0.3], np.array([[1, 0.9, 0.9], [0.9, 1, 0.0], [0.9, 0.0, 1]]))
     assert w[0] > 0.4 and np.isclose(sum(w), 1)
+
+
+@pytest.mark.parametrize(
+    "weights,compat,match",
+    [
+        ([0.0, 0.0], np.eye(2), "not all 0"),
+        ([0.5, float("nan")], np.eye(2), "finite, non-negative"),
+        ([0.7, -0.2], np.eye(2), "finite, non-negative"),
+        ([], np.zeros((0, 0)), "non-empty 1-D"),
+        ([0.5, 0.5], np.array([[1.0, np.nan], [np.nan, 1.0]]), "non-finite"),
+    ],
+)
+def test_compatibility_weights_refuse_weights_that_would_give_nan(weights, compat, match):
+    with pytest.raises(ValueError, match=match):
+        compatibility_weights(weights, compat)
