@@ -21,6 +21,21 @@ def _check_nxn(nxn: np.ndarray) -> np.ndarray:
     return a
 
 
+def _check_indices(n: int, target: object, sources: Sequence[int] | None) -> tuple[int, list[int]]:
+    """``target`` and ``sources`` (default: every other locale) as in-range locale indices, never wrapped."""
+    if isinstance(target, bool) or not isinstance(target, int | np.integer) or not 0 <= target < n:
+        raise ValueError(f"target must be a locale index in [0, {n}), got {target!r}")
+    if sources is None:
+        return int(target), [i for i in range(n) if i != target]
+    srcs = list(sources)
+    if not srcs:
+        raise ValueError("sources is empty")
+    for i in srcs:
+        if isinstance(i, bool) or not isinstance(i, int | np.integer) or not 0 <= i < n:
+            raise ValueError(f"sources must be locale indices in [0, {n}), got {i!r}")
+    return int(target), [int(i) for i in srcs]
+
+
 def merging_effect(merged_accuracy: float, source_accuracies: Sequence[float]) -> float:
     """Merged accuracy on the target minus the mean of the sources' own (zero-shot) accuracies on it."""
     if len(source_accuracies) == 0:
@@ -31,7 +46,7 @@ def merging_effect(merged_accuracy: float, source_accuracies: Sequence[float]) -
 def zs_self_ratio(nxn: np.ndarray, target: int, sources: Sequence[int] | None = None) -> float:
     """Mean zero-shot accuracy of the sources (default: every other locale) on the target / its self accuracy."""
     a = _check_nxn(nxn)
-    srcs = [i for i in range(len(a)) if i != target] if sources is None else list(sources)
+    target, srcs = _check_indices(len(a), target, sources)
     if a[target, target] <= 0:
         raise ValueError(f"target {target} has zero self accuracy; the ratio is undefined")
     return float(a[srcs, target].mean() / a[target, target])
@@ -48,8 +63,8 @@ class Baselines:
 
 def baselines(nxn: np.ndarray, target: int, sources: Sequence[int] | None = None, pretrained: float | None = None) -> Baselines:
     a = _check_nxn(nxn)
+    target, srcs = _check_indices(len(a), target, sources)
     others = [i for i in range(len(a)) if i != target]
-    srcs = others if sources is None else list(sources)
     col = a[:, target]
     return Baselines(float(col[srcs].mean()), float(col[srcs].max()), float(col[others].max()), float(col[target]), pretrained)
 

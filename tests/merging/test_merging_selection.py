@@ -108,3 +108,20 @@ def test_tv_cosine_and_cka():
 def test_compatibility_weights_refuse_weights_that_would_give_nan(weights, compat, match):
     with pytest.raises(ValueError, match=match):
         compatibility_weights(weights, compat)
+
+
+@pytest.mark.parametrize(
+    "target,sources,match",
+    [
+        (-1, None, r"target must be a locale index in \[0, 4\), got -1"),
+        (4, None, r"target must be a locale index"),
+        (0, [], "sources is empty"),
+        (0, [1, 9], r"sources must be locale indices in \[0, 4\), got 9"),
+        (0, [-1], "sources must be locale indices"),
+    ],
+)
+def test_zs_self_ratio_and_baselines_refuse_out_of_range_indices(target, sources, match):
+    with pytest.raises(ValueError, match=match):
+        zs_self_ratio(NXN, target, sources)
+    with pytest.raises(ValueError, match=match):
+        baselines(NXN, target, sources)
