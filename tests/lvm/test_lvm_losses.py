@@ -89,7 +89,7 @@ def test_bad_input_and_weights():
         mse_loss(_unit(3, 4, 0), _unit(3, 4, 1), variant="corected")
     with pytest.raises(ValueError, match="variance_loss: variant must be one of"):
         variance_loss(_unit(3, 4, 0), _unit(3, 4, 1), variant="corected")
-    with pytest.raises(ValueError, match="variance_loss: pred .* and target .* must both be"):
+    with pytest.raises(ValueError, match=r"variance_loss: pred .* and target .* must both be"):
         variance_loss(_unit(3, 4, 0), _unit(3, 5, 1), variant="corrected")
     for tau in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="info_nce: tau must be a positive finite number"):

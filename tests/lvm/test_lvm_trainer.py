@@ -161,7 +161,7 @@ def test_a_seed_or_config_of_the_wrong_type_is_one_error_naming_it():
             fit(model, (ctx, tgt), (ctx, tgt), TrainConfig(epochs=1), seed)
         with pytest.raises(TypeError, match="seed must be an integer"):
             seeded_model("amn", 12, seed, **KW)
-    with pytest.raises(TypeError, match="TrainConfig.loss must be a LossWeights"):
+    with pytest.raises(TypeError, match=r"TrainConfig\.loss must be a LossWeights"):
         TrainConfig(loss={"lambda_mse": 1.0})
     with pytest.raises(TypeError, match="config must be a TrainConfig"):
         fit(model, (ctx, tgt), (ctx, tgt), {"epochs": 1}, 0)
