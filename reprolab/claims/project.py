@@ -115,7 +115,10 @@ def _read(pyproject: Path, mtime: float) -> Project:
         data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ProjectConfigError(f"{pyproject}: cannot read: {exc}") from None
-    table = data.get("tool", {}).get("reprolab")
+    tool = data.get("tool", {})
+    if not isinstance(tool, dict):
+        raise ProjectConfigError(f"{pyproject}: tool must be a table, got {tool!r}")
+    table = tool.get("reprolab")
     if table is not None and not isinstance(table, dict):
         raise ProjectConfigError(f"{pyproject}: [tool.reprolab] must be a table")
     return _defaults(pyproject.parent, pyproject, table is not None, table or {})
