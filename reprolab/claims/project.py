@@ -12,13 +12,15 @@ executor = "local"             # or "ray": experiment runs as Ray tasks (see doc
 portable_numerics = true       # workers held to AVX2 kernels: the same bits on any AVX2 CPU (numerics.py)
 ```
 
-Every path is relative to the directory holding ``pyproject.toml``. A project without the table is not a
+Every path is relative to the directory holding ``pyproject.toml`` and must stay inside it (an absolute path or
+one leading out with ``..`` is an error naming the key). A project without the table is not a
 reprolab project: the pytest plugin leaves its YAML alone.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -67,19 +69,28 @@ def _defaults(root: Path, pyproject: Path | None, configured: bool, table: dict[
     if unknown:
         raise ProjectConfigError(f"{where}: unknown key {unknown[0]!r} (known: {sorted(_KNOWN_KEYS)})")
 
+    def inside(key: str, value: str) -> Path:
+        # checked as written (a symlinked folder inside the project is the lab's choice): `state = "/"` would put
+        # the cache and history in the filesystem's root, `reports = "../x"` write into a neighbour's checkout
+        if os.path.isabs(value) or os.path.normpath(value).split(os.sep)[0] == os.pardir:
+            raise ProjectConfigError(
+                f"{where}: {key} must be a path inside the project, relative to {root}, got {value!r}"
+            )
+        return root / value
+
     def path_list(key: str, default: list[str]) -> tuple[Path, ...]:
         value = table.get(key, default)
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             raise ProjectConfigError(f"{where}: {key} must be a list of directory names, got {value!r}")
-        return tuple(root / v for v in value)
+        return tuple(inside(key, v) for v in value)
 
     def one_path(key: str, default: str) -> Path:
         value = table.get(key, default)
         if not isinstance(value, str) or not value:
             raise ProjectConfigError(f"{where}: {key} must be a directory name, got {value!r}")
-        return root / value
+        return inside(key, value)
 
     timeout = table.get("timeout_s")
     if timeout is not None and not is_timeout(timeout):

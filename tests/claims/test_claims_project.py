@@ -20,3 +20,20 @@ def test_a_tool_key_that_is_not_a_table_is_one_line(tmp_path: Path, monkeypatch:
     result = CliRunner().invoke(cli, ["list"])
     assert result.exit_code == 2 and "tool must be a table" in result.output, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [("state", '"/"'), ("reports", '"../elsewhere"'), ("notes", '"/etc"'), ("claims", '["claims", "../../x"]'),
+     ("state", '"sub/../../up"')],
+)
+def test_paths_leading_out_of_the_project_are_refused(tmp_path: Path, key: str, value: str) -> None:
+    (tmp_path / "pyproject.toml").write_text(f"[tool.reprolab]\n{key} = {value}\n")
+    with pytest.raises(ProjectConfigError, match=rf"pyproject.toml: \[tool.reprolab\]: {key} must be a path inside"):
+        find_project(tmp_path)
+
+
+def test_paths_inside_the_project_are_kept(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[tool.reprolab]\nstate = "./build/../.state"\nclaims = ["a/b"]\n')
+    project = find_project(tmp_path)
+    assert project.state == tmp_path.resolve() / "build/../.state" and project.claims == (tmp_path.resolve() / "a/b",)
