@@ -98,7 +98,11 @@ class ClaimSession:
         a bad claim file is one entry in ``errors`` and never stops the others.
         """
         predicate = compile_marker_expression(marker) if marker else None
-        paths = list(paths) or [p for p in self.project.claims if p.is_dir()]
+        paths = list(paths)
+        missing = [p for p in self.project.claims if not p.is_dir()]
+        if not paths and missing and self.project.configured:  # a typo in one folder must not drop its claims
+            raise FileNotFoundError(f"{self.project.pyproject}: [tool.reprolab] claims: no folder {missing[0]}")
+        paths = paths or [p for p in self.project.claims if p.is_dir()]
         if not paths:
             names = ", ".join(str(p) for p in self.project.claims)
             raise FileNotFoundError(f"no claim paths given and no claims folder ({names}) here")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from labproject import build_lab
 
 from reprolab.claims.project import ProjectConfigError, find_project
 from reprolab.cli import cli
@@ -37,3 +38,18 @@ def test_paths_inside_the_project_are_kept(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text('[tool.reprolab]\nstate = "./build/../.state"\nclaims = ["a/b"]\n')
     project = find_project(tmp_path)
     assert project.state == tmp_path.resolve() / "build/../.state" and project.claims == (tmp_path.resolve() / "a/b",)
+
+
+def test_a_configured_claims_folder_that_does_not_exist_is_an_error_not_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = build_lab(tmp_path)
+    pyproject = root / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('claims = ["claims"]', 'claims = ["claims", "cliams-gpu"]'))
+    monkeypatch.chdir(root)
+    for command in (["check"], ["list"], ["audit"], ["summary"]):
+        result = CliRunner().invoke(cli, command)
+        assert result.exit_code == 2, (command, result.output)
+        assert "[tool.reprolab] claims: no folder" in result.output and "cliams-gpu" in result.output
+    # naming paths explicitly still works
+    assert CliRunner().invoke(cli, ["list", "claims"]).exit_code == 0
