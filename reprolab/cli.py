@@ -247,7 +247,12 @@ def report(since: str | None, report_dir: str | None) -> None:
         raise click.ClickException("no runs in the history yet: run `reprolab check` first")
     results = [json.loads(row["payload"]) for row in latest.values()]
     run = RunInfo.current(command="reprolab report" + (f" --since {since}" if since else ""))
-    written = session.write_reports(run, results, history=history, since=since, write_partial=False)
+    try:
+        written = session.write_reports(run, results, history=history, since=since, write_partial=False)
+    except OSError as exc:
+        from reprolab.claims.session import report_problem
+
+        raise click.ClickException(f"reports not written to {session.report_dir} ({report_problem(exc)})") from None
     console.print("reports: " + " ".join(str(path) for path in written))
 
 

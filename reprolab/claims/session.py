@@ -30,7 +30,13 @@ from reprolab.claims.runner import ClaimResult, ProgressCallback, run_claims
 from reprolab.claims.selection import claim_markers, compile_marker_expression
 from reprolab.claims.update import UPDATABLE, update_verdict
 
-__all__ = ["ClaimResult", "ClaimSession", "Selection"]
+__all__ = ["ClaimResult", "ClaimSession", "Selection", "report_problem"]
+
+
+def report_problem(exc: OSError) -> str:
+    """One line for a report that could not be written: the OS's reason and the path it names."""
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}"
 
 
 @dataclass
@@ -179,7 +185,11 @@ class ClaimSession:
             history = None
         if self.history.recovered:
             messages.append(self.history.recovered)
-        reports = self.write_reports(run, [r.to_dict() for r in results], history=history)
+        reports: tuple[Path, ...] | None = None
+        try:
+            reports = self.write_reports(run, [r.to_dict() for r in results], history=history)
+        except OSError as exc:  # a read-only checkout, `reports` a file: the run and its history still count
+            messages.append(f"reports not written to {self.report_dir} ({report_problem(exc)})")
         return Recorded(reports, messages)
 
     def suite(self) -> list[LoadedClaim] | None:

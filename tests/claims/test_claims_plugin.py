@@ -138,3 +138,14 @@ def test_plugin_options_below_their_range_are_usage_errors(pytester: pytest.Pyte
     result = pytester.runpytest(option, value)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"*argument {option}: must be *, got {value}*"])
+
+
+def test_reports_that_cannot_be_written_are_a_warning_not_an_internal_error(pytester: pytest.Pytester) -> None:
+    _make(pytester, "a", claim_yaml("one"))
+    (pytester.path / "taken").write_text("a file of the lab's, where the reports folder would go\n")
+    result = pytester.runpytest("--reprolab-reports", "taken")
+    result.assert_outcomes(passed=1)
+    assert result.ret == 0 and "INTERNALERROR" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["*warning: reports not written to taken (File exists*"])
+    assert (pytester.path / "taken").read_text().startswith("a file of the lab's")
+    assert (pytester.path / ".reprolab" / "history.sqlite").exists()  # the run is still in the history

@@ -266,3 +266,19 @@ def test_short_names_from_an_entry_point(tmp_path: Path) -> None:
             assert [r.verdict for r in session.run(selection.claims)] == ["reproduced", "reproduced"]
     finally:
         entry_point_modules.cache_clear()
+
+
+def test_reports_that_cannot_be_written_are_one_line_and_the_run_still_counts(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    root = build_lab(tmp_path)
+    (root / "reports").write_text("the lab's own file\n")  # where the reports folder would go
+    monkeypatch.chdir(root)
+    result = CliRunner().invoke(cli, ["check"])
+    assert result.exit_code == 0 and result.exception is None, result.output
+    output = " ".join(result.output.split())
+    assert f"warning reports not written to {root / 'reports'} (File exists" in output
+    assert (root / "reports").read_text() == "the lab's own file\n"
+    with sqlite3.connect(root / ".reprolab" / "history.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 1
+    rebuilt = CliRunner().invoke(cli, ["report"])
+    assert rebuilt.exit_code == 1 and isinstance(rebuilt.exception, SystemExit), rebuilt.output
+    assert "Error: reports not written to" in rebuilt.output
