@@ -6,6 +6,8 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,6 +60,17 @@ def _select(
     for error in selection.errors:
         err.print(f"[bold red]claim file error[/] {escape(str(error))}", highlight=False, soft_wrap=True)
     return selection.claims, len(selection.errors)
+
+
+@contextmanager
+def _history_errors() -> Iterator[None]:
+    """A history that cannot be used (a lock held too long, a file that cannot be opened) is one line."""
+    from reprolab.claims.history import HistoryUnavailable
+
+    try:
+        yield
+    except HistoryUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _exit_status(found: bool, n_errors: int) -> None:
@@ -208,7 +221,8 @@ def list_claims(paths: tuple[str, ...], marker: str | None) -> None:
 
     session = _session()
     items, n_errors = _select(session, paths, marker, None)
-    latest = session.history.latest()
+    with _history_errors():
+        latest = session.history.latest()
     table = Table(title=f"{len(items)} claims", expand=True)
     for column in ("claim", "source", "kind", "scale", "recorded", "last observed"):
         table.add_column(column, overflow="fold")
@@ -240,20 +254,25 @@ def report(since: str | None, report_dir: str | None) -> None:
     given = since
     if since is not None:
         since = revision_date(since) or _iso_utc(since)
-    latest = history.latest(since)
-    if not latest:
-        if since is not None and history.latest(None):
-            raise click.ClickException(f"no runs since {given} ({since}); the history holds older runs")
-        raise click.ClickException("no runs in the history yet: run `reprolab check` first")
-    results = [json.loads(row["payload"]) for row in latest.values()]
-    run = RunInfo.current(command="reprolab report" + (f" --since {since}" if since else ""))
+    with _history_errors():
+        latest = history.latest(since)
+        if not latest:
+            if since is not None and history.latest(None):
+                raise click.ClickException(f"no runs since {given} ({since}); the history holds older runs")
+            raise click.ClickException("no runs in the history yet: run `reprolab check` first")
+        results = [json.loads(row["payload"]) for row in latest.values()]
+        run = RunInfo.current(command="reprolab report" + (f" --since {since}" if since else ""))
+        written = _write_reports(session, run, results, since)
+    console.print("reports: " + " ".join(str(path) for path in written))
+
+
+def _write_reports(session: ClaimSession, run, results, since):  # type: ignore[no-untyped-def]
     try:
-        written = session.write_reports(run, results, history=history, since=since, write_partial=False)
+        return session.write_reports(run, results, history=session.history, since=since, write_partial=False)
     except OSError as exc:
         from reprolab.claims.session import report_problem
 
         raise click.ClickException(f"reports not written to {session.report_dir} ({report_problem(exc)})") from None
-    console.print("reports: " + " ".join(str(path) for path in written))
 
 
 @cli.command("history")
@@ -263,7 +282,8 @@ def history_command(claim_id: str, limit: int) -> None:
     """The recorded runs of one claim, newest first."""
     from reprolab.claims.ledger import VERDICT_STYLES, failed_guards
 
-    rows = _session().history.claim_history(claim_id, limit)
+    with _history_errors():
+        rows = _session().history.claim_history(claim_id, limit)
     if not rows:
         raise click.ClickException(f"no history for claim {claim_id!r}")
     table = Table(title=f"history of {claim_id}")

@@ -195,12 +195,19 @@ class BenchStore:
 
     def runs(self) -> list[BenchRun]:
         """Every stored run with its kernels, oldest first (by the time pytest-benchmark recorded it)."""
+        from reprolab.claims.history import open_to_read
+
         if not self.path.exists():
             return []
-        with closing(self._connect()) as db:
+        with closing(open_to_read(self.path, _SCHEMA)) as db:
             db.row_factory = sqlite3.Row
-            run_rows = db.execute("SELECT * FROM bench_runs ORDER BY recorded_at, run_id").fetchall()
-            kernel_rows = db.execute("SELECT * FROM bench_kernels ORDER BY kernel").fetchall()
+            try:
+                run_rows = db.execute("SELECT * FROM bench_runs ORDER BY recorded_at, run_id").fetchall()
+                kernel_rows = db.execute("SELECT * FROM bench_kernels ORDER BY kernel").fetchall()
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):  # opened read-only, before any benchmark run was recorded
+                    return []
+                raise
         by_run: dict[str, list[KernelRun]] = {}
         for row in kernel_rows:
             by_run.setdefault(row["run_id"], []).append(

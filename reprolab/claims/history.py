@@ -4,7 +4,9 @@ WAL journaling plus a generous busy timeout make concurrent writers (two pytest-
 beside a test run) wait for each other instead of failing; each run is written in one transaction, so a run
 killed midway leaves the database as it was before that run. A file that is not a readable history (damaged,
 overwritten) is moved aside to ``history.sqlite.corrupt-<time>`` with a message in ``recovered``, and a new
-history is started: losing the trend lines is better than losing the run.
+history is started: losing the trend lines is better than losing the run. A file that cannot be reached (a
+read-only checkout, another user's file, a lock held too long) is never moved aside: it is read read-only, and a
+write fails with :class:`HistoryUnavailable` naming it.
 """
 
 from __future__ import annotations
@@ -83,18 +85,53 @@ def open_database(path: Path, schema: str) -> sqlite3.Connection:
     return connection
 
 
+def open_to_read(path: Path, schema: str) -> sqlite3.Connection:
+    """For reading: :func:`open_database`, else, where the file cannot be written (a read-only checkout, another
+    user's file), the file opened read-only (its tables as they are), so list, history and report still read it."""
+    try:
+        return open_database(path, schema)
+    except sqlite3.OperationalError as exc:
+        if not _access_problem(exc) or "locked" in str(exc) or not path.is_file():
+            raise
+    uri = path.resolve().as_uri()
+    try:
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=60.0)
+        db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        return db
+    except sqlite3.OperationalError:  # a WAL database on a read-only filesystem, where no -shm can be made
+        return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True)
+
+
+# Errors that say the file cannot be reached now (read-only, permissions, locked, disk), not that it is damaged:
+# such a history is left where it is, never moved aside.
+_ACCESS_ERRORS = (
+    "SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM", "SQLITE_AUTH", "SQLITE_BUSY", "SQLITE_LOCKED",
+    "SQLITE_IOERR", "SQLITE_FULL",
+)
+
+
+class HistoryUnavailable(RuntimeError):
+    """The history cannot be opened or written (a read-only checkout, a lock held too long); ``str()`` names it."""
+
+
+def _access_problem(exc: sqlite3.Error) -> bool:
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    return name.startswith(_ACCESS_ERRORS) or "locked" in str(exc)
+
+
 class History:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.recovered: str | None = None  # set when a damaged file was moved aside
 
     def _guarded(self, operation: Callable[[], _T]) -> _T:
-        """Run ``operation``; on a damaged database move it aside and run it once more on a fresh one."""
+        """Run ``operation``; on a damaged database move it aside and run it once more on a fresh one. A history
+        that cannot be reached (read-only, locked) is left alone: HistoryUnavailable naming it."""
         try:
             return operation()
         except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-                raise
+            if _access_problem(exc):
+                raise HistoryUnavailable(f"history {self.path} cannot be used: {exc}") from None
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
             aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
             os.replace(self.path, aside)
@@ -107,6 +144,9 @@ class History:
 
     def _connect(self) -> sqlite3.Connection:
         return open_database(self.path, _SCHEMA)
+
+    def _connect_to_read(self) -> sqlite3.Connection:
+        return open_to_read(self.path, _SCHEMA)
 
     def record(self, run: RunInfo, results: Iterable[ClaimResult]) -> None:
         results = list(results)
@@ -167,7 +207,7 @@ class History:
     def _claim_history(self, claim_id: str, limit: int) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
-        with closing(self._connect()) as db:
+        with closing(self._connect_to_read()) as db:
             db.row_factory = sqlite3.Row
             rows = db.execute(
                 """SELECT runs.started_at, runs.git_rev, runs.machine, results.* FROM results
@@ -179,7 +219,7 @@ class History:
     def _latest(self, since: str | None) -> dict[str, dict[str, Any]]:
         if not self.path.exists():
             return {}
-        with closing(self._connect()) as db:
+        with closing(self._connect_to_read()) as db:
             db.row_factory = sqlite3.Row
             rows = db.execute(
                 """SELECT runs.started_at, runs.git_rev, results.* FROM results JOIN runs USING (run_id)
@@ -191,7 +231,7 @@ class History:
     def _verdict_series(self, since: str | None) -> dict[str, list[tuple[str, str, str | None]]]:
         if not self.path.exists():
             return {}
-        with closing(self._connect()) as db:
+        with closing(self._connect_to_read()) as db:
             rows = db.execute(
                 """SELECT results.claim_id, runs.started_at, results.verdict, runs.git_rev FROM results
                    JOIN runs USING (run_id) WHERE runs.started_at >= ? ORDER BY runs.started_at""",
@@ -206,7 +246,7 @@ class History:
         """Per claim, every run's observed statistic, oldest first: started_at, git_rev, verdict, observed, CI."""
         if not self.path.exists():
             return {}
-        with closing(self._connect()) as db:
+        with closing(self._connect_to_read()) as db:
             rows = db.execute(
                 """SELECT results.claim_id, runs.started_at, runs.git_rev, results.verdict, results.observed,
                           results.ci_low, results.ci_high FROM results JOIN runs USING (run_id)

@@ -282,3 +282,43 @@ def test_reports_that_cannot_be_written_are_one_line_and_the_run_still_counts(tm
     rebuilt = CliRunner().invoke(cli, ["report"])
     assert rebuilt.exit_code == 1 and isinstance(rebuilt.exception, SystemExit), rebuilt.output
     assert "Error: reports not written to" in rebuilt.output
+
+
+def test_a_history_that_cannot_be_opened_is_left_alone_not_moved_aside(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Only a damaged file is moved aside; one that cannot be reached (here a folder of the lab's in its place;
+    a read-only checkout or another user's file alike) stays where it is, and the commands say so in one line."""
+    root = build_lab(tmp_path)
+    history = root / ".reprolab" / "history.sqlite"
+    history.mkdir(parents=True)
+    (history / "keep.txt").write_text("mine\n")
+    monkeypatch.chdir(root)
+    checked = CliRunner().invoke(cli, ["check"])
+    assert checked.exit_code == 0, checked.output
+    assert f"history not updated (HistoryUnavailable: history {history} cannot be used" in " ".join(
+        checked.output.split()
+    )
+    for command in (["list"], ["history", "ece-small"], ["report"]):
+        result = CliRunner().invoke(cli, command)
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), (command, result.output)
+        assert f"Error: history {history} cannot be used" in " ".join(result.output.split())
+    assert (history / "keep.txt").read_text() == "mine\n"
+    assert not list(history.parent.glob("history.sqlite.corrupt-*"))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through file modes")
+def test_a_read_only_history_is_read_and_kept(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    root = build_lab(tmp_path)
+    monkeypatch.chdir(root)
+    assert CliRunner().invoke(cli, ["check"]).exit_code == 0
+    state = root / ".reprolab"
+    (state / "history.sqlite").chmod(0o444)
+    state.chmod(0o555)
+    try:
+        listed = CliRunner().invoke(cli, ["list"])
+        assert listed.exit_code == 0 and "reproduced (" in listed.output, listed.output
+        assert CliRunner().invoke(cli, ["history", "ece-small"]).exit_code == 0
+        again = CliRunner().invoke(cli, ["check"])
+        assert again.exit_code == 0 and "history not updated (HistoryUnavailable" in again.output
+        assert not list(state.glob("history.sqlite.corrupt-*"))
+    finally:
+        state.chmod(0o755)
