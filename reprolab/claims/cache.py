@@ -187,7 +187,8 @@ class ResultCache:
     def __init__(self, root: Path | str, *, enabled: bool = True) -> None:
         self.root = Path(root)
         self.enabled = enabled
-        self.problems: list[str] = []  # one line per bad entry met (each is recomputed)
+        self.problems: list[str] = []  # one line per bad entry met (each is recomputed), one if none can be written
+        self._unwritable = False
 
     def _path(self, experiment: str, key: str) -> Path:
         safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in experiment)
@@ -245,7 +246,14 @@ class ResultCache:
             "checksum": _checksum(key, clean),
         }
         text = json.dumps(entry, sort_keys=True, default=str, allow_nan=True)
-        atomic_write_text(self._path(experiment, key), text, fsync=True)
+        try:
+            atomic_write_text(self._path(experiment, key), text, fsync=True)
+        except OSError as exc:  # a read-only checkout, a full disk: the result still counts, it is just not kept
+            if not self._unwritable:
+                self._unwritable = True
+                self.problems.append(
+                    f"cache {self.root} not written ({exc.strerror or exc}): this run's results are not cached"
+                )
 
     def past_seconds(self, experiment: str) -> dict[str, float]:
         """The longest recorded run time of each config of ``experiment`` (``canonical_json(config)`` -> s),

@@ -322,3 +322,15 @@ def test_a_read_only_history_is_read_and_kept(tmp_path: Path, monkeypatch) -> No
         assert not list(state.glob("history.sqlite.corrupt-*"))
     finally:
         state.chmod(0o755)
+
+
+def test_a_cache_that_cannot_be_written_is_one_warning_and_the_run_completes(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    root = build_lab(tmp_path)
+    (root / ".reprolab").mkdir()
+    (root / ".reprolab" / "cache").write_text("not a folder\n")  # as a read-only checkout refuses the mkdir
+    monkeypatch.chdir(root)
+    result = CliRunner().invoke(cli, ["check"])
+    assert result.exit_code == 0 and result.exception is None, result.output
+    output = " ".join(result.output.split())
+    assert output.count(f"warning cache {root / '.reprolab' / 'cache'} not written (") == 1
+    assert "2 claims: 2 reproduced" in output
