@@ -318,9 +318,9 @@ def init(directory: Path, package: str | None) -> None:
         lines = scaffold(directory, package)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--package") from None
-    for line in lines:
-        console.print(line, highlight=False)
-    console.print(f"next: cd {directory} && reprolab check   (or: pytest claims)", highlight=False)
+    for line in lines:  # escaped: "[tool.reprolab]" is rich markup, and would be printed as nothing
+        console.print(escape(line), highlight=False)
+    console.print(escape(f"next: cd {directory} && reprolab check   (or: pytest claims)"), highlight=False)
 
 
 def _iso_utc(text: str) -> str:

@@ -151,6 +151,15 @@ def test_init_appends_to_an_existing_pyproject(tmp_path: Path) -> None:
     assert text.startswith('[project]\nname = "x"\n') and 'experiments = ["xlab.experiments"]' in text
 
 
+def test_init_names_the_table_it_added_or_left_alone(tmp_path: Path) -> None:
+    """The lines name "[tool.reprolab]" (rich markup, printed as nothing unless escaped)."""
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n')
+    first = CliRunner().invoke(cli, ["init", str(tmp_path), "--package", "xlab"])
+    assert "added [tool.reprolab] to pyproject.toml" in first.output, first.output
+    again = CliRunner().invoke(cli, ["init", str(tmp_path), "--package", "xlab"])
+    assert "exists, left alone: [tool.reprolab] in pyproject.toml" in again.output, again.output
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
