@@ -311,13 +311,15 @@ def history_command(claim_id: str, limit: int) -> None:
 @click.option("--package", help="the lab's Python package for experiments (default: from the directory name)")
 def init(directory: Path, package: str | None) -> None:
     """Scaffold a lab's project: [tool.reprolab], notes/, a claims folder with a working example, CI."""
-    from reprolab.claims.scaffold import scaffold
+    from reprolab.claims.scaffold import ScaffoldError, scaffold
 
     directory.mkdir(parents=True, exist_ok=True)
     try:
         lines = scaffold(directory, package)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--package") from None
+    except ScaffoldError as exc:
+        raise click.ClickException(str(exc)) from None
     for line in lines:  # escaped: "[tool.reprolab]" is rich markup, and would be printed as nothing
         console.print(escape(line), highlight=False)
     console.print(escape(f"next: cd {directory} && reprolab check   (or: pytest claims)"), highlight=False)

@@ -2,13 +2,15 @@
 
 Writes ``[tool.reprolab]`` into ``pyproject.toml`` (appended when the file exists without one), a note under
 ``notes/``, one working experiment in the lab's package, one claim citing the note, and a CI workflow. An
-existing file is never overwritten: it is left alone and reported.
+existing file is never overwritten: it is left alone and reported. A ``pyproject.toml`` that is not valid TOML is
+refused, naming it, before anything is written.
 """
 
 from __future__ import annotations
 
 import re
 import textwrap
+import tomllib
 from pathlib import Path
 
 from reprolab.claims.files import atomic_write_text
@@ -86,6 +88,10 @@ def _table(package: str) -> str:
     )
 
 
+class ScaffoldError(Exception):
+    """The project cannot be scaffolded as it is (e.g. an unreadable pyproject.toml); ``str()`` names the file."""
+
+
 def package_name(root: Path) -> str:
     name = re.sub(r"\W+", "_", root.resolve().name.lower()).strip("_")
     return name if name.isidentifier() and not name[0].isdigit() else "lab"
@@ -109,12 +115,21 @@ def scaffold(root: Path, package: str | None = None) -> list[str]:
     pyproject = root / "pyproject.toml"
     if not pyproject.exists():
         write("pyproject.toml", f'[project]\nname = "{package}"\nversion = "0.1.0"\n\n' + _table(package))
-    elif "[tool.reprolab]" in pyproject.read_text(encoding="utf-8"):
-        lines.append("exists, left alone: [tool.reprolab] in pyproject.toml")
     else:
-        text = pyproject.read_text(encoding="utf-8")
-        atomic_write_text(pyproject, text.rstrip("\n") + "\n\n" + _table(package))
-        lines.append("added [tool.reprolab] to pyproject.toml")
+        # read as TOML, not searched for the text "[tool.reprolab]": `[tool]` with `reprolab = {...}` (or a
+        # spelling with spaces) has the table too, and appending a second one would break the lab's file
+        try:
+            text = pyproject.read_text(encoding="utf-8")
+            tool = tomllib.loads(text).get("tool", {})
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ScaffoldError(f"{pyproject}: cannot read: {exc}; left it alone (fix it, then run init again)") from None
+        if not isinstance(tool, dict):
+            raise ScaffoldError(f"{pyproject}: tool must be a table, got {tool!r}; left it alone")
+        if "reprolab" in tool:
+            lines.append("exists, left alone: [tool.reprolab] in pyproject.toml")
+        else:
+            atomic_write_text(pyproject, text.rstrip("\n") + "\n\n" + _table(package))
+            lines.append("added [tool.reprolab] to pyproject.toml")
     write("notes/coin.txt", NOTE)
     write(f"{package}/__init__.py", "")
     write(f"{package}/experiments.py", EXPERIMENT.format(package=package))

@@ -172,3 +172,31 @@ def test_init_names_the_table_it_added_or_left_alone(tmp_path: Path) -> None:
 def test_out_of_range_options_are_usage_errors_not_silently_accepted(project: Path, args: list[str], message: str) -> None:
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2 and message in result.output
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[project]\nname = "x"\n\n[tool]\nreprolab = {claims = ["expectations"]}\n',  # the table, spelt inline
+        '[project]\nname = "x"\n\n[ tool.reprolab ]\nclaims = ["expectations"]\n',  # spaces inside the brackets
+        '[project]\nname = "x"\n\n[tool."reprolab"]\nclaims = ["expectations"]\n',  # a quoted key
+    ],
+)
+def test_init_finds_an_existing_reprolab_table_however_it_is_written(tmp_path: Path, text: str) -> None:
+    (tmp_path / "pyproject.toml").write_text(text)
+    result = CliRunner().invoke(cli, ["init", str(tmp_path), "--package", "xlab"])
+    assert result.exit_code == 0 and "exists, left alone: [tool.reprolab]" in result.output, result.output
+    assert (tmp_path / "pyproject.toml").read_text() == text
+
+
+@pytest.mark.parametrize(
+    "data,reason",
+    [(b'[project\nname = "x"\n', "cannot read"), (b"\xff\xfe[\x00p\x00", "cannot read"), (b"tool = 3\n", "tool must be a table")],
+)
+def test_init_leaves_an_unreadable_pyproject_alone_and_writes_nothing(tmp_path: Path, data: bytes, reason: str) -> None:
+    (tmp_path / "pyproject.toml").write_bytes(data)
+    result = CliRunner().invoke(cli, ["init", str(tmp_path)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert f"pyproject.toml: {reason}" in result.output and "left it alone" in result.output
+    assert (tmp_path / "pyproject.toml").read_bytes() == data
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pyproject.toml"]
