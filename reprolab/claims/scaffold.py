@@ -8,6 +8,7 @@ refused, naming it, before anything is written.
 
 from __future__ import annotations
 
+import os
 import re
 import textwrap
 import tomllib
@@ -106,14 +107,14 @@ def scaffold(root: Path, package: str | None = None) -> list[str]:
 
     def write(relative: str, text: str) -> None:
         path = root / relative
-        if path.exists():
+        if os.path.lexists(path):  # a symlink counts, even a dangling one: it is the lab's, never replaced
             lines.append(f"exists, left alone: {relative}")
             return
         atomic_write_text(path, text)
         lines.append(f"wrote {relative}")
 
     pyproject = root / "pyproject.toml"
-    if not pyproject.exists():
+    if not os.path.lexists(pyproject):
         write("pyproject.toml", f'[project]\nname = "{package}"\nversion = "0.1.0"\n\n' + _table(package))
     else:
         # read as TOML, not searched for the text "[tool.reprolab]": `[tool]` with `reprolab = {...}` (or a
@@ -128,7 +129,8 @@ def scaffold(root: Path, package: str | None = None) -> list[str]:
         if "reprolab" in tool:
             lines.append("exists, left alone: [tool.reprolab] in pyproject.toml")
         else:
-            atomic_write_text(pyproject, text.rstrip("\n") + "\n\n" + _table(package))
+            # through a symlink to its target: the rename would otherwise put a plain file in the link's place
+            atomic_write_text(pyproject.resolve(), text.rstrip("\n") + "\n\n" + _table(package))
             lines.append("added [tool.reprolab] to pyproject.toml")
     write("notes/coin.txt", NOTE)
     write(f"{package}/__init__.py", "")

@@ -200,3 +200,17 @@ def test_init_leaves_an_unreadable_pyproject_alone_and_writes_nothing(tmp_path: 
     assert f"pyproject.toml: {reason}" in result.output and "left it alone" in result.output
     assert (tmp_path / "pyproject.toml").read_bytes() == data
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pyproject.toml"]
+
+
+def test_init_never_replaces_a_symlink(tmp_path: Path) -> None:
+    lab = tmp_path / "lab"
+    (lab / "claims").mkdir(parents=True)
+    (lab / "claims" / "coin.yaml").symlink_to(tmp_path / "elsewhere.yaml")  # dangling: exists() is False
+    (tmp_path / "shared.toml").write_text('[project]\nname = "x"\n')
+    (lab / "pyproject.toml").symlink_to(tmp_path / "shared.toml")
+    result = CliRunner().invoke(cli, ["init", str(lab), "--package", "xlab"])
+    assert result.exit_code == 0, result.output
+    assert "exists, left alone: claims/coin.yaml" in result.output
+    assert (lab / "claims" / "coin.yaml").is_symlink() and not (tmp_path / "elsewhere.yaml").exists()
+    assert (lab / "pyproject.toml").is_symlink()  # the table went into the file it points at
+    assert "[tool.reprolab]" in (tmp_path / "shared.toml").read_text()
