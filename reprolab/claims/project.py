@@ -12,8 +12,10 @@ executor = "local"             # or "ray": experiment runs as Ray tasks (see doc
 portable_numerics = true       # workers held to AVX2 kernels: the same bits on any AVX2 CPU (numerics.py)
 ```
 
-Every path is relative to the directory holding ``pyproject.toml`` and must stay inside it (an absolute path or
-one leading out with ``..`` is an error naming the key). A project without the table is not a
+Every path is relative to the directory holding ``pyproject.toml``. The folders reprolab writes (``state``,
+``reports``) must stay inside it (an absolute path or one leading out with ``..`` is an error naming the key; a
+symlinked folder inside the project may point anywhere); the ones it only reads (``claims``, ``notes``) may lie
+elsewhere, e.g. notes in a sibling repository. A project without the table is not a
 reprolab project: the pytest plugin leaves its YAML alone.
 """
 
@@ -63,6 +65,9 @@ def is_timeout(value: object) -> bool:
     return not isinstance(value, bool) and isinstance(value, int | float) and 0 < value < math.inf
 
 
+_READ_ONLY_PATHS = frozenset({"claims", "notes"})  # the folders reprolab only reads
+
+
 def _defaults(root: Path, pyproject: Path | None, configured: bool, table: dict[str, Any]) -> Project:
     where = f"{pyproject}: [tool.reprolab]"
     unknown = sorted(set(table) - _KNOWN_KEYS)
@@ -70,8 +75,11 @@ def _defaults(root: Path, pyproject: Path | None, configured: bool, table: dict[
         raise ProjectConfigError(f"{where}: unknown key {unknown[0]!r} (known: {sorted(_KNOWN_KEYS)})")
 
     def inside(key: str, value: str) -> Path:
-        # checked as written (a symlinked folder inside the project is the lab's choice): `state = "/"` would put
-        # the cache and history in the filesystem's root, `reports = "../x"` write into a neighbour's checkout
+        # only for the folders reprolab writes; checked as written (a symlinked folder inside the project is the
+        # lab's choice): `state = "/"` would put the cache and history in the filesystem's root, `reports = "../x"`
+        # write into a neighbour's checkout. Read-only inputs (claims, notes) may lie anywhere.
+        if key in _READ_ONLY_PATHS:
+            return root / value
         if os.path.isabs(value) or os.path.normpath(value).split(os.sep)[0] == os.pardir:
             raise ProjectConfigError(
                 f"{where}: {key} must be a path inside the project, relative to {root}, got {value!r}"

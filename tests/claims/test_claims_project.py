@@ -25,13 +25,21 @@ def test_a_tool_key_that_is_not_a_table_is_one_line(tmp_path: Path, monkeypatch:
 
 @pytest.mark.parametrize(
     "key,value",
-    [("state", '"/"'), ("reports", '"../elsewhere"'), ("notes", '"/etc"'), ("claims", '["claims", "../../x"]'),
-     ("state", '"sub/../../up"')],
+    [("state", '"/"'), ("reports", '"../elsewhere"'), ("reports", '"/tmp/x"'), ("state", '"sub/../../up"')],
 )
 def test_paths_leading_out_of_the_project_are_refused(tmp_path: Path, key: str, value: str) -> None:
     (tmp_path / "pyproject.toml").write_text(f"[tool.reprolab]\n{key} = {value}\n")
     with pytest.raises(ProjectConfigError, match=rf"pyproject.toml: \[tool.reprolab\]: {key} must be a path inside"):
         find_project(tmp_path)
+
+
+def test_folders_only_read_may_lie_outside_the_project(tmp_path: Path) -> None:
+    # a lab's notes in a sibling repository, claims shared between projects: reprolab never writes there
+    (tmp_path / "lab").mkdir()
+    (tmp_path / "lab" / "pyproject.toml").write_text('[tool.reprolab]\nnotes = "../shared/notes"\nclaims = ["/abs/claims"]\n')
+    project = find_project(tmp_path / "lab")
+    assert project.notes == (tmp_path / "lab").resolve() / "../shared/notes"
+    assert project.claims == (Path("/abs/claims"),)
 
 
 def test_paths_inside_the_project_are_kept(tmp_path: Path) -> None:
