@@ -9,6 +9,7 @@ benchmarks page (``#benchmarks``) shows each kernel's series when the history ho
 
 from __future__ import annotations
 
+import errno
 import html
 import json
 import math
@@ -49,6 +50,30 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+_JSON_HEAD = '{\n  "run": {'  # how every report json.dumps(payload, indent=2) writes begins
+_HTML_TITLE = "<title>reprolab claims ledger</title>"
+
+
+def _written_by_reprolab(path: Path) -> bool:
+    """Whether ``path`` is absent or a report reprolab wrote (its JSON head, or the dashboard's title near the top)."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(2048).decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return True
+    except IsADirectoryError:
+        return False
+    return head.startswith(_JSON_HEAD) if path.suffix == ".json" else _HTML_TITLE in head
+
+
+def _refuse_foreign(paths: Iterable[Path]) -> None:
+    """Raise FileExistsError (an OSError: the run stands, a warning says why) before any report is written when
+    one of ``paths`` is a file reprolab did not write: a lab's own ``reports/latest.html`` is never replaced."""
+    for path in paths:
+        if not _written_by_reprolab(path):
+            raise FileExistsError(errno.EEXIST, "a file of this name that reprolab did not write; left alone", str(path))
 
 
 def line_of(claim: Mapping[str, Any]) -> str:
@@ -480,6 +505,7 @@ def write_reports(
         if partial else ""
     )
     json_path, html_path = report_dir / "latest.json", report_dir / "latest.html"
+    _refuse_foreign([json_path, html_path, *((report_dir / f"{own}{ext}" for ext in (".json", ".html")) if partial else ())])
     payload = {"run": run.__dict__, "partial_run": partial, "claims": merged}
     atomic_write_text(json_path, json.dumps(payload, indent=2, default=str, allow_nan=True))
     atomic_write_text(

@@ -75,6 +75,20 @@ def test_reports_are_world_readable_respecting_the_umask(tmp_path: Path) -> None
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in paths)
 
 
+@pytest.mark.parametrize("name", ["latest.html", "latest.json"])
+def test_a_lab_file_named_like_a_report_is_left_alone(tmp_path: Path, name: str) -> None:
+    # reports/latest.html of the lab's own (a page it publishes) was replaced by the dashboard
+    mine = tmp_path / name
+    mine.write_text("<html><title>our group's results</title></html>" if name.endswith("html") else '{"ours": 1}')
+    with pytest.raises(FileExistsError, match="reprolab did not write"):
+        write_reports(tmp_path, _run("2026-01-01T00:00:00"), [_result("alpha").to_dict()])
+    assert mine.read_text().startswith(("<html>", '{"ours"'))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # nothing half-written beside it
+    mine.unlink()
+    paths = write_reports(tmp_path, _run("2026-01-01T00:00:00"), [_result("alpha").to_dict()])
+    assert write_reports(tmp_path, _run("2026-01-02T00:00:00"), [_result("alpha").to_dict()]) == paths  # ours: replaced
+
+
 def test_dashboard_has_summary_filters_and_renders_quotes(tmp_path: Path) -> None:
     results = [_result("alpha").to_dict(), _result("beta", verdict="refuted").to_dict()]
     write_reports(tmp_path, _run("2026-01-01T00:00:00"), results)
