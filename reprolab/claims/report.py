@@ -61,7 +61,7 @@ def _written_by_reprolab(path: Path) -> bool:
     try:
         with path.open("rb") as handle:
             head = handle.read(2048).decode("utf-8", errors="replace")
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # nothing there (or `reports` a file: the write says so)
         return True
     except IsADirectoryError:
         return False
