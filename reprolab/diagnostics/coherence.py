@@ -289,6 +289,8 @@ def window_coherence(
 ) -> float:
     """Mean cosine of consecutive pairs inside the windows ``[t - context, t]`` (the coherence of a sequence set,
     as note 003 reports it for the filtered set). Windows never cross articles (see ``make_windows``)."""
+    if isinstance(context, bool) or not isinstance(context, int | np.integer) or context < 1:
+        raise ValueError(f"window_coherence: context must be an integer >= 1 (a window needs a pair), got {context!r}")
     targets = np.asarray(targets, dtype=np.int64)
     if targets.size == 0:
         raise ValueError("window_coherence: no sequences")
