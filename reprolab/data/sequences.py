@@ -280,8 +280,8 @@ def split_articles(
     """
     ids = np.unique(np.asarray(articles))
     fr = np.asarray(fractions, dtype=np.float64)
-    if fr.ndim != 1 or fr.size == 0 or (fr < 0).any() or fr.sum() <= 0:
-        raise ValueError(f"fractions must be non-negative with a positive sum, got {list(fractions)}")
+    if fr.ndim != 1 or fr.size == 0 or not np.isfinite(fr).all() or (fr < 0).any() or fr.sum() <= 0:
+        raise ValueError(f"fractions must be finite, non-negative with a positive sum, got {list(fractions)}")
     if ids.size < fr.size:
         raise ValueError(f"cannot split {ids.size} articles into {fr.size} non-empty parts")
     perm = np.random.default_rng(seed).permutation(ids)

@@ -76,6 +76,13 @@ def test_split_articles_disjoint_and_seeded():
         split_articles([1, 2], (0.5, 0.3, 0.2), seed=0)
 
 
+@pytest.mark.parametrize("fractions", [[np.nan, 1.0], [np.inf, 1.0], [0.5, -np.inf]])
+def test_split_articles_refuses_non_finite_fractions(fractions):
+    # NaN/inf fractions used to pass (numpy RuntimeWarnings) and cut at garbage positions.
+    with pytest.raises(ValueError, match=r"fractions must be finite"):
+        split_articles(np.arange(10), fractions, seed=0)
+
+
 def test_fixture_matches_provenance():
     prov = json.loads((FIXTURE_DIR / "PROVENANCE.json").read_text())
     clean, diluted = load_lvm_fixture("clean"), load_lvm_fixture("diluted")
