@@ -38,9 +38,11 @@ FIXTURE_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "lvm"
 
 def make_windows(article_ids: np.ndarray, context: int, *, name: str = "corpus") -> np.ndarray:
     """Target rows of every stride-1 window of ``context + 1`` chunks inside one article."""
-    if context < 1:
-        raise ValueError(f"context must be >= 1, got {context}")
+    if isinstance(context, bool) or not isinstance(context, int | np.integer) or context < 1:
+        raise ValueError(f"context must be an integer >= 1, got {context!r}")
     a = np.asarray(article_ids)
+    if a.ndim != 1:
+        raise ValueError(f"{name}: article_ids must be 1-D (one id per chunk), got shape {a.shape}")
     n = a.size
     if n <= context:
         raise ValueError(f"{name}: {n} chunks, shorter than the context ({context}) + 1")

@@ -83,6 +83,19 @@ def test_split_articles_refuses_non_finite_fractions(fractions):
         split_articles(np.arange(10), fractions, seed=0)
 
 
+@pytest.mark.parametrize("context", [2.5, "2", True, 0])
+def test_make_windows_refuses_a_non_integer_context(context):
+    # 2.5 used to fail with numpy's IndexError (arrays used as indices must be of integer type).
+    with pytest.raises(ValueError, match=r"context must be an integer >= 1"):
+        make_windows(np.zeros(10, dtype=int), context)
+
+
+def test_make_windows_refuses_2d_article_ids():
+    # A 2-D article_ids used to fail with IndexError deep in the window test.
+    with pytest.raises(ValueError, match=r"corpus: article_ids must be 1-D"):
+        make_windows(np.zeros((5, 2), dtype=int), 2)
+
+
 def test_fixture_matches_provenance():
     prov = json.loads((FIXTURE_DIR / "PROVENANCE.json").read_text())
     clean, diluted = load_lvm_fixture("clean"), load_lvm_fixture("diluted")
