@@ -28,11 +28,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import math
 import os
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -41,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reprolab.diagnostics.merging import zs_self_ratio  # noqa: F401  (one implementation; re-exported here)
 from reprolab.mergers.weights.io import load_state_dict, save_state_dict
 
 FIXTURE_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "merging" / "locales"
@@ -442,12 +442,6 @@ def load_world(seed: int, spec: WorldSpec = WorldSpec()) -> LocaleFixture:
     orders, pretraining data and init, fine-tuning data and init). Seeds 0-4 are committed fixtures; other seeds
     are built on first use (about a minute of one core) into ``.reprolab/cache/merging/``."""
     return load_fixture(replace(spec, seed=int(seed)))
-
-
-def zs_self_ratio(nxn: np.ndarray, target: int, sources: Sequence[int] | None = None) -> float:
-    """Mean zero-shot accuracy of the other locales' models on ``target`` over the target's own model's."""
-    srcs = [i for i in range(len(nxn)) if i != target] if sources is None else list(sources)
-    return float(np.mean(nxn[srcs, target]) / nxn[target, target]) if nxn[target, target] > 0 else math.nan
 
 
 # --- The MASSIVE locales' languages (gpu tier) ---------------------------------------------------------------

@@ -137,3 +137,14 @@ def test_suite_rejects_bad_config():
         locale_suite({"setting": "locales", "num_langs": 3}, 0)
     with pytest.raises(ValueError, match="setting"):
         locale_suite({"setting": "mars"}, 0)
+
+
+def test_locales_zs_self_ratio_is_the_checked_diagnostics_one():
+    # data.locales had its own unchecked copy: zero self accuracy gave NaN and target=-1 wrapped around.
+    from reprolab.data import locales
+    from reprolab.diagnostics import merging
+
+    assert locales.zs_self_ratio is merging.zs_self_ratio
+    nxn = np.array([[0.0, 0.5], [0.4, 0.8]])
+    with pytest.raises(ValueError, match=r"target 0 has zero self accuracy"):
+        locales.zs_self_ratio(nxn, 0)
