@@ -95,15 +95,22 @@ def predictor_features(
     regional-coherence bonus) without their exact formulas; here V2 = V1 * quality and V3 = V1 + bonus * coherence.
     """
     a = _check_nxn(nxn)
-    srcs = list(sources)
+    n = len(a)
+    target, srcs = _check_indices(n, target, sources)
     if len(srcs) < 2:
         raise ValueError("predictors need at least two sources (diversity is pairwise)")
     sim = np.asarray(source_similarity, dtype=np.float64)
+    if sim.shape != (n, n):
+        raise ValueError(f"source_similarity must have the NxN matrix's shape {(n, n)}, got {sim.shape}")
+    if not np.isfinite(sim).all():
+        raise ValueError("source_similarity contains non-finite values")
+    if len(regions) != n:
+        raise ValueError(f"regions must name one region per locale ({n}), got {len(regions)}")
     pairs = [sim[i, j] for k, i in enumerate(srcs) for j in srcs[k + 1 :]]
     diversity = 1.0 - float(np.mean(pairs))
     accs = a[srcs, target]
     acc_std = float(accs.std())
-    quality = float(accs.mean() / a[target, target])
+    quality = zs_self_ratio(a, target, srcs)  # refuses a zero self accuracy (inf/NaN quality otherwise)
     regs = [regions[i] for i in srcs]
     coherence = max(regs.count(r) for r in set(regs)) / len(regs)
     v1 = diversity / (1.0 + 10.0 * acc_std)
@@ -120,6 +127,13 @@ def predictor_accuracy(scores: Sequence[float], effects: Sequence[float], thresh
     e = np.asarray(effects, dtype=np.float64)
     if s.shape != e.shape or s.size == 0:
         raise ValueError("scores and effects must be non-empty and of equal length")
+    for what, arr in (("scores", s), ("effects", e)):
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{what} contains NaN or inf")
+    if threshold is not None and (
+        isinstance(threshold, bool) or not isinstance(threshold, int | float | np.number) or not np.isfinite(threshold)
+    ):
+        raise ValueError(f"threshold must be a finite number or None, got {threshold!r}")
     thr = float(np.median(s)) if threshold is None else threshold
     return float(np.mean((s > thr) == (e > 0)))
 

@@ -125,3 +125,41 @@ def test_zs_self_ratio_and_baselines_refuse_out_of_range_indices(target, sources
         zs_self_ratio(NXN, target, sources)
     with pytest.raises(ValueError, match=match):
         baselines(NXN, target, sources)
+
+
+_SIM = np.array([[1, 0.2, 0.8, 0.5], [0.2, 1, 0.4, 0.6], [0.8, 0.4, 1, 0.3], [0.5, 0.6, 0.3, 1]])
+
+
+@pytest.mark.parametrize(
+    ("nxn", "sim", "regions", "match"),
+    [
+        (NXN, _SIM[:3, :3], ["x"] * 4, r"source_similarity must have the NxN matrix's shape \(4, 4\)"),
+        (NXN, np.where(np.eye(4) > 0, np.nan, _SIM), ["x"] * 4, r"source_similarity contains non-finite"),
+        (NXN, _SIM, ["x", "y"], r"regions must name one region per locale \(4\), got 2"),
+        (np.where(np.eye(4) > 0, 0.0, NXN), _SIM, ["x"] * 4, r"target 0 has zero self accuracy"),
+    ],
+)
+def test_predictor_features_checks_its_inputs(nxn, sim, regions, match):
+    # A short similarity or regions list used to fail with IndexError; zero self accuracy gave an inf/NaN quality.
+    with pytest.raises(ValueError, match=match):
+        predictor_features(nxn, 0, [1, 2, 3], sim, regions)
+
+
+def test_predictor_features_checks_target_and_sources():
+    with pytest.raises(ValueError, match=r"sources must be locale indices in \[0, 4\)"):
+        predictor_features(NXN, 0, [1, 7], _SIM, ["x"] * 4)
+
+
+@pytest.mark.parametrize(
+    ("scores", "effects", "threshold", "match"),
+    [
+        ([0.1, np.nan, 0.3], [1, -1, 1], None, r"scores contains NaN"),
+        ([0.1, 0.2, 0.3], [1, np.nan, 1], None, r"effects contains NaN"),
+        ([0.1, 0.2, 0.3], [1, -1, 1], float("nan"), r"threshold must be a finite number"),
+        ([0.1, 0.2, 0.3], [1, -1, 1], "0.5", r"threshold must be a finite number"),
+    ],
+)
+def test_predictor_accuracy_refuses_nan(scores, effects, threshold, match):
+    # NaN scores used to compare False everywhere and give a made-up accuracy.
+    with pytest.raises(ValueError, match=match):
+        predictor_accuracy(scores, effects, threshold)
