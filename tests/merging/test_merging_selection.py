@@ -163,3 +163,27 @@ def test_predictor_accuracy_refuses_nan(scores, effects, threshold, match):
     # NaN scores used to compare False everywhere and give a made-up accuracy.
     with pytest.raises(ValueError, match=match):
         predictor_accuracy(scores, effects, threshold)
+
+
+def test_sinkhorn_refuses_nan():
+    # NaN used to pass through every normalisation silently.
+    with pytest.raises(ValueError, match=r"sinkhorn's matrix contains non-finite values"):
+        sinkhorn(np.array([[1.0, np.nan], [0.5, 1.0]]))
+
+
+def test_select_sources_accepts_a_list_and_refuses_bad_matrices():
+    # A list used to fail with AttributeError ('list' object has no attribute 'shape').
+    s = accuracy_similarity(NXN)
+    assert select_sources(s.tolist(), 0, 2) == select_sources(s, 0, 2)
+    with pytest.raises(ValueError, match=r"the similarity matrix s must be square, got shape \(4,\)"):
+        select_sources(s[0], 0, 2)
+    with pytest.raises(ValueError, match=r"the similarity matrix s contains non-finite"):
+        select_sources(np.where(s > 0.5, np.nan, s), 0, 2)
+
+
+def test_top_k_per_row_refuses_1d_and_non_integer_k():
+    # A 1-D array used to fail with numpy's IndexError (too many indices).
+    with pytest.raises(ValueError, match=r"top_k_per_row's similarity matrix must be 2-D, got shape \(4,\)"):
+        top_k_per_row(np.ones(4), 2)
+    with pytest.raises(ValueError, match=r"top-k needs an integer k >= 1"):
+        top_k_per_row(np.ones((2, 2)), 1.5)

@@ -14,6 +14,16 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def _as_matrix(s: object, what: str, *, square: bool = False) -> np.ndarray:
+    """``s`` as a finite 2-D float64 array (square if asked), or one line naming ``what``."""
+    m = np.asarray(s, dtype=np.float64)
+    if m.ndim != 2 or (square and m.shape[0] != m.shape[1]):
+        raise ValueError(f"{what} must be {'square' if square else '2-D'}, got shape {m.shape}")
+    if not np.isfinite(m).all():
+        raise ValueError(f"{what} contains non-finite values")
+    return m
+
+
 def feature_similarity(features: np.ndarray) -> np.ndarray:
     """(cos + 1) / 2 between feature rows, diagonal zeroed; a zero row gets similarity 0.5 to everyone."""
     f = np.asarray(features, dtype=np.float64)
@@ -30,20 +40,17 @@ def feature_similarity(features: np.ndarray) -> np.ndarray:
 
 def accuracy_similarity(nxn: np.ndarray, *, zero_diagonal: bool = True) -> np.ndarray:
     """REAL similarity S[target, source] = accuracy of the source's model on the target (nxn is [source, target])."""
-    a = np.asarray(nxn, dtype=np.float64)
-    if a.ndim != 2 or a.shape[0] != a.shape[1]:
-        raise ValueError(f"the NxN matrix must be square, got shape {a.shape}")
-    if not np.isfinite(a).all():
-        raise ValueError("the NxN matrix contains non-finite values")
-    s = a.T.copy()
+    s = _as_matrix(nxn, "the NxN matrix", square=True).T.copy()
     if zero_diagonal:
         np.fill_diagonal(s, 0.0)
     return s
 
 
 def top_k_per_row(s: np.ndarray, k: int) -> np.ndarray:
-    if k < 1:
-        raise ValueError(f"top-k needs k >= 1, got {k}")
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise ValueError(f"top-k needs an integer k >= 1, got {k!r}")
+    _as_matrix(s, "top_k_per_row's similarity matrix")
+    s = np.asarray(s)  # checked above; the output keeps the input's dtype
     out = np.zeros_like(s)
     idx = np.argsort(-s, axis=1, kind="stable")[:, :k]
     rows = np.arange(s.shape[0])[:, None]
@@ -55,7 +62,7 @@ def sinkhorn(s: np.ndarray, iterations: int = 20, eps: float = 1e-9) -> np.ndarr
     """Alternate row and column normalisation (towards a doubly stochastic matrix)."""
     if iterations < 0:
         raise ValueError("sinkhorn iterations must be >= 0")
-    m = np.asarray(s, dtype=np.float64).copy()
+    m = _as_matrix(s, "sinkhorn's matrix").copy()
     if (m < 0).any():
         raise ValueError("sinkhorn needs a non-negative matrix")
     for _ in range(iterations):
@@ -82,12 +89,12 @@ def select_sources(
     eps: float = 1e-9,
 ) -> Selection:
     """Pick ``num_languages`` sources for ``target`` and their weights (summing to 1)."""
-    n = s.shape[0]
-    if not 0 <= target < n:
+    m = _as_matrix(s, "the similarity matrix s", square=True).copy()
+    n = m.shape[0]
+    if isinstance(target, bool) or not isinstance(target, int | np.integer) or not 0 <= target < n:
         raise ValueError(f"target index {target} out of range for {n} locales")
     if num_languages < 1 or num_languages > n - (0 if include_target else 1):
         raise ValueError(f"num_languages={num_languages} impossible with {n} locales")
-    m = np.asarray(s, dtype=np.float64).copy()
     np.fill_diagonal(m, 0.0)
     if top_k is not None:
         m = top_k_per_row(m, min(top_k, n))
