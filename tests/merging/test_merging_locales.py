@@ -148,3 +148,23 @@ def test_locales_zs_self_ratio_is_the_checked_diagnostics_one():
     nxn = np.array([[0.0, 0.5], [0.4, 0.8]])
     with pytest.raises(ValueError, match=r"target 0 has zero self accuracy"):
         locales.zs_self_ratio(nxn, 0)
+
+
+def test_adamerging_refuses_bad_init_task_vectors_and_inputs(fx):
+    # NaN init used to give silent NaN coefficients; a missing key or a wrong shape failed with KeyError or
+    # torch's RuntimeError; unequal-length keyword inputs were not checked.
+    locs = fx.locales[:2]
+    tvs = [task_vector(fx.base, fx.finetuned[loc]) for loc in locs]
+    model = make_model(fx.world)
+    x = torch.from_numpy(heldout_set(fx.world, "A1", 0, n=16)[0])
+    with pytest.raises(ValueError, match=r"AdaMerging init must be finite"):
+        adamerge(model, fx.base, tvs, x, init=[float("nan"), 0.3], steps=1)
+    name = next(iter(tvs[0]))
+    missing = {k: v for k, v in tvs[1].items() if k != name}
+    with pytest.raises(ValueError, match=rf"task_vectors\[1\] is missing tensor\(s\) \['{name}'\]"):
+        adamerge(model, fx.base, [tvs[0], missing], x, steps=1)
+    wrong = {**tvs[1], name: torch.zeros(3, 3, 3)}
+    with pytest.raises(ValueError, match=rf"tensor '{name}': task_vectors\[1\] has shape \(3, 3, 3\)"):
+        adamerge(model, fx.base, [tvs[0], wrong], x, steps=1)
+    with pytest.raises(ValueError, match=r"unlabeled inputs must have equal lengths"):
+        adamerge(model, fx.base, tvs, {"a": x, "b": x[:5]}, steps=1)

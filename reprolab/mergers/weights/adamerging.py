@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from reprolab.mergers.weights.task_vectors import check_compatible
+
 
 def _entropy(logits: torch.Tensor) -> torch.Tensor:
     logp = torch.log_softmax(logits, dim=-1)
@@ -61,7 +63,15 @@ def adamerge(
         raise ValueError(f"AdaMerging granularity must be 'task' or 'layer', got {granularity!r}")
     if not task_vectors:
         raise ValueError("AdaMerging needs at least one task vector (the source list is empty)")
-    n_data = len(next(iter(unlabeled.values()))) if isinstance(unlabeled, Mapping) else len(unlabeled)
+    if isinstance(unlabeled, Mapping):
+        if not unlabeled:
+            raise ValueError("AdaMerging needs unlabeled target data (the input mapping is empty)")
+        lengths = {name: len(v) for name, v in unlabeled.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"AdaMerging's unlabeled inputs must have equal lengths, got {lengths}")
+        n_data = next(iter(lengths.values()))
+    else:
+        n_data = len(unlabeled)
     if n_data == 0:
         raise ValueError("AdaMerging needs unlabeled target data")
     if (epochs is not None and epochs < 0) or steps < 0 or batch_size < 1:
@@ -71,7 +81,11 @@ def adamerge(
     device = next(model.parameters()).device
     k = len(task_vectors)
     keys = [n for n, v in base.items() if v.is_floating_point()]
+    # Task vectors cover the base's floating tensors (what task_vector returns), same names and shapes.
+    check_compatible({n: base[n] for n in keys}, task_vectors, [f"task_vectors[{i}]" for i in range(k)])
     init_t = torch.as_tensor(init, dtype=torch.float32).reshape(-1)
+    if not torch.isfinite(init_t).all():
+        raise ValueError(f"AdaMerging init must be finite, got {init}")
     init_t = init_t.expand(k).clone() if init_t.numel() == 1 else init_t.clone()
     if init_t.numel() != k:
         raise ValueError(f"{init_t.numel()} initial coefficients for {k} sources")
