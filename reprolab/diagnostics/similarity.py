@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from reprolab.mergers.weights.task_vectors import check_compatible
+
 
 def _flat(tv: Mapping[str, torch.Tensor] | torch.Tensor, keys: Sequence[str] | None) -> torch.Tensor:
     if isinstance(tv, torch.Tensor):
@@ -19,7 +21,18 @@ def tv_cosine_matrix(task_vectors: Sequence[Mapping[str, torch.Tensor] | torch.T
     """Pairwise cosine of flattened task vectors; a zero vector has cosine 0 with everything."""
     if not task_vectors:
         raise ValueError("need at least one task vector")
-    keys = None if isinstance(task_vectors[0], torch.Tensor) else sorted(task_vectors[0])
+    flat_tensors = isinstance(task_vectors[0], torch.Tensor)
+    for i, t in enumerate(task_vectors):
+        if isinstance(t, torch.Tensor) != flat_tensors or not isinstance(t, torch.Tensor | Mapping):
+            raise TypeError(f"task_vectors[{i}] is a {type(t).__name__}; give all tensors or all tensor mappings")
+    if flat_tensors:
+        for i, t in enumerate(task_vectors[1:], 1):
+            if t.numel() != task_vectors[0].numel():
+                raise ValueError(f"task_vectors[{i}] has {t.numel()} elements, task_vectors[0] {task_vectors[0].numel()}")
+    elif len(task_vectors) > 1:
+        names = [f"task_vectors[{i}]" for i in range(1, len(task_vectors))]
+        check_compatible(task_vectors[0], task_vectors[1:], names, base_name="task_vectors[0]")
+    keys = None if flat_tensors else sorted(task_vectors[0])
     flats = torch.stack([_flat(t, keys) for t in task_vectors])
     if not torch.isfinite(flats).all():
         raise ValueError("task vectors contain non-finite values")

@@ -187,3 +187,16 @@ def test_top_k_per_row_refuses_1d_and_non_integer_k():
         top_k_per_row(np.ones(4), 2)
     with pytest.raises(ValueError, match=r"top-k needs an integer k >= 1"):
         top_k_per_row(np.ones((2, 2)), 1.5)
+
+
+def test_tv_cosine_matrix_refuses_mismatched_task_vectors():
+    # Different keys used to raise a bare KeyError, different shapes torch's RuntimeError from stack.
+    a = {"w": torch.ones(2), "b": torch.zeros(1)}
+    with pytest.raises(ValueError, match=r"task_vectors\[1\] is missing tensor\(s\) \['w'\] present in task_vectors\[0\]"):
+        tv_cosine_matrix([a, {"b": torch.zeros(1)}])
+    with pytest.raises(ValueError, match=r"tensor 'w': task_vectors\[1\] has shape \(3,\), task_vectors\[0\] \(2,\)"):
+        tv_cosine_matrix([a, {"w": torch.ones(3), "b": torch.zeros(1)}])
+    with pytest.raises(ValueError, match=r"task_vectors\[1\] has 3 elements, task_vectors\[0\] 2"):
+        tv_cosine_matrix([torch.ones(2), torch.ones(3)])
+    with pytest.raises(TypeError, match=r"task_vectors\[1\] is a dict"):
+        tv_cosine_matrix([torch.ones(2), a])

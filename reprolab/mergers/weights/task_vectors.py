@@ -22,7 +22,9 @@ def _float_keys(sd: StateDict) -> list[str]:
     return [k for k, v in sd.items() if v.is_floating_point()]
 
 
-def check_compatible(base: StateDict, sources: Sequence[StateDict], names: Sequence[str] | None = None) -> None:
+def check_compatible(
+    base: StateDict, sources: Sequence[StateDict], names: Sequence[str] | None = None, *, base_name: str = "the base"
+) -> None:
     """Same tensor names and shapes in base and every source; errors name the tensor and the model."""
     if not sources:
         raise ValueError("merge needs at least one source model (the source list is empty)")
@@ -31,12 +33,12 @@ def check_compatible(base: StateDict, sources: Sequence[StateDict], names: Seque
         missing = sorted(set(base) - set(sd))
         extra = sorted(set(sd) - set(base))
         if missing:
-            raise ValueError(f"{label} is missing tensor(s) {missing[:5]}{' ...' if len(missing) > 5 else ''} present in the base")
+            raise ValueError(f"{label} is missing tensor(s) {missing[:5]}{' ...' if len(missing) > 5 else ''} present in {base_name}")
         if extra:
-            raise ValueError(f"{label} has tensor(s) {extra[:5]}{' ...' if len(extra) > 5 else ''} absent from the base")
+            raise ValueError(f"{label} has tensor(s) {extra[:5]}{' ...' if len(extra) > 5 else ''} absent from {base_name}")
         for k, v in base.items():
             if tuple(sd[k].shape) != tuple(v.shape):
-                raise ValueError(f"tensor {k!r}: {label} has shape {tuple(sd[k].shape)}, the base {tuple(v.shape)}")
+                raise ValueError(f"tensor {k!r}: {label} has shape {tuple(sd[k].shape)}, {base_name} {tuple(v.shape)}")
 
 
 def check_base_not_source(
