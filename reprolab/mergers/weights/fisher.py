@@ -13,6 +13,8 @@ from torch.func import functional_call, grad, vmap
 def diagonal_fisher(
     model: nn.Module, state: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, *, chunk: int = 64
 ) -> dict[str, torch.Tensor]:
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"Fisher chunk must be an integer >= 1, got {chunk!r}")
     if len(x) == 0 or len(x) != len(y):
         raise ValueError(f"Fisher needs matching non-empty inputs and labels, got {len(x)} and {len(y)}")
     params = {n: v.detach().to(torch.float32) for n, v in state.items() if v.is_floating_point()}
