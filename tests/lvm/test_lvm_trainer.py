@@ -176,3 +176,13 @@ def test_baseline_train_targets_are_checked_where_they_are_named():
     nan[2, 3] = np.nan
     with pytest.raises(ValueError, match="train_targets must be finite"):
         baseline_scores((ctx, tgt), nan, seed=0)
+
+
+def test_train_config_refuses_an_unavailable_or_unknown_device():
+    # cuda:7 on a host without it used to be accepted and fail later inside torch (AssertionError / CUDA error).
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(ValueError, match=rf"TrainConfig.device: 'cuda:{n}' is not available on this host"):
+        TrainConfig(device=f"cuda:{n}")
+    with pytest.raises(ValueError, match=r"TrainConfig.device: 'gpu0' is not a torch device"):
+        TrainConfig(device="gpu0")
+    assert TrainConfig(device="cpu").device == "cpu"

@@ -70,6 +70,21 @@ class TrainConfig:
             raise TypeError(f"TrainConfig.loss must be a LossWeights, got {type(self.loss).__name__}")
         if self.grad_clip is not None and not 0 < self.grad_clip < math.inf:
             raise ValueError(f"grad_clip must be a positive finite number or None, got {self.grad_clip}")
+        _check_device(self.device)
+
+
+def _check_device(device: object) -> None:
+    """Refuse a device string torch cannot parse, or a CUDA/MPS device this host does not have."""
+    try:
+        dev = torch.device(device)  # type: ignore[arg-type]
+    except (RuntimeError, TypeError):
+        raise ValueError(f"TrainConfig.device: {device!r} is not a torch device (e.g. 'cpu', 'cuda', 'cuda:0')") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (dev.index is not None and dev.index >= count):
+            raise ValueError(f"TrainConfig.device: {device!r} is not available on this host ({count} CUDA device(s))")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"TrainConfig.device: {device!r} is not available on this host (no MPS)")
 
 
 @dataclass(frozen=True)
