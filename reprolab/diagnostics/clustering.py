@@ -8,6 +8,8 @@ report both rather than only their difference.
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -132,7 +134,10 @@ def majority_accuracy(
 
 def mixture_entropy(weights: ArrayLike) -> float:
     """Entropy -sum pi log pi (nats) of mixture weights; low means mass concentrated in few components."""
-    w = np.asarray(weights, dtype=np.float64)
+    try:
+        w = np.asarray(weights, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"weights must be a 1-D array of numbers, got {weights!r:.60}") from None
     if w.ndim != 1 or w.size == 0:
         raise ValueError(f"weights must be a non-empty 1-D array, got shape {w.shape}")
     if not np.all(np.isfinite(w)) or np.any(w < 0):
@@ -154,8 +159,8 @@ def hard_fraction(resp: ArrayLike, threshold: float = 0.99) -> float:
         raise ValueError(f"resp must be a non-empty (N, K) array, got shape {r.shape}")
     if not np.all(np.isfinite(r)) or r.min() < 0:
         raise ValueError("resp must hold finite non-negative responsibilities")
-    if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be a number in (0, 1), got {threshold!r}")
     return float(np.mean(r.max(axis=1) > threshold))
 
 

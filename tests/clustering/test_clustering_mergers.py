@@ -295,3 +295,9 @@ def test_ridgeline_ratio_unimodal_close_and_bimodal_far_pairs():
     assert far[0] == pytest.approx(dip, rel=1e-6)
     with pytest.raises(ValueError, match="n_grid"):
         RidgelineMerger(np.zeros((2, 1)), np.stack([np.eye(1)] * 2), n_grid=2)
+
+
+def test_coassignment_min_fraction_of_the_wrong_type_is_one_error_naming_it():
+    # min_fraction="a" used to fail with Python's "'<=' not supported between 'float' and 'str'".
+    with pytest.raises(TypeError, match=r"min_fraction must be a number, got 'a'"):
+        CoAssignmentMerger(min_fraction="a")

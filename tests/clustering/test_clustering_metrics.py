@@ -113,3 +113,14 @@ def test_nmi_dense_and_sparse_label_paths_agree_with_sklearn(pair, offset, scale
     assert nmi(a, spread) == pytest.approx(normalized_mutual_info_score(a, spread), abs=1e-10)
     assert nmi(a, spread) == pytest.approx(nmi(a, b), abs=1e-12)
     assert np.array_equal(contingency(a, spread), contingency(a, b))
+
+
+def test_string_parameters_are_one_error_naming_them_not_a_comparison_typeerror():
+    # hard_fraction(threshold="0.5") used to fail with Python's "'<' not supported"; mixture_entropy("ab") with
+    # numpy's "could not convert string to float".
+    from reprolab.diagnostics.clustering import hard_fraction
+
+    with pytest.raises(ValueError, match=r"threshold must be a number in \(0, 1\), got '0.5'"):
+        hard_fraction(np.full((2, 2), 0.5), threshold="0.5")
+    with pytest.raises(ValueError, match=r"weights must be a 1-D array of numbers"):
+        mixture_entropy("ab")

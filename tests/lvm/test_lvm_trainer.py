@@ -133,6 +133,10 @@ def test_baselines_on_a_smooth_walk():
         ({"plateau_factor": 1.0}, ValueError),
         ({"plateau_patience": -1}, ValueError),
         ({"grad_clip": float("nan")}, ValueError),
+        ({"lr": "a"}, TypeError),  # used to be Python's "'<' not supported between 'int' and 'str'"
+        ({"weight_decay": "0"}, TypeError),
+        ({"plateau_factor": None}, TypeError),
+        ({"grad_clip": "1"}, TypeError),
     ],
 )
 def test_train_config_refuses_values_that_would_fail_late_or_train_silently_on_nan(kwargs, error):

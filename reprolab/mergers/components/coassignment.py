@@ -8,6 +8,8 @@ which is why the method needs components of one class to overlap (note 000, Find
 
 from __future__ import annotations
 
+import numbers
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -50,6 +52,8 @@ class CoAssignmentMerger(ComponentMerger):
     _keep_float32 = True
 
     def __init__(self, min_fraction: float = 0.0005) -> None:
+        if isinstance(min_fraction, bool) or not isinstance(min_fraction, numbers.Real):
+            raise TypeError(f"min_fraction must be a number, got {min_fraction!r}")
         if not 0.0 <= min_fraction < 1.0:
             raise ValueError(f"min_fraction must be in [0, 1), got {min_fraction}")
         self.min_fraction = min_fraction

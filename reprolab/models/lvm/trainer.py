@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -60,6 +61,10 @@ class TrainConfig:
         if self.epochs < 1 or self.batch_size < 2 or self.plateau_patience < 0:
             raise ValueError(f"need epochs >= 1, batch_size >= 2 and plateau_patience >= 0, got {self.epochs}, "
                              f"{self.batch_size}, {self.plateau_patience}")
+        for name in ("lr", "weight_decay", "plateau_factor", "grad_clip"):
+            value = getattr(self, name)
+            if (name != "grad_clip" or value is not None) and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+                raise TypeError(f"TrainConfig.{name} must be a number, got {value!r}")
         if not 0 < self.lr < math.inf:  # also refuses NaN
             raise ValueError(f"lr must be a positive finite number, got {self.lr}")
         if not 0 <= self.weight_decay < math.inf:
