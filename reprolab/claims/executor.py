@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 from reprolab.claims.numerics import worker_environ
 from reprolab.claims.resolve import ExperimentSpec
+from reprolab.experiments.registry import require_metrics_mapping
 from reprolab.startup import paused_collector
 
 # Research lines whose heavy dependencies are a pip extra of reprolab (see pyproject.toml).
@@ -103,11 +104,9 @@ def execute(spec: ExperimentSpec, config: Mapping[str, Any], seed: int) -> TaskO
     except BaseException as exc:  # a broken module must not take the worker down
         return failed(f"cannot import {spec.module}: {type(exc).__name__}: {exc}")
     try:
-        metrics = experiment(config, seed)
-        if not isinstance(metrics, Mapping):
-            raise TypeError(
-                f"experiment {spec.name!r} returned {type(metrics).__name__}, expected a dict of floats"
-            )
+        # an experiment's prints go to stderr: stdout is the command's own output (the ledger, --json)
+        with contextlib.redirect_stdout(sys.stderr):
+            metrics = require_metrics_mapping(spec.name, experiment(config, seed))
         clean = {}
         for name, value in metrics.items():
             if isinstance(value, bool) or (
@@ -151,6 +150,9 @@ def _die_with_parent(parent_pid: int) -> None:
 
 def _worker_main(conn: multiprocessing.connection.Connection, parent_pid: int, path: list[str]) -> None:
     _die_with_parent(parent_pid)
+    # Ctrl-C is the parent's to handle (it kills its workers): a KeyboardInterrupt here then comes from the
+    # experiment itself, and is that task's error, not the worker's death
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.path[:] = path
     while True:
         try:
@@ -159,7 +161,10 @@ def _worker_main(conn: multiprocessing.connection.Connection, parent_pid: int, p
             return
         if job is None:
             return
-        outcome = execute(job.spec, job.config, job.seed)
+        try:
+            outcome = execute(job.spec, job.config, job.seed)
+        except KeyboardInterrupt:
+            outcome = TaskOutcome(None, error=traceback.format_exc(), cause="the experiment raised KeyboardInterrupt")
         try:
             conn.send(outcome)
         except (BrokenPipeError, OSError):

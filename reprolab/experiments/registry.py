@@ -51,8 +51,16 @@ class Experiment:
         """
         key = (self.name, json.dumps(config, sort_keys=True, default=str), seed)
         if key not in _RESULTS:
-            _RESULTS[key] = dict(self.fn(config, seed))
+            _RESULTS[key] = dict(require_metrics_mapping(self.name, self.fn(config, seed)))
         return dict(_RESULTS[key])
+
+
+def require_metrics_mapping(name: str, result: object) -> Mapping[str, Any]:
+    """``result`` if it is a mapping; else TypeError naming the experiment (``dict()`` would have read a list of
+    pairs as metrics, and failed on anything else with a message that names neither)."""
+    if not isinstance(result, Mapping):
+        raise TypeError(f"experiment {name!r} returned {type(result).__name__}, expected a dict of floats")
+    return result
 
 
 def experiment(

@@ -65,6 +65,22 @@ MODULES = {
         @experiment("faults.missing", metrics={"x": (0, 1)}, config_keys=())
         def missing(config, seed):
             import nosuchpkg_for_reprolab_tests  # noqa: F401
+
+
+        @experiment("faults.pairs", metrics={"x": (0, 1)}, config_keys=())
+        def pairs(config, seed):
+            return [("x", 1.0)]  # a list of pairs, not a dict: dict() would have taken it as metrics
+
+
+        @experiment("faults.interrupt", metrics={"x": (0, 1)}, config_keys=())
+        def interrupt(config, seed):
+            raise KeyboardInterrupt
+
+
+        @experiment("faults.chatty", metrics={"x": (0, 1)}, config_keys=())
+        def chatty(config, seed):
+            print("CHATTY EXPERIMENT OUTPUT")
+            return {"x": 1.0}
     """,
     "broken.py": """
         from reprolab import experiment

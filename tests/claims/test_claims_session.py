@@ -77,6 +77,8 @@ FAULTS = (
             ("sysexit", ""),
             ("hang", "timeout_s: 2\n"),
             ("missing", ""),
+            ("pairs", ""),
+            ("interrupt", ""),
         ]
     )
     + claim("fault-import", "broken.never", "x", "at_least: 0", "reproduced")
@@ -102,12 +104,25 @@ def test_each_fault_is_one_error_naming_its_cause_and_siblings_finish(tmp_path: 
         "fault-hang": "timed out after 2 s",
         "fault-missing": "pip install nosuchpkg_for_reprolab_tests",
         "fault-import": "cannot import mylab.broken: RuntimeError: broken at import",
+        "fault-pairs": "returned list, expected a dict of floats",
+        "fault-interrupt": "the experiment raised KeyboardInterrupt",  # the task's error; the worker lives on
     }
     for claim_id, cause in causes.items():
         assert results[claim_id].verdict == "error", (claim_id, results[claim_id].message)
         assert cause in results[claim_id].message, (claim_id, results[claim_id].message)
         assert "\n" not in results[claim_id].message
     assert results["healthy"].verdict == "reproduced" and results["healthy"].n_seeds == 3
+
+
+def test_an_experiments_prints_go_to_stderr_not_into_the_ledger(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = build_lab(tmp_path, SOURCE + claim("chatty", "faults.chatty", "x", "at_least: 0.5", "reproduced"))
+    r = subprocess.run([sys.executable, "-m", "reprolab.cli", "check"], cwd=root, capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "PYTHONPATH": str(root)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "CHATTY EXPERIMENT OUTPUT" in r.stderr and "CHATTY" not in r.stdout  # stdout: the ledger alone
 
 
 def test_missing_extra_names_the_pip_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
