@@ -41,6 +41,7 @@ MARKERS = {
 }
 NIGHTLY_ENV = "REPROLAB_NIGHTLY"
 _PROPERTY = "reprolab_result"
+_WARNING = "reprolab_warning"  # a cache problem met while running a claim (an xdist worker's too)
 
 _state_key = pytest.StashKey["_PluginState"]()
 
@@ -186,8 +187,12 @@ class ClaimItem(pytest.Item):
 
     def runtest(self) -> None:
         state = self.config.stash[_state_key]
-        [result] = state.session(self.project).run([self.loaded])
+        session = state.session(self.project)
+        seen = len(session.cache.problems)
+        [result] = session.run([self.loaded])
         self.user_properties.append((_PROPERTY, (str(self.project.root), result.to_dict())))
+        # a damaged entry or an unwritable cache: said in the summary, as `reprolab check` says it
+        self.user_properties.extend((_WARNING, message) for message in session.cache.problems[seen:])
         if result.verdict == Verdict.SKIPPED:
             # report the skip at the claim's YAML line, not at this line of the plugin
             raise pytest.skip.Exception(result.message, _use_item_location=True)
@@ -238,6 +243,8 @@ class _Reporter:
             if name == _PROPERTY:
                 root, data = value
                 state.results.setdefault(Path(root), []).append(ClaimResult.from_dict(data))
+            elif name == _WARNING and value not in state.messages:
+                state.messages.append(value)
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         state = self.state

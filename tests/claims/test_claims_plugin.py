@@ -149,3 +149,15 @@ def test_reports_that_cannot_be_written_are_a_warning_not_an_internal_error(pyte
     result.stdout.fnmatch_lines(["*warning: reports not written to taken (File exists*"])
     assert (pytester.path / "taken").read_text().startswith("a file of the lab's")
     assert (pytester.path / ".reprolab" / "history.sqlite").exists()  # the run is still in the history
+
+
+@pytest.mark.parametrize("xdist", [False, True])
+def test_cache_problems_are_warned_in_the_summary(pytester: pytest.Pytester, xdist: bool) -> None:
+    # an unwritable cache (here a file where its folder goes) was said by `reprolab check` but never under pytest,
+    # where the worker sessions' cache problems were dropped
+    _make(pytester, "a", claim_yaml("one"))
+    (pytester.path / ".reprolab").mkdir()
+    (pytester.path / ".reprolab" / "cache").write_text("not a folder\n")
+    result = pytester.runpytest(*(["-p", "xdist", "-n", "2"] if xdist else []))
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*warning: cache *cache not written*not cached*"])
