@@ -263,6 +263,16 @@ class _Reporter:
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
         state = self.state
         results = [r for group in state.results.values() for r in group]
+        try:
+            project = configured_project(config.rootpath)
+        except ProjectConfigError:
+            project = None  # reported where the project's files are collected
+        for folder in [c for c in project.claims if not c.is_dir()] if project is not None else ():
+            # `reprolab check` refuses this (exit 2); here the suite's other tests still ran: say it loudly
+            terminalreporter.write_line(
+                f"warning: {project.pyproject}: [tool.reprolab] claims: no folder {folder}; its claims were not collected",
+                yellow=True,
+            )
         if results:
             terminalreporter.section("reprolab claims")
             terminalreporter.write_line(summary_line(results))

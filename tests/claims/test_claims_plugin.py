@@ -161,3 +161,13 @@ def test_cache_problems_are_warned_in_the_summary(pytester: pytest.Pytester, xdi
     result = pytester.runpytest(*(["-p", "xdist", "-n", "2"] if xdist else []))
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*warning: cache *cache not written*not cached*"])
+
+
+def test_a_missing_claims_folder_is_warned(pytester: pytest.Pytester) -> None:
+    # claims = ["expectations", "expectatoins"]: the typo'd folder's claims were silently never collected
+    _make(pytester, "a", claim_yaml("one"))
+    pyproject = pytester.path / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('claims = ["expectations"]', 'claims = ["expectations", "expectatoins"]'))
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*warning: *pyproject.toml: [[]tool.reprolab[]] claims: no folder *expectatoins*"])
