@@ -19,6 +19,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from reprolab.data.corpus import EmbeddedCorpus, concat_corpora, load_embedded_corpus
+from reprolab.validation import check_int
 
 __all__ = [
     "FIXTURE_CORPORA",
@@ -38,8 +39,7 @@ FIXTURE_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "lvm"
 
 def make_windows(article_ids: np.ndarray, context: int, *, name: str = "corpus") -> np.ndarray:
     """Target rows of every stride-1 window of ``context + 1`` chunks inside one article."""
-    if isinstance(context, bool) or not isinstance(context, int | np.integer) or context < 1:
-        raise ValueError(f"context must be an integer >= 1, got {context!r}")
+    check_int("context", context, minimum=1)
     a = np.asarray(article_ids)
     if a.ndim != 1:
         raise ValueError(f"{name}: article_ids must be 1-D (one id per chunk), got shape {a.shape}")

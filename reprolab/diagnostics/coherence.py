@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from reprolab.diagnostics.embeddings import Source, iter_row_chunks, source_shape
+from reprolab.validation import check_int
 
 # 2,048 rows x 768 float32 = 6 MB: small enough that the second pass over a chunk is served from cache.
 COHERENCE_CHUNK_ROWS = 2048
@@ -289,8 +290,7 @@ def window_coherence(
 ) -> float:
     """Mean cosine of consecutive pairs inside the windows ``[t - context, t]`` (the coherence of a sequence set,
     as note 003 reports it for the filtered set). Windows never cross articles (see ``make_windows``)."""
-    if isinstance(context, bool) or not isinstance(context, int | np.integer) or context < 1:
-        raise ValueError(f"window_coherence: context must be an integer >= 1 (a window needs a pair), got {context!r}")
+    check_int("window_coherence: context", context, minimum=1)  # a window needs a pair
     targets = np.asarray(targets, dtype=np.int64)
     if targets.size == 0:
         raise ValueError("window_coherence: no sequences")

@@ -83,10 +83,10 @@ def test_split_articles_refuses_non_finite_fractions(fractions):
         split_articles(np.arange(10), fractions, seed=0)
 
 
-@pytest.mark.parametrize("context", [2.5, "2", True, 0])
-def test_make_windows_refuses_a_non_integer_context(context):
+@pytest.mark.parametrize(("context", "error"), [(2.5, TypeError), ("2", TypeError), (True, TypeError), (0, ValueError)])
+def test_make_windows_refuses_a_non_integer_context(context, error):
     # 2.5 used to fail with numpy's IndexError (arrays used as indices must be of integer type).
-    with pytest.raises(ValueError, match=r"context must be an integer >= 1"):
+    with pytest.raises(error, match=r"context must be (an int|>= 1)"):
         make_windows(np.zeros(10, dtype=int), context)
 
 

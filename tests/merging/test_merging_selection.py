@@ -185,8 +185,10 @@ def test_top_k_per_row_refuses_1d_and_non_integer_k():
     # A 1-D array used to fail with numpy's IndexError (too many indices).
     with pytest.raises(ValueError, match=r"top_k_per_row's similarity matrix must be 2-D, got shape \(4,\)"):
         top_k_per_row(np.ones(4), 2)
-    with pytest.raises(ValueError, match=r"top-k needs an integer k >= 1"):
+    with pytest.raises(TypeError, match=r"top_k_per_row: k must be an int"):
         top_k_per_row(np.ones((2, 2)), 1.5)
+    with pytest.raises(ValueError, match=r"top_k_per_row: k must be >= 1"):
+        top_k_per_row(np.ones((2, 2)), 0)
 
 
 def test_tv_cosine_matrix_refuses_mismatched_task_vectors():

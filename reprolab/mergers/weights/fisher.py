@@ -9,12 +9,13 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from reprolab.validation import check_int
+
 
 def diagonal_fisher(
     model: nn.Module, state: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, *, chunk: int = 64
 ) -> dict[str, torch.Tensor]:
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"Fisher chunk must be an integer >= 1, got {chunk!r}")
+    check_int("Fisher chunk", chunk, minimum=1)
     if len(x) == 0 or len(x) != len(y):
         raise ValueError(f"Fisher needs matching non-empty inputs and labels, got {len(x)} and {len(y)}")
     params = {n: v.detach().to(torch.float32) for n, v in state.items() if v.is_floating_point()}

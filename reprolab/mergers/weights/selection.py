@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from reprolab.validation import check_int
+
 
 def _as_matrix(s: object, what: str, *, square: bool = False) -> np.ndarray:
     """``s`` as a finite 2-D float64 array (square if asked), or one line naming ``what``."""
@@ -47,8 +49,7 @@ def accuracy_similarity(nxn: np.ndarray, *, zero_diagonal: bool = True) -> np.nd
 
 
 def top_k_per_row(s: np.ndarray, k: int) -> np.ndarray:
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-        raise ValueError(f"top-k needs an integer k >= 1, got {k!r}")
+    check_int("top_k_per_row: k", k, minimum=1)
     _as_matrix(s, "top_k_per_row's similarity matrix")
     s = np.asarray(s)  # checked above; the output keeps the input's dtype
     out = np.zeros_like(s)

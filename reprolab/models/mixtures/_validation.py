@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+from reprolab.validation import check_choice, check_float, check_int
+
+__all__ = ["check_choice", "check_data", "check_float", "check_int", "check_random_state"]
 
 
 def check_data(X: ArrayLike, *, name: str = "X", n_features: int | None = None) -> NDArray[np.float32]:
@@ -25,31 +29,6 @@ def check_data(X: ArrayLike, *, name: str = "X", n_features: int | None = None) 
     if n_features is not None and arr.shape[1] != n_features:
         raise ValueError(f"{name} has {arr.shape[1]} features but the model was fitted with {n_features}")
     return arr.astype(np.float32)
-
-
-def check_int(name: str, value: Any, *, minimum: int) -> int:
-    """An integer hyper-parameter of at least ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def check_float(name: str, value: Any, *, minimum: float = 0.0, strict: bool = False) -> float:
-    """A real hyper-parameter, ``> minimum`` when ``strict`` else ``>= minimum``."""
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not np.isfinite(value) or value < minimum or (strict and value == minimum):
-        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}, got {value}")
-    return value
-
-
-def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-    return str(value)
 
 
 def check_random_state(random_state: Any) -> int:
