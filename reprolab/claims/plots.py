@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,22 +27,42 @@ def finite(values: Sequence[float | None]) -> list[float]:
     return [float(v) for v in values if v is not None and math.isfinite(v)]
 
 
+# Values are clipped to this magnitude before their span is taken, so that neither the span of 1e308 and -1e308
+# nor its padding overflows to inf (which made every coordinate NaN).
+_LARGEST = sys.float_info.max / 8
+# Two values closer than this fraction of their magnitude are one value at the plot's resolution: a span that
+# small has ticks a step apart that adding the step to a tick does not change (0.1 + 0.2 and 0.3 hung the report).
+_RESOLUTION = 1e-9
+
+
+def _one_value(lo: float, hi: float) -> bool:
+    return hi - lo <= max(abs(lo) * _RESOLUTION, abs(hi) * _RESOLUTION, 1e-300)
+
+
+def padded_range(values: Sequence[float], fraction: float) -> tuple[float, float]:
+    """[min, max] of finite ``values`` widened by ``fraction`` of their span (by 5% of their magnitude, or by 1,
+    when they are one value at the plot's resolution); always finite."""
+    lo, hi = (min(max(v, -_LARGEST), _LARGEST) for v in (min(values), max(values)))
+    pad = (hi - lo) * fraction if not _one_value(lo, hi) else max(abs(lo), abs(hi)) * 0.05 or 1.0
+    return lo - pad, hi + pad
+
+
 def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     """Round tick values spanning [lo, hi] (1, 2, 2.5, 5 x 10^k steps)."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return []
-    if hi <= lo:
-        spread = abs(lo) * 0.05 or 1.0
-        lo, hi = lo - spread, hi + spread
+    if _one_value(lo, hi):
+        lo, hi = padded_range([lo, hi], 0.0)
     raw = (hi - lo) / max(count - 1, 1)
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
     first = math.ceil(lo / step - 1e-9) * step
     ticks = []
-    value = first
-    while value <= hi + step * 1e-9:
+    for index in range(2 * count + 2):  # at most count + 1 fit in [lo, hi]; bounded whatever rounding does
+        value = first + index * step
+        if value > hi + step * 1e-9:
+            break
         ticks.append(0.0 if abs(value) < step * 1e-9 else value)
-        value += step
     return ticks
 
 
@@ -52,6 +73,8 @@ def format_number(value: float, step: float | None = None) -> str:
     magnitude = abs(value)
     if not step and magnitude < 1e4:
         return f"{value:.4g}"
+    if magnitude >= 1e13:  # beyond 10000G a suffix would print every digit (1e300 as 292 of them)
+        return f"{value:.3g}" if not step else f"{value:.{max(3, math.ceil(math.log10(magnitude / abs(step))) + 1)}g}"
     resolution = abs(step) if step else magnitude / 100 or 1.0
     for divisor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if magnitude >= 10 * divisor or (magnitude >= divisor and resolution >= divisor / 100):
@@ -80,10 +103,9 @@ class _Axis:
     """A linear x axis over [lo, hi] mapped to pixels [left, right], with nice ticks."""
 
     def __init__(self, values: Sequence[float], left: float, right: float) -> None:
-        lo, hi = min(values), max(values)
-        pad = (hi - lo) * 0.08 or abs(hi) * 0.05 or 1.0
-        self.ticks = nice_ticks(lo - pad, hi + pad)
-        self.lo, self.hi = min([lo - pad, *self.ticks]), max([hi + pad, *self.ticks])
+        lo, hi = padded_range(values, 0.08)
+        self.ticks = nice_ticks(lo, hi)
+        self.lo, self.hi = min([lo, *self.ticks]), max([hi, *self.ticks])
         self.left, self.right = left, right
 
     def __call__(self, value: float) -> float:
@@ -213,16 +235,15 @@ def series_svg(
         for interval in line.get("ci") or []:
             if interval:
                 values.extend(finite(interval))
-    values.extend(v for v, _ in hlines)
+    values.extend(finite([v for v, _ in hlines]))
     if band:
         values.extend(finite(band))
     if not values or n == 0:
         return ""
     left, right, top, bottom = 56, width - 8, 8, height - 22
-    lo, hi = min(values), max(values)
-    pad = (hi - lo) * 0.1 or abs(hi) * 0.05 or 1.0
-    ticks = nice_ticks(lo - pad, hi + pad, 4)
-    lo, hi = min([lo - pad, *ticks]), max([hi + pad, *ticks])
+    lo, hi = padded_range(values, 0.1)
+    ticks = nice_ticks(lo, hi, 4)
+    lo, hi = min([lo, *ticks]), max([hi, *ticks])
 
     def y(value: float) -> float:
         return bottom - (min(max(value, lo), hi) - lo) / (hi - lo) * (bottom - top)
@@ -241,6 +262,8 @@ def series_svg(
         parts.append(f'<text x="{left - 4}" y="{y(tick) + 3:.1f}" font-size="10" fill="{_MUTED}" '
                      f'text-anchor="end">{label}</text>')
     for value, label in hlines:
+        if not math.isfinite(value):
+            continue
         parts.append(f'<line x1="{left}" x2="{right}" y1="{y(value):.1f}" y2="{y(value):.1f}" stroke="#bf8700" '
                      'stroke-dasharray="4 3"/>')
         parts.append(f'<text x="{right}" y="{y(value) - 3:.1f}" font-size="10" fill="#bf8700" '

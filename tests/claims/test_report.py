@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import stat
@@ -13,7 +14,7 @@ import pytest
 
 from reprolab.claims.history import History, RunInfo
 from reprolab.claims.markdown import render_markdown
-from reprolab.claims.plots import format_number, nice_ticks, strip_plot_svg, tick_labels
+from reprolab.claims.plots import format_number, nice_ticks, series_svg, strip_plot_svg, tick_labels
 from reprolab.claims.report import line_of, write_reports
 from reprolab.claims.runner import ClaimResult
 
@@ -133,6 +134,45 @@ def test_format_number_is_compact() -> None:
     assert format_number(726_014) == "726k"
     assert format_number(0.16) == "0.16"
     assert format_number(2_500_000, 500_000) == "2.5M"
+    assert format_number(1e300) == "1e+300" and format_number(-3e14) == "-3e+14"  # not 292 digits and a G
+
+
+def _within_seconds(seconds: float, call: Any) -> Any:
+    """``call()``, failed (not hung) when it runs past ``seconds``."""
+    import signal
+
+    def stop(signum: int, frame: Any) -> None:
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return call()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize(
+    "samples",
+    [
+        [0.3, 0.1 + 0.2],  # one value at float precision: the tick loop never advanced (the report hung)
+        [1.0, 1.0 + 2.2e-16],
+        [1e308, -1e308],  # a span that overflows to inf: every coordinate was NaN (or a ValueError)
+        [1e308, 1e308],
+        [5e-324, 0.0],
+    ],
+)
+def test_plots_of_extreme_values_are_finite_svg(samples: list[float]) -> None:
+    result = _result("x", samples=samples, observed=samples[0], ci=(samples[1], samples[0]),
+                     bounds=(0.0, 1.0)).to_dict()
+    strip = _within_seconds(5, lambda: strip_plot_svg(result))
+    trend = _within_seconds(5, lambda: series_svg([{"values": samples}], ["a", "b"], hlines=[(math.nan, "t")]))
+    for svg in (strip, trend):
+        numbers = re.findall(r' (?:x|y|x1|x2|y1|y2|cx|cy|width|height)="([^"]+)"', svg)
+        assert numbers and all(math.isfinite(float(n)) for n in numbers), svg
+        ticks = re.findall(r'font-size="10" fill="#57606a" text-anchor="(?:middle|end)">([^<]+)<', svg)
+        assert len(ticks) >= 2 and all(len(t) <= 8 for t in ticks), ticks
 
 
 def _circles(svg: str) -> list[tuple[float, float]]:
