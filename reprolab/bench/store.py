@@ -93,9 +93,25 @@ def _machine(info: Mapping[str, Any]) -> str:
 
 
 def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise BenchFileError(f"{where}: expected a finite number, got {value!r}")
+    """A time in seconds: compared on a log scale, so zero or a negative time is refused, not compared as NaN."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise BenchFileError(f"{where}: expected a finite number of seconds > 0, got {value!r}")
     return float(value)
+
+
+def _spread(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise BenchFileError(f"{where}: expected a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+    """An optional object of the file (absent or null: empty)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise BenchFileError(f"{where}: expected an object, got {type(value).__name__}")
+    return value
 
 
 def parse_benchmark_json(path: Path) -> BenchRun:
@@ -109,8 +125,11 @@ def parse_benchmark_json(path: Path) -> BenchRun:
         raise BenchFileError(f"{path}: not JSON: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
         raise BenchFileError(f"{path}: benchmarks: missing; is this a pytest-benchmark --benchmark-json file?")
-    commit = data.get("commit_info") or {}
-    kernels = []
+    commit = _mapping(data.get("commit_info"), f"{path}: commit_info")
+    machine = _mapping(data.get("machine_info"), f"{path}: machine_info")
+    _mapping(machine.get("cpu"), f"{path}: machine_info.cpu")
+    kernels: list[KernelRun] = []
+    seen: dict[str, int] = {}
     for index, bench in enumerate(data["benchmarks"]):
         where = f"{path}: benchmarks[{index}]"
         if not isinstance(bench, dict) or not isinstance(bench.get("stats"), dict):
@@ -118,6 +137,9 @@ def parse_benchmark_json(path: Path) -> BenchRun:
         kernel = bench.get("fullname") or bench.get("name")
         if not isinstance(kernel, str) or not kernel:
             raise BenchFileError(f"{where}.fullname: missing")
+        if kernel in seen:
+            raise BenchFileError(f"{where}.fullname: {kernel!r} again (benchmarks[{seen[kernel]}] has it)")
+        seen[kernel] = index
         stats = bench["stats"]
         median = _number(stats.get("median"), f"{where}.stats.median")
         # Every round needs --benchmark-save-data; without it the median stands in as the run's only round.
@@ -132,13 +154,13 @@ def parse_benchmark_json(path: Path) -> BenchRun:
                 kernel=kernel,
                 name=str(bench.get("name") or kernel),
                 group=bench.get("group"),
-                params=bench.get("params") or {},
+                params=_mapping(bench.get("params"), f"{where}.params"),
                 rounds=rounds,
                 median=median,
-                minimum=float(stats.get("min", median)),
-                mean=float(stats.get("mean", median)),
-                iqr=stats.get("iqr"),
-                extra_info=bench.get("extra_info") or {},
+                minimum=_number(stats.get("min", median), f"{where}.stats.min"),
+                mean=_number(stats.get("mean", median), f"{where}.stats.mean"),
+                iqr=None if stats.get("iqr") is None else _spread(stats["iqr"], f"{where}.stats.iqr"),
+                extra_info=_mapping(bench.get("extra_info"), f"{where}.extra_info"),
             )
         )
     dirty = bool(commit.get("dirty"))
@@ -148,7 +170,7 @@ def parse_benchmark_json(path: Path) -> BenchRun:
         git_rev=commit.get("id") or None,
         commit_time=commit.get("time") or commit.get("author_time") or None,
         dirty=dirty,
-        machine=_machine(data.get("machine_info") or {}),
+        machine=_machine(machine),
         source=str(path),
         kernels=tuple(kernels),
     )

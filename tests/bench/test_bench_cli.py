@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -98,6 +99,35 @@ def test_bad_file_is_one_line_naming_the_field(project: Path) -> None:
     assert result.exit_code == 1
     assert "bad.json: benchmarks[0].stats.median: expected a finite number" in result.output
     assert "Traceback" not in result.output
+    assert not (project / ".reprolab" / "history.sqlite").exists() or not BenchStore(
+        project / ".reprolab" / "history.sqlite").runs()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d["benchmarks"].append(dict(d["benchmarks"][0])),
+         "benchmarks[4].fullname: 'benchmarks/test_k.py::test_nmi[reprolab]' again (benchmarks[0] has it)"),
+        (lambda d: d.update(commit_info="abc"), "commit_info: expected an object, got str"),
+        (lambda d: d.update(machine_info=[1]), "machine_info: expected an object, got list"),
+        (lambda d: d["machine_info"].update(cpu="x"), "machine_info.cpu: expected an object, got str"),
+        (lambda d: d["benchmarks"][0]["stats"].update(min="a"), "benchmarks[0].stats.min: expected a finite number"),
+        (lambda d: d["benchmarks"][0]["stats"].update(iqr="a"), "benchmarks[0].stats.iqr: expected a finite number"),
+        (lambda d: d["benchmarks"][1].update(extra_info=[1]), "benchmarks[1].extra_info: expected an object"),
+        (lambda d: d["benchmarks"][1].update(params="p"), "benchmarks[1].params: expected an object"),
+        (lambda d: d["benchmarks"][0]["stats"].update(median=0), "benchmarks[0].stats.median: expected a finite "
+                                                                  "number of seconds > 0, got 0"),
+        (lambda d: d["benchmarks"][0]["stats"].update(data=[0.01, -0.01, 0.01]), "benchmarks[0].stats.data[1]: expected"),
+    ],
+)
+def test_malformed_fields_are_one_line_and_store_nothing(project: Path, change: Any, message: str) -> None:
+    path = _write_run(project, 0, np.random.default_rng(0))
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+    result = CliRunner().invoke(cli, ["bench", "record", str(path)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result
+    assert f"run0.json: {message}" in result.output, result.output
     assert not (project / ".reprolab" / "history.sqlite").exists() or not BenchStore(
         project / ".reprolab" / "history.sqlite").runs()
 
