@@ -8,6 +8,7 @@ same run measured (another benchmark of the run, or a number the test put in ``e
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,12 @@ class KernelConfig:
         return bool(self.reference) and self.reference in kernel
 
 
+def _text(value: Any, where: str) -> None:
+    """An optional string field (a number there is matched or printed as text nowhere, and failed later)."""
+    if value is not None and (not isinstance(value, str) or not value):
+        raise KernelConfigError(f"{where}: expected a non-empty string, got {value!r}")
+
+
 _KERNEL_KEYS = {"match", "cpu_bound", "target", "target_seconds", "peer"}
 
 
@@ -70,13 +77,20 @@ def _kernel(entry: Any, where: str) -> KernelInfo:
             "name", "kernel", "extra_info"
         }:
             raise KernelConfigError(f"{where}.peer: needs exactly one of 'kernel' / 'extra_info'")
+        for key in ("name", "kernel", "extra_info"):
+            _text(peer.get(key), f"{where}.peer.{key}")
         peer = Peer(name=peer["name"], kernel=peer.get("kernel"), extra_info=peer.get("extra_info"))
     seconds = entry.get("target_seconds")
-    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, int | float)):
-        raise KernelConfigError(f"{where}.target_seconds: expected a number, got {seconds!r}")
+    if seconds is not None and (
+        isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds < math.inf
+    ):
+        raise KernelConfigError(f"{where}.target_seconds: expected a number of seconds > 0, got {seconds!r}")
+    if not isinstance(entry.get("cpu_bound", True), bool):
+        raise KernelConfigError(f"{where}.cpu_bound: expected true or false, got {entry['cpu_bound']!r}")
+    _text(entry.get("target"), f"{where}.target")
     return KernelInfo(
         match=entry["match"],
-        cpu_bound=bool(entry.get("cpu_bound", True)),
+        cpu_bound=entry.get("cpu_bound", True),
         target=entry.get("target"),
         target_seconds=None if seconds is None else float(seconds),
         peer=peer,
@@ -89,10 +103,13 @@ def load_kernel_config(path: Path | None) -> KernelConfig:
         return KernelConfig()
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
+    except OSError as exc:
+        raise KernelConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise KernelConfigError(f"{path}: not YAML: {exc}") from None
     if not isinstance(data, Mapping) or set(data) - {"reference", "kernels"}:
         raise KernelConfigError(f"{path}: expected the keys 'reference' and 'kernels'")
+    _text(data.get("reference"), f"{path}: reference")
     entries = data.get("kernels") or []
     if not isinstance(entries, list):
         raise KernelConfigError(f"{path}: kernels: expected a list")

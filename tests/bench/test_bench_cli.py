@@ -132,6 +132,39 @@ def test_malformed_fields_are_one_line_and_store_nothing(project: Path, change: 
         project / ".reprolab" / "history.sqlite").runs()
 
 
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("reference: 5\n", "kernels.yaml: reference: expected a non-empty string, got 5"),
+        ("kernels: [{match: test_merge, target: 12}]\n", "kernels.yaml: kernels[0].target: expected a non-empty"),
+        ("kernels: [{match: test_merge, cpu_bound: 'false'}]\n", "kernels[0].cpu_bound: expected true or false"),
+        ("kernels: [{match: test_merge, target_seconds: .inf}]\n", "kernels[0].target_seconds: expected a number"),
+        ("kernels: [{match: test_merge, target_seconds: -1}]\n", "kernels[0].target_seconds: expected a number"),
+        ("kernels: [{match: test_merge, peer: {name: x, kernel: 3}}]\n", "kernels[0].peer.kernel: expected a non"),
+    ],
+)
+def test_a_malformed_kernels_yaml_is_one_line_and_a_warning_on_the_page(
+    project: Path, config: str, message: str
+) -> None:
+    runner = _record_series(project, slow_last=None)
+    (project / "benchmarks" / "kernels.yaml").write_text(config)
+    result = runner.invoke(cli, ["bench", "compare"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result
+    assert message in result.output and result.output.count("\n") == 1, result.output
+    history = History(project / ".reprolab" / "history.sqlite")
+    write_reports(project / "reports", RunInfo("r", "2026-02-01T00:00:00", None, {}, "m", "t"), [], history=history)
+    page = (project / "reports" / "latest.html").read_text()
+    assert 'id="benchmarks"' in page and message in page
+
+
+def test_a_kernels_yaml_that_is_a_folder_is_one_line(project: Path) -> None:
+    runner = _record_series(project, slow_last=None)
+    (project / "benchmarks" / "kernels.yaml").unlink()
+    (project / "benchmarks" / "kernels.yaml").mkdir()
+    result = runner.invoke(cli, ["bench", "compare"])
+    assert result.exit_code == 1 and "kernels.yaml: cannot read" in result.output, result.output
+
+
 def test_report_has_a_benchmarks_page_with_peer_and_target(project: Path) -> None:
     _record_series(project, slow_last="test_merge")
     history = History(project / ".reprolab" / "history.sqlite")
