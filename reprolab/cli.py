@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -443,6 +443,16 @@ def _bench_store():  # type: ignore[no-untyped-def]
     return BenchStore(_session().history.path)
 
 
+@contextmanager
+def _bench_history() -> Iterator[Any]:
+    """The benchmark store, with the history's one-line errors; a damaged history moved aside is said on stderr."""
+    store = _bench_store()
+    with _history_errors():
+        yield store
+    if store.recovered:
+        err.print(f"warning: {store.recovered}", highlight=False, soft_wrap=True)
+
+
 @bench.command("record")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 def bench_record(files: tuple[Path, ...]) -> None:
@@ -450,7 +460,8 @@ def bench_record(files: tuple[Path, ...]) -> None:
     from reprolab.bench.store import BenchFileError, record_files
 
     try:
-        recorded = record_files(_bench_store(), files)
+        with _bench_history() as store:
+            recorded = record_files(store, files)
     except BenchFileError as exc:
         raise click.ClickException(str(exc)) from None
     for path, run, new in recorded:
@@ -487,7 +498,8 @@ def bench_run(keyword: str | None, pytest_args: tuple[str, ...]) -> None:
     if not out.exists():
         raise click.ClickException(f"pytest wrote no benchmark results (exit {status})")
     try:
-        record_files(_bench_store(), [out])
+        with _bench_history() as store:
+            record_files(store, [out])
     except BenchFileError as exc:
         raise click.ClickException(str(exc)) from None
     console.print(f"recorded: {out}", highlight=False)
@@ -506,7 +518,8 @@ def bench_compare(fail_on_regression: bool, keyword: str | None, threshold: floa
     from reprolab.bench.kernels import KernelConfigError, default_kernel_config_path, load_kernel_config
     from reprolab.bench.series import compare_all
 
-    runs = _bench_store().runs()
+    with _bench_history() as store:
+        runs = store.runs()
     if not runs:
         raise click.ClickException("no benchmark runs recorded yet: run `reprolab bench run` first")
     try:

@@ -180,7 +180,16 @@ class BenchStore:
     """Benchmark runs in their own tables of the history database (WAL, one transaction per run)."""
 
     def __init__(self, path: Path | str) -> None:
+        from reprolab.claims.history import History
+
         self.path = Path(path)
+        # the claims history's rule for a damaged file (moved aside, a fresh one started, ``recovered`` says so)
+        # and for one that cannot be reached (HistoryUnavailable)
+        self._history = History(self.path)
+
+    @property
+    def recovered(self) -> str | None:
+        return self._history.recovered
 
     def _connect(self) -> sqlite3.Connection:
         from reprolab.claims.history import open_database
@@ -189,6 +198,9 @@ class BenchStore:
 
     def record(self, run: BenchRun) -> bool:
         """Store ``run``; False when the same file was recorded before (nothing written)."""
+        return self._history._guarded(lambda: self._record(run))
+
+    def _record(self, run: BenchRun) -> bool:
         with closing(self._connect()) as db:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -217,6 +229,9 @@ class BenchStore:
 
     def runs(self) -> list[BenchRun]:
         """Every stored run with its kernels, oldest first (by the time pytest-benchmark recorded it)."""
+        return self._history._guarded(self._runs)
+
+    def _runs(self) -> list[BenchRun]:
         from reprolab.claims.history import open_to_read
 
         if not self.path.exists():

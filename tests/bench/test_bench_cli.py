@@ -165,6 +165,22 @@ def test_a_kernels_yaml_that_is_a_folder_is_one_line(project: Path) -> None:
     assert result.exit_code == 1 and "kernels.yaml: cannot read" in result.output, result.output
 
 
+def test_a_damaged_history_is_moved_aside_not_a_traceback(project: Path) -> None:
+    database = project / ".reprolab" / "history.sqlite"
+    database.parent.mkdir()
+    database.write_text("not a database")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["bench", "compare"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result
+    assert "was unreadable" in result.output and "no benchmark runs recorded yet" in result.output
+    database.write_text("not a database")
+    path = _write_run(project, 0, np.random.default_rng(0))
+    result = runner.invoke(cli, ["bench", "record", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "was unreadable" in result.output and "recorded: " in result.output
+    assert len(BenchStore(database).runs()) == 1 and list(database.parent.glob("history.sqlite.corrupt-*"))
+
+
 def test_report_has_a_benchmarks_page_with_peer_and_target(project: Path) -> None:
     _record_series(project, slow_last="test_merge")
     history = History(project / ".reprolab" / "history.sqlite")
