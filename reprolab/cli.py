@@ -507,11 +507,24 @@ def bench_run(keyword: str | None, pytest_args: tuple[str, ...]) -> None:
         sys.exit(status)
 
 
+def _fraction(ctx: click.Context, param: click.Parameter, value: float | None, upper: float | None) -> float | None:
+    """A number > 0 (and < ``upper``); FloatRange would let NaN through, and a threshold <= -1 was a raw math
+    domain error."""
+    import math
+
+    if value is not None and not (0 < value < (math.inf if upper is None else upper)):
+        bound = f"in (0, {upper:g})" if upper is not None else "a finite number > 0"
+        raise click.BadParameter(f"{value!r} is not {bound}", ctx=ctx, param=param)
+    return value
+
+
 @bench.command("compare")
 @click.option("--fail-on-regression", is_flag=True, help="exit 1 when a kernel got slower")
 @click.option("-k", "keyword", help="only kernels whose name contains this")
-@click.option("--threshold", type=float, default=None, help="smallest change reported, as a fraction [0.2]")
-@click.option("--alpha", type=float, default=None, help="rank-test significance level [0.01]")
+@click.option("--threshold", type=float, default=None, callback=lambda c, p, v: _fraction(c, p, v, upper=None),
+              help="smallest change reported, as a fraction > 0 [0.2]")
+@click.option("--alpha", type=float, default=None, callback=lambda c, p, v: _fraction(c, p, v, upper=1.0),
+              help="rank-test significance level, in (0, 1) [0.01]")
 def bench_compare(fail_on_regression: bool, keyword: str | None, threshold: float | None, alpha: float | None) -> None:
     """The latest run of each kernel against its own past: faster / same / slower, the factor and its CI."""
     from reprolab.bench.compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD
@@ -528,6 +541,11 @@ def bench_compare(fail_on_regression: bool, keyword: str | None, threshold: floa
         raise click.ClickException(str(exc)) from None
     results = compare_all(runs, config, threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
                           alpha=DEFAULT_ALPHA if alpha is None else alpha)
+    if keyword and not any(keyword in item.kernel for item, _ in results):
+        raise click.BadParameter(
+            f"no recorded kernel contains {keyword!r} ({len(results)} kernels: `reprolab bench compare` lists them)",
+            param_hint="-k",
+        )
     regressed = []
     for item, comparison in results:
         if keyword and keyword not in item.kernel:

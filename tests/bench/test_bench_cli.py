@@ -181,6 +181,23 @@ def test_a_damaged_history_is_moved_aside_not_a_traceback(project: Path) -> None
     assert len(BenchStore(database).runs()) == 1 and list(database.parent.glob("history.sqlite.corrupt-*"))
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--threshold", "-3"], "Invalid value for '--threshold': -3.0 is not a finite number > 0"),
+        (["--threshold", "nan"], "'--threshold': nan is not"),
+        (["--alpha", "1"], "Invalid value for '--alpha': 1.0 is not in (0, 1)"),
+        (["--alpha", "nan"], "'--alpha': nan is not in (0, 1)"),
+        (["-k", "test_nothing"], "Invalid value for -k: no recorded kernel contains 'test_nothing'"),
+    ],
+)
+def test_compare_refuses_bad_options_in_one_line(project: Path, options: list[str], message: str) -> None:
+    runner = _record_series(project, slow_last=None)
+    result = runner.invoke(cli, ["bench", "compare", *options])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result
+    assert message in result.output and "Traceback" not in result.output, result.output
+
+
 def test_report_has_a_benchmarks_page_with_peer_and_target(project: Path) -> None:
     _record_series(project, slow_last="test_merge")
     history = History(project / ".reprolab" / "history.sqlite")
