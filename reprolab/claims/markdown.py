@@ -49,7 +49,9 @@ def _table(lines: list[str]) -> str:
 
 def render_markdown(text: str) -> str:
     """HTML for ``text``: escape everything, then paragraphs, line breaks, tables, bold, italics, code."""
-    escaped = html.escape(text or "", quote=True)
+    # NUL marks the code-span placeholders below (and is no character of HTML): a NUL in the text is dropped, so
+    # a quote cannot name a placeholder (an IndexError that failed the whole report, or another span's code)
+    escaped = html.escape((text or "").replace("\x00", ""), quote=True)
     blocks: list[str] = []
     paragraph: list[str] = []
     table: list[str] = []

@@ -118,6 +118,7 @@ def test_markdown_escapes_html_first_and_renders_tables() -> None:
     assert "<strong>bold</strong>" in out and "<em>it</em>" in out and "<code>a&lt;b</code>" in out
     assert "<th>k</th>" in out and "<td><strong>0.7</strong></td>" in out
     assert render_markdown("2 * 3 * 4") == "<p>2 * 3 * 4</p>"
+    assert render_markdown("a \x000\x00 `x` \x007\x00") == "<p>a 0 <code>x</code> 7</p>"  # NUL: no placeholder
 
 
 @pytest.mark.parametrize(
