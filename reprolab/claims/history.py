@@ -134,6 +134,10 @@ class History:
                 raise HistoryUnavailable(f"history {self.path} cannot be used: {exc}") from None
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
             aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+            n = 1
+            while aside.exists() or aside.is_symlink():  # two recoveries in one second: never replace the first copy
+                n += 1
+                aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
             os.replace(self.path, aside)
             for suffix in ("-wal", "-shm"):
                 Path(f"{self.path}{suffix}").unlink(missing_ok=True)

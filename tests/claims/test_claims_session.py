@@ -228,6 +228,26 @@ def test_corrupt_history_is_moved_aside_and_reports_still_written(tmp_path: Path
         assert db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 1
 
 
+def test_two_recoveries_in_one_second_keep_both_damaged_copies(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    import reprolab.claims.history as history_module
+
+    class Frozen(datetime):  # both recoveries in the same second, as a fast pair of runs can be
+        @classmethod
+        def now(cls, tz=None):  # type: ignore[no-untyped-def,override]
+            return datetime(2026, 12, 4, 12, 0, 0, tzinfo=UTC)
+
+    monkeypatch.setattr(history_module, "datetime", Frozen)
+    path = tmp_path / "history.sqlite"
+    for junk in (b"first damaged copy", b"second damaged copy"):
+        path.write_bytes(junk * 100)
+        history_module.History(path).latest()  # moved aside: the second copy must not replace the first
+        path.unlink(missing_ok=True)
+    copies = sorted(p.read_bytes()[:12] for p in tmp_path.glob("history.sqlite.corrupt-*"))
+    assert copies == [b"first damage", b"second damag"], copies
+
+
 def test_update_verdicts_keeps_the_file_mode(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     root = build_lab(tmp_path)
     path = root / "claims" / "calib.yaml"
