@@ -63,14 +63,18 @@ def _select(
 
 
 @contextmanager
-def _history_errors() -> Iterator[None]:
-    """A history that cannot be used (a lock held too long, a file that cannot be opened) is one line."""
+def _history_errors(history: Any = None) -> Iterator[None]:
+    """A history that cannot be used (a lock held too long, a file that cannot be opened) is one line; a damaged
+    one that ``history`` moved aside (and started afresh) is said on stderr, before any error that follows."""
     from reprolab.claims.history import HistoryUnavailable
 
     try:
         yield
     except HistoryUnavailable as exc:
         raise click.ClickException(str(exc)) from None
+    finally:
+        if history is not None and history.recovered:
+            err.print(f"warning: {history.recovered}", highlight=False, soft_wrap=True)
 
 
 def _exit_status(found: bool, n_errors: int) -> None:
@@ -221,7 +225,7 @@ def list_claims(paths: tuple[str, ...], marker: str | None) -> None:
 
     session = _session()
     items, n_errors = _select(session, paths, marker, None)
-    with _history_errors():
+    with _history_errors(session.history):
         latest = session.history.latest()
     table = Table(title=f"{len(items)} claims", expand=True)
     for column in ("claim", "source", "kind", "scale", "recorded", "last observed"):
@@ -254,7 +258,7 @@ def report(since: str | None, report_dir: str | None) -> None:
     given = since
     if since is not None:
         since = revision_date(since) or _iso_utc(since)
-    with _history_errors():
+    with _history_errors(history):
         latest = history.latest(since)
         if not latest:
             if since is not None and history.latest(None):
@@ -282,8 +286,9 @@ def history_command(claim_id: str, limit: int) -> None:
     """The recorded runs of one claim, newest first."""
     from reprolab.claims.ledger import VERDICT_STYLES, failed_guards
 
-    with _history_errors():
-        rows = _session().history.claim_history(claim_id, limit)
+    history = _session().history
+    with _history_errors(history):
+        rows = history.claim_history(claim_id, limit)
     if not rows:
         raise click.ClickException(f"no history for claim {claim_id!r}")
     table = Table(title=f"history of {claim_id}")
@@ -447,10 +452,8 @@ def _bench_store():  # type: ignore[no-untyped-def]
 def _bench_history() -> Iterator[Any]:
     """The benchmark store, with the history's one-line errors; a damaged history moved aside is said on stderr."""
     store = _bench_store()
-    with _history_errors():
+    with _history_errors(store):
         yield store
-    if store.recovered:
-        err.print(f"warning: {store.recovered}", highlight=False, soft_wrap=True)
 
 
 @bench.command("record")

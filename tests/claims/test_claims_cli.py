@@ -214,3 +214,13 @@ def test_init_never_replaces_a_symlink(tmp_path: Path) -> None:
     assert (lab / "claims" / "coin.yaml").is_symlink() and not (tmp_path / "elsewhere.yaml").exists()
     assert (lab / "pyproject.toml").is_symlink()  # the table went into the file it points at
     assert "[tool.reprolab]" in (tmp_path / "shared.toml").read_text()
+
+
+@pytest.mark.parametrize("command", [["report"], ["list"], ["history", "alpha"]])
+def test_a_damaged_history_moved_aside_is_said_by_the_reading_commands(project: Path, command: list[str]) -> None:
+    # report/list/history moved a damaged history.sqlite aside silently: the user saw only "no runs ... yet"
+    write_claims(project / "expectations", "a.yaml", claim_yaml("alpha"))
+    (project / ".reprolab").mkdir()
+    (project / ".reprolab" / "history.sqlite").write_bytes(b"not a database" * 100)
+    result = CliRunner().invoke(cli, command)
+    assert "was unreadable" in result.output and "moved it to history.sqlite.corrupt-" in result.output, result.output
