@@ -390,6 +390,37 @@ chat_template: auto
 dtype: float32
 """,
     ),
+    # the spherical methods with an optional base under a gradient (merged tensor by tensor with per-tensor
+    # weights): a named base is the origin, not a source; without one the models are merged as they are
+    "gradient_multislerp_base_bf16": (
+        "mistral",
+        False,
+        """
+models:
+  - model: {d}/ft0
+    parameters: {{weight: [0.2, 0.8]}}
+  - model: {d}/ft1
+    parameters: {{weight: 0.5}}
+  - model: {d}/ft2
+    parameters: {{weight: [{{filter: mlp, value: 0.3}}, {{value: [0.6, 0.1]}}]}}
+merge_method: multislerp
+base_model: {d}/base
+dtype: bfloat16
+""",
+    ),
+    "gradient_nuslerp_no_base_bf16": (
+        "qwen2",
+        False,
+        """
+models:
+  - model: {d}/ft0
+    parameters: {{weight: [0.3, 0.9]}}
+  - model: {d}/ft1
+    parameters: {{weight: 0.7}}
+merge_method: nuslerp
+dtype: bfloat16
+""",
+    ),
 }
 for _arch in ARCHS:
     CASES[f"{_arch}_gradient_ties_bf16"] = (

@@ -56,7 +56,7 @@ _ONE_VALUE = {"trim_scope"}
 @dataclass
 class MergeConfig:
     method: str
-    base: Path | None
+    base: Path | None  # the config's base_model, else the first source (the origin of weight methods)
     sources: list[Path]
     plan: MergePlan
     compute_dtype: torch.dtype | None = None
@@ -71,6 +71,7 @@ class MergeConfig:
     model_settings: list[dict[str, Any]] = field(default_factory=list)  # per source, `models:` configs
     slices: list[OutputSlice] | None = None  # a `slices:` config
     tokenizer: TokenizerSpec | None = None
+    base_named: bool = True  # False: no top-level base_model (``base`` is then the first source)
 
     @property
     def needs_layout(self) -> bool:
@@ -145,11 +146,6 @@ def _scalars(settings: dict[str, Any], method: MergeMethod) -> dict[str, Any]:
     return out
 
 
-def _separates_base(method: MergeMethod) -> bool:
-    """The method reads a given base apart from its sources, so a listed base is the base, not a source."""
-    return method.uses_task_vectors or method.needs_base or method.optional_base
-
-
 def _needs_base(method: MergeMethod) -> bool:
     """The method cannot run without a base (task vectors, or a weight method that reads it)."""
     return method.uses_task_vectors or method.needs_base
@@ -165,7 +161,7 @@ def _check_source_count(method: MergeMethod, n: int, where: str) -> None:
 
 
 def _slice_plan(method: MergeMethod, sl: OutputSlice, base: Path | None, top: dict[str, Any], seed: int) -> MergePlan:
-    srcs = [s for s in sl.sources if not (_separates_base(method) and s.model == (sl.base or base))]
+    srcs = [s for s in sl.sources if not (method.separates_base and s.model == (sl.base or base))]
     if not srcs:
         raise ValueError(f"{sl.where}: no source models to merge (only the base is listed)")
     if method.base_is_source and (sl.base or base) is not None:
@@ -320,7 +316,7 @@ def parse_config(config_path: Path, document: Any = None, aliases: Mapping[str, 
     if raw.get("slices") is not None:
         slices = _parse_slices(raw["slices"], method, cdir, config_path, aliases)
         sources = list(dict.fromkeys(s.model for sl in slices for s in sl.sources
-                                     if not (_separates_base(method) and s.model == (sl.base or base))))
+                                     if not (method.separates_base and s.model == (sl.base or base))))
         per, fisher = [], []
         if not sources:
             raise ValueError(_where(config_path, "no source models to merge (only the base is listed)"))
@@ -387,6 +383,7 @@ def parse_config(config_path: Path, document: Any = None, aliases: Mapping[str, 
         model_settings=per,
         slices=slices,
         tokenizer=tokenizer,
+        base_named=base is not None,
     )
 
 
@@ -408,7 +405,7 @@ def _parse_models(models: Any, method: MergeMethod, base: Path | None, cdir: Pat
         if entry.get("fisher") is not None and not method.needs_fisher:
             raise ValueError(f"{where}: fisher: method {method.name!r} does not read Fisher files (only `fisher` "
                              "does); remove it")
-        if _separates_base(method) and base is not None and path == base:
+        if method.separates_base and base is not None and path == base:
             continue  # mergekit lets the base appear in `models`; it is the base, not a source
         sources.append(path)
         per.append(params)

@@ -152,13 +152,15 @@ class Group:
     layers: list[tuple[Path, int]] = field(
         default_factory=list
     )  # per output layer: the model and layer it copies
+    has_base: bool = True  # False: ``base`` is the first source (no base model for this slice)
 
     def same_models(self, other: Group) -> bool:
-        return (self.base, self.sources, self.source_params, self.slice_params) == (
+        return (self.base, self.sources, self.source_params, self.slice_params, self.has_base) == (
             other.base,
             other.sources,
             other.source_params,
             other.slice_params,
+            other.has_base,
         )
 
 
@@ -222,7 +224,8 @@ def _slice_group(
             f"{sl.where}: every source of a slice must give the same number of layers, got {lengths}"
         )
     n = lengths[0]
-    group = Group(ref.model, [s.model for s in srcs], [s.params for s in srcs], sl.params)
+    group = Group(ref.model, [s.model for s in srcs], [s.params for s in srcs], sl.params,
+                  has_base=base_src is not None)
     ref_layers = layers(ref.model)
     for o in range(n):
         t = o / (n - 1) if n > 1 else 1.0  # mergekit's gradient position within the slice
@@ -254,7 +257,8 @@ def _edge_group(
 ) -> Group:
     """The pre-layer (``which="pre"``) or post-layer weights, merged at t = 0."""
     ref = base_src or srcs[0]
-    group = Group(ref.model, [s.model for s in srcs], [s.params for s in srcs], sl.params, edge=True)
+    group = Group(ref.model, [s.model for s in srcs], [s.params for s in srcs], sl.params, edge=True,
+                  has_base=base_src is not None)
     for name in getattr(layers(ref.model), which):
         group.entries.append(Entry(name, name, [name] * len(srcs), 0.0))
     return group
@@ -317,6 +321,7 @@ def resolve_plans(
         if key not in cache:
             try:
                 plan = MergePlan.build(method, len(per), None, shared, per, seed)
+                plan.has_base = group.has_base
                 check_della_range(plan.tensor_params())
             except ValueError as exc:
                 raise ValueError(f"{where}: tensor {e.out!r}: {exc}") from None
@@ -333,6 +338,9 @@ def per_tensor_method(method: MergeMethod, plans: Mapping[str, MergePlan]) -> Me
         base: torch.Tensor, stack: torch.Tensor, weights: torch.Tensor, params: Mapping[str, Any], ctx
     ):
         plan = plans[ctx.name]
+        # the tensor's own weights as given (the spherical methods round these, not their float32 copies, to
+        # the dtype), not the first plan's that the merger put there; set in place: a method writes to ctx
+        ctx.weight_values = plan.weight_values if plan.weight_values is not None else tuple(plan.weights.tolist())
         return fn(base, stack, plan.weights, plan.tensor_params(), ctx)
 
     return dataclasses.replace(method, fn=per_tensor)

@@ -200,9 +200,9 @@ def _merge_layout(
             layer_cache[m] = model_layers(ckpts[m])
         return layer_cache[m]
 
-    separate = method.uses_task_vectors or method.needs_base
+    separate = method.separates_base
     groups, n_layers = plan_groups(
-        slices, cfg.base if separate else None, layers, separate_base=separate, n_sources=method.n_sources
+        slices, cfg.base if separate and cfg.base_named else None, layers, separate_base=separate, n_sources=method.n_sources
     )
     spec = cfg.tokenizer
     voc = build_vocabulary(spec, cfg.base, models) if spec is not None and spec.aligns else None

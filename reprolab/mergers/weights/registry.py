@@ -112,6 +112,12 @@ class MergeMethod:
             raise ValueError(f"merge method {self.name!r} needs parameter(s) {missing}")
         return out
 
+    @property
+    def separates_base(self) -> bool:
+        """A given base is read apart from the sources (task vectors, a base the method reads, an optional base
+        that is the origin), so a base listed among the models is the base, not one more source."""
+        return self.uses_task_vectors or self.needs_base or self.optional_base
+
     def global_trim(self, params: Mapping[str, Any]) -> bool:
         return self.needs_global_threshold and params.get("trim_scope", "tensor") == "model"
 
