@@ -141,3 +141,11 @@ def test_non_float_tensor_disagreement_is_an_error():
     other["pos_ids"] = torch.arange(5) + 1
     with pytest.raises(ValueError, match="non-float tensor 'pos_ids'"):
         merge_state_dicts(_sd(0), [other], "linear")
+
+
+@pytest.mark.parametrize("name", ["torch.float16", "torch.bfloat16", "Torch.Float32"])
+def test_dtype_names_with_a_torch_prefix_are_read_as_mergekit_reads_them(name):
+    # mergekit 0.1.5's dtype_from_name strips a leading "torch." (`dtype: torch.float16` runs there)
+    from reprolab.mergers.weights.io import dtype_from_name
+
+    assert dtype_from_name(name) == getattr(torch, name.lower().removeprefix("torch."))

@@ -49,7 +49,8 @@ _MAX_HEADER = 100 * 1024 * 1024
 
 
 def dtype_from_name(name: str) -> torch.dtype:
-    """Map a user-facing dtype name (``float16``, ``bf16``, ``fp32``...) to a torch dtype."""
+    """Map a user-facing dtype name (``float16``, ``bf16``, ``fp32``...) to a torch dtype; a ``torch.`` prefix
+    (``torch.bfloat16``, as mergekit accepts it) is allowed."""
     aliases = {
         "float32": torch.float32, "fp32": torch.float32, "f32": torch.float32,
         "float16": torch.float16, "fp16": torch.float16, "half": torch.float16, "f16": torch.float16,
@@ -57,7 +58,7 @@ def dtype_from_name(name: str) -> torch.dtype:
         "float64": torch.float64, "fp64": torch.float64,
     }
     try:
-        return aliases[str(name).lower()]
+        return aliases[str(name).lower().removeprefix("torch.")]
     except KeyError:
         raise ValueError(f"unknown dtype {name!r}; use one of {sorted(aliases)}") from None
 
