@@ -659,3 +659,20 @@ def test_the_lock_excludes_another_process(models):
         proc.communicate("")
     assert _cli(_config(models), out)[0] == 0  # the holder exited: the lock it left behind is taken over
     assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "config.json", "model.safetensors"]
+
+
+@pytest.mark.parametrize("layout", [False, True])
+def test_an_out_dtype_wider_than_the_merge_dtype_holds_the_merge_dtypes_values(models, layout):
+    # mergekit rounds the result to `dtype`, then casts to `out_dtype`; we wrote the unrounded float32 result, so
+    # dtype: float16 + out_dtype: float32 differed from mergekit's output in 59% of entries
+    weight = "[1.0, 0.5]" if layout else "1.0"  # a gradient takes the layout path
+    outs = {}
+    for out_dtype in ("float16", "float32"):
+        cfg = _config(models, f"merge_method: linear\ndtype: float16\nout_dtype: {out_dtype}\n"
+                              f"models: [{{model: ft0, parameters: {{weight: {weight}}}}}, {{model: ft1}}]\n",
+                      name=f"m-{out_dtype}.yaml")
+        assert _cli(cfg, models / f"out-{out_dtype}")[0] == 0
+        outs[out_dtype] = load_file(models / f"out-{out_dtype}" / "model.safetensors")
+    for name, wide in outs["float32"].items():
+        assert wide.dtype == torch.float32
+        assert torch.equal(wide, outs["float16"][name].to(torch.float32)), name

