@@ -168,6 +168,10 @@ def test_adamerging_refuses_bad_init_task_vectors_and_inputs(fx):
         adamerge(model, fx.base, [tvs[0], wrong], x, steps=1)
     with pytest.raises(ValueError, match=r"unlabeled inputs must have equal lengths"):
         adamerge(model, fx.base, tvs, {"a": x, "b": x[:5]}, steps=1)
+    # NaN in a task vector or in the data gave NaN coefficients silently
+    poisoned = {**tvs[1], name: torch.full_like(tvs[1][name], float("nan"))}
+    with pytest.raises(ValueError, match=r"AdaMerging: task_vectors\[1\] holds non-finite values"):
+        adamerge(model, fx.base, [tvs[0], poisoned], x, steps=1)
 
 
 @pytest.mark.parametrize(("chunk", "error"), [(0, ValueError), (-1, ValueError), (2.5, TypeError), ("8", TypeError)])

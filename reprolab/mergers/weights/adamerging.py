@@ -95,6 +95,12 @@ def adamerge(
     sizes = [base[n].numel() for n in keys]
     tv_flat = torch.stack([torch.cat([tv[n].reshape(-1).to(torch.float32) for n in keys]) for tv in task_vectors]).to(device)
     b_flat = torch.cat([base[n].reshape(-1).to(torch.float32) for n in keys]).to(device)
+    # a NaN anywhere would make every learned coefficient NaN, silently
+    inputs = unlabeled.values() if isinstance(unlabeled, Mapping) else [unlabeled]
+    for label, t in [("the base", b_flat), *((f"task_vectors[{i}]", tv_flat[i]) for i in range(k)),
+                     *(("the unlabeled inputs", x) for x in inputs if x.is_floating_point())]:
+        if not torch.isfinite(t).all():
+            raise ValueError(f"AdaMerging: {label} holds non-finite values (NaN or inf)")
     sizes_t = torch.tensor(sizes, device=device)
     buffers = {n: v.to(device) for n, v in base.items() if n not in keys}
 
