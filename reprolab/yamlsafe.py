@@ -47,11 +47,14 @@ def problem_from(exc: BaseException, text: str) -> YamlProblem:
     return YamlProblem(None, None, f"YAML: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
 
 
-def check_tree(root: yaml.Node, text: str) -> None:
-    """Refuse aliases that expand past MAX_EXPANDED_NODES or refer to themselves, and duplicate mapping keys."""
+def prepare_tree(root: yaml.Node, text: str) -> None:
+    """Ready a node tree to be built, the one step claim files and merge configs share: refuse aliases that expand
+    past MAX_EXPANDED_NODES or refer to themselves and duplicate mapping keys, then read plain exponent numbers as
+    YAML 1.2 does (:func:`yaml12_exponent_floats`: `abs: 1e-3`, `density: 1e-3` are numbers)."""
     if "&" in text:  # no anchor, no alias: nothing to bound
         _bound_aliases(root)
     _reject_duplicate_keys(root, set())
+    yaml12_exponent_floats(root)
 
 
 _YAML12_EXPONENT_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+")
@@ -79,7 +82,7 @@ def yaml12_exponent_floats(root: yaml.Node) -> None:
 
 
 def load_all(text: str) -> list[Any]:
-    """The documents of ``text`` (empty ones left out), each checked by :func:`check_tree` before it is built."""
+    """The documents of ``text`` (empty ones left out), each readied by :func:`prepare_tree` before it is built."""
     loader = Loader(text)
     try:
         docs = []
@@ -87,8 +90,7 @@ def load_all(text: str) -> list[Any]:
             node = loader.get_node()
             if node is None:
                 continue
-            check_tree(node, text)
-            yaml12_exponent_floats(node)  # `density: 1e-3` is a number, as mergekit's pydantic reads it
+            prepare_tree(node, text)
             data = loader.construct_document(node)
             if data is not None:
                 docs.append(data)

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from reprolab.claims.resolve import resolve_experiment
 from reprolab.claims.schema import Claim, ClaimFile, Source
 from reprolab.experiments.registry import UnknownExperimentError
-from reprolab.yamlsafe import Loader, YamlProblem, check_tree, problem_from, yaml12_exponent_floats
+from reprolab.yamlsafe import Loader, YamlProblem, prepare_tree, problem_from
 
 
 class ClaimFileError(ValueError):
@@ -93,8 +93,7 @@ def load_claim_file(
             node = loader.get_single_node()
             if node is None:
                 raise ClaimFileError(path, 1, None, "file is empty")
-            check_tree(node, text)
-            yaml12_exponent_floats(node)  # `abs: 1e-3` is a number (bounds refuse strings)
+            prepare_tree(node, text)
             data = loader.construct_document(node)
         finally:
             loader.dispose()
