@@ -401,7 +401,7 @@ def merge_state_dicts(
     out = {}
     for name, t in merge_iter(StateDictSource(base, "base"), srcs, plan, fisher=fis, allow_source_as_base=allow_source_as_base):
         dt = out_dtype if (out_dtype is not None and t.is_floating_point()) else base[name].dtype
-        out[name] = finite_output(name, t.to(dt, copy=True))  # yielded tensors are workspace views, reused next
+        out[name] = to_written(name, t, dt, copy=True)  # yielded tensors are workspace views, reused next
     return out
 
 
@@ -501,22 +501,22 @@ def copy_model_files(
     return names
 
 
-def to_written(t: torch.Tensor, dtype: torch.dtype, merge_dtype: torch.dtype | None) -> torch.Tensor:
-    """Merged tensor ``t`` (float32 work) in its output ``dtype``, rounded first to the merge dtype where that
-    differs: mergekit rounds its result to the merge dtype, then casts, so ``dtype: float16`` with ``out_dtype:
-    float32`` writes float16 values (written unrounded, 59% of entries differed from mergekit's)."""
+def to_written(
+    name: str, t: torch.Tensor, dtype: torch.dtype, merge_dtype: torch.dtype | None = None, *, copy: bool = False
+) -> torch.Tensor:
+    """Merged tensor ``name`` (``t``, float32 work, or a part of it) as it is written: in its output ``dtype``,
+    rounded first to the merge dtype where that differs, and refused if it holds NaN or inf.
+
+    mergekit rounds its result to the merge dtype, then casts, so ``dtype: float16`` with ``out_dtype: float32``
+    writes float16 values (written unrounded, 59% of entries differed from mergekit's). The inputs are checked
+    finite, so a NaN or inf comes from the merge itself (weights that cancel out, a huge weight, a result beyond
+    the range of a 16-bit output dtype), and a model written with it would be silently broken."""
     if merge_dtype is not None and t.is_floating_point() and t.dtype != merge_dtype != dtype:
         t = t.to(merge_dtype)
-    return t.to(dtype)
-
-
-def finite_output(name: str, part: torch.Tensor) -> torch.Tensor:
-    """``part`` of merged tensor ``name`` in the dtype written, refused if it holds NaN or inf: the inputs are checked
-    finite, so such a value comes from the merge itself (weights that cancel out, a huge weight, a result beyond
-    the range of a 16-bit output dtype), and a model written with it would be silently broken."""
-    require_finite(part, name, "the merged output (from finite inputs: weights that cancel out, or values beyond "
-                               "the range of the output dtype?)")
-    return part
+    out = t.to(dtype, copy=copy)
+    require_finite(out, name, "the merged output (from finite inputs: weights that cancel out, or values beyond "
+                              "the range of the output dtype?)")
+    return out
 
 
 def _written_dtype(plan_shapes: Mapping[str, tuple[torch.dtype, tuple[int, ...]]]) -> torch.dtype | None:
@@ -582,8 +582,8 @@ def merge_checkpoints(
 
         def write(name: str, t: torch.Tensor | blocked.RowBlocks) -> None:
             dt = out_type(name)
-            parts = (to_written(p, dt, compute_dtype) for p in (t if isinstance(t, blocked.RowBlocks) else (t,)))
-            writer.write_at(name, (finite_output(name, p) for p in parts))
+            parts = t if isinstance(t, blocked.RowBlocks) else (t,)
+            writer.write_at(name, (to_written(name, p, dt, compute_dtype) for p in parts))
 
         def merge_alone(name: str, ws: Workspace) -> list[bool]:
             identical = [True] * len(srcs)

@@ -25,7 +25,6 @@ from reprolab.mergers.weights.engine import (
     _validate,
     _written_dtype,
     copy_model_files,
-    finite_output,
     merge_iter,
     to_written,
 )
@@ -265,7 +264,7 @@ def _merge_layout(
                     allow_source_as_base=cfg.allow_source_as_base or edge,
                     native_arithmetic=cfg.native_arithmetic,
                 ):
-                    writer.write(name, finite_output(name, to_written(t, shapes[name][0], cfg.compute_dtype)))
+                    writer.write(name, to_written(name, t, shapes[name][0], cfg.compute_dtype))
                     done += 1
                     if progress is not None:
                         progress(done, len(shapes), name)
