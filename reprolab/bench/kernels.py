@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from reprolab.validation import is_real
+
 
 class KernelConfigError(ValueError):
     """A malformed kernels.yaml; the message names the file and the field."""
@@ -81,9 +83,7 @@ def _kernel(entry: Any, where: str) -> KernelInfo:
             _text(peer.get(key), f"{where}.peer.{key}")
         peer = Peer(name=peer["name"], kernel=peer.get("kernel"), extra_info=peer.get("extra_info"))
     seconds = entry.get("target_seconds")
-    if seconds is not None and (
-        isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds < math.inf
-    ):
+    if seconds is not None and (not is_real(seconds) or not 0 < seconds < math.inf):
         raise KernelConfigError(f"{where}.target_seconds: expected a number of seconds > 0, got {seconds!r}")
     if not isinstance(entry.get("cpu_bound", True), bool):
         raise KernelConfigError(f"{where}.cpu_bound: expected true or false, got {entry['cpu_bound']!r}")

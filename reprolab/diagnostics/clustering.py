@@ -8,10 +8,10 @@ report both rather than only their difference.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+from reprolab.validation import is_real
 
 
 def _labels(name: str, values: ArrayLike) -> NDArray[np.int64]:
@@ -159,7 +159,7 @@ def hard_fraction(resp: ArrayLike, threshold: float = 0.99) -> float:
         raise ValueError(f"resp must be a non-empty (N, K) array, got shape {r.shape}")
     if not np.all(np.isfinite(r)) or r.min() < 0:
         raise ValueError("resp must hold finite non-negative responsibilities")
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0.0 < threshold < 1.0:
+    if not is_real(threshold) or not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be a number in (0, 1), got {threshold!r}")
     return float(np.mean(r.max(axis=1) > threshold))
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from reprolab.validation import is_integer, is_real
+
 
 def _check_nxn(nxn: np.ndarray) -> np.ndarray:
     a = np.asarray(nxn, dtype=np.float64)
@@ -23,7 +25,7 @@ def _check_nxn(nxn: np.ndarray) -> np.ndarray:
 
 def _check_indices(n: int, target: object, sources: Sequence[int] | None) -> tuple[int, list[int]]:
     """``target`` and ``sources`` (default: every other locale) as in-range locale indices, never wrapped."""
-    if isinstance(target, bool) or not isinstance(target, int | np.integer) or not 0 <= target < n:
+    if not is_integer(target) or not 0 <= target < n:
         raise ValueError(f"target must be a locale index in [0, {n}), got {target!r}")
     if sources is None:
         return int(target), [i for i in range(n) if i != target]
@@ -31,7 +33,7 @@ def _check_indices(n: int, target: object, sources: Sequence[int] | None) -> tup
     if not srcs:
         raise ValueError("sources is empty")
     for i in srcs:
-        if isinstance(i, bool) or not isinstance(i, int | np.integer) or not 0 <= i < n:
+        if not is_integer(i) or not 0 <= i < n:
             raise ValueError(f"sources must be locale indices in [0, {n}), got {i!r}")
     return int(target), [int(i) for i in srcs]
 
@@ -130,9 +132,7 @@ def predictor_accuracy(scores: Sequence[float], effects: Sequence[float], thresh
     for what, arr in (("scores", s), ("effects", e)):
         if not np.isfinite(arr).all():
             raise ValueError(f"{what} contains NaN or inf")
-    if threshold is not None and (
-        isinstance(threshold, bool) or not isinstance(threshold, int | float | np.number) or not np.isfinite(threshold)
-    ):
+    if threshold is not None and (not is_real(threshold) or not np.isfinite(threshold)):
         raise ValueError(f"threshold must be a finite number or None, got {threshold!r}")
     thr = float(np.median(s)) if threshold is None else threshold
     return float(np.mean((s > thr) == (e > 0)))

@@ -8,8 +8,6 @@ which is why the method needs components of one class to overlap (note 000, Find
 
 from __future__ import annotations
 
-import numbers
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,6 +15,7 @@ from numpy.typing import NDArray
 
 from reprolab.mergers.components._base import ComponentMerger
 from reprolab.mergers.components._linkage import average_linkage_groups
+from reprolab.validation import is_real
 
 
 def kept_components(resp: NDArray, min_fraction: float = 0.0005) -> NDArray[np.bool_]:
@@ -52,7 +51,7 @@ class CoAssignmentMerger(ComponentMerger):
     _keep_float32 = True
 
     def __init__(self, min_fraction: float = 0.0005) -> None:
-        if isinstance(min_fraction, bool) or not isinstance(min_fraction, numbers.Real):
+        if not is_real(min_fraction):
             raise TypeError(f"min_fraction must be a number, got {min_fraction!r}")
         if not 0.0 <= min_fraction < 1.0:
             raise ValueError(f"min_fraction must be in [0, 1), got {min_fraction}")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from reprolab.validation import check_int
+from reprolab.validation import check_int, is_integer
 
 
 def _as_matrix(s: object, what: str, *, square: bool = False) -> np.ndarray:
@@ -92,7 +92,7 @@ def select_sources(
     """Pick ``num_languages`` sources for ``target`` and their weights (summing to 1)."""
     m = _as_matrix(s, "the similarity matrix s", square=True).copy()
     n = m.shape[0]
-    if isinstance(target, bool) or not isinstance(target, int | np.integer) or not 0 <= target < n:
+    if not is_integer(target) or not 0 <= target < n:
         raise ValueError(f"target index {target} out of range for {n} locales")
     if num_languages < 1 or num_languages > n - (0 if include_target else 1):
         raise ValueError(f"num_languages={num_languages} impossible with {n} locales")

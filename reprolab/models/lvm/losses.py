@@ -18,11 +18,12 @@
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
+
+from reprolab.validation import is_real
 
 __all__ = ["LossWeights", "compose_loss", "info_nce", "moment_loss", "mse_loss", "variance_loss"]
 
@@ -44,7 +45,7 @@ class LossWeights:
         for k, v in asdict(self).items():
             if k == "variant":
                 continue
-            if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            if not is_real(v):
                 raise TypeError(f"LossWeights.{k} must be a number, got {v!r}")
             if not math.isfinite(v):
                 raise ValueError(f"LossWeights.{k} must be finite, got {v}")

@@ -17,12 +17,13 @@ every architecture starts where the AMN does.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from reprolab.validation import is_integer
 
 __all__ = ["AMN", "MODELS", "CausalTransformer", "GRUStack", "LSTMPredictor", "Prediction", "build_model", "n_parameters"]
 
@@ -191,7 +192,7 @@ def build_model(kind: str, dim: int, **kwargs: object) -> nn.Module:
         cls = MODELS[kind]
     except KeyError:
         raise ValueError(f"unknown model {kind!r}; known: {sorted(MODELS)}") from None
-    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:
+    if not is_integer(dim) or dim < 1:
         raise ValueError(f"embedding dimension must be a positive integer, got {dim!r}")
     return cls(dim, **kwargs)
 

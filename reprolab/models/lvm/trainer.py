@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,6 +22,7 @@ from torch import nn
 from reprolab.data.sequences import ArrayWindows, Windows, as_windows, iter_batches
 from reprolab.models.lvm.losses import LossWeights, compose_loss
 from reprolab.models.lvm.models import build_model
+from reprolab.validation import is_integer, is_real
 
 __all__ = [
     "EpochRecord",
@@ -56,14 +56,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "plateau_patience"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            if not is_integer(value):
                 raise TypeError(f"TrainConfig.{name} must be an integer, got {value!r}")
         if self.epochs < 1 or self.batch_size < 2 or self.plateau_patience < 0:
             raise ValueError(f"need epochs >= 1, batch_size >= 2 and plateau_patience >= 0, got {self.epochs}, "
                              f"{self.batch_size}, {self.plateau_patience}")
         for name in ("lr", "weight_decay", "plateau_factor", "grad_clip"):
             value = getattr(self, name)
-            if (name != "grad_clip" or value is not None) and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            if (name != "grad_clip" or value is not None) and not is_real(value):
                 raise TypeError(f"TrainConfig.{name} must be a number, got {value!r}")
         if not 0 < self.lr < math.inf:  # also refuses NaN
             raise ValueError(f"lr must be a positive finite number, got {self.lr}")
@@ -116,7 +116,7 @@ WindowsLike = Windows | tuple[np.ndarray, np.ndarray] | np.ndarray | torch.Tenso
 
 
 def _check_seed(seed: object) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+    if not is_integer(seed):
         raise TypeError(f"seed must be an integer, got {seed!r}")
     return int(seed)
 
