@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reprolab.validation import is_real
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bench_runs (
     run_id TEXT PRIMARY KEY,
@@ -92,16 +94,11 @@ def _machine(info: Mapping[str, Any]) -> str:
     return f"{brand}" + (f" x{count}" if count else "")
 
 
-def _number(value: Any, where: str) -> float:
-    """A time in seconds: compared on a log scale, so zero or a negative time is refused, not compared as NaN."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-        raise BenchFileError(f"{where}: expected a finite number of seconds > 0, got {value!r}")
-    return float(value)
-
-
-def _spread(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-        raise BenchFileError(f"{where}: expected a finite number >= 0, got {value!r}")
+def _number(value: Any, where: str, *, zero: bool = False) -> float:
+    """A time in seconds, > 0: compared on a log scale, so zero or a negative time is refused, not compared as NaN;
+    with ``zero``, a spread (>= 0)."""
+    if not is_real(value) or not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        raise BenchFileError(f"{where}: expected a finite number {'>= 0' if zero else 'of seconds > 0'}, got {value!r}")
     return float(value)
 
 
@@ -159,7 +156,7 @@ def parse_benchmark_json(path: Path) -> BenchRun:
                 median=median,
                 minimum=_number(stats.get("min", median), f"{where}.stats.min"),
                 mean=_number(stats.get("mean", median), f"{where}.stats.mean"),
-                iqr=None if stats.get("iqr") is None else _spread(stats["iqr"], f"{where}.stats.iqr"),
+                iqr=None if stats.get("iqr") is None else _number(stats["iqr"], f"{where}.stats.iqr", zero=True),
                 extra_info=_mapping(bench.get("extra_info"), f"{where}.extra_info"),
             )
         )
@@ -198,7 +195,7 @@ class BenchStore:
 
     def record(self, run: BenchRun) -> bool:
         """Store ``run``; False when the same file was recorded before (nothing written)."""
-        return self._history._guarded(lambda: self._record(run))
+        return self._history.guarded(lambda: self._record(run))
 
     def _record(self, run: BenchRun) -> bool:
         with closing(self._connect()) as db:
@@ -229,7 +226,7 @@ class BenchStore:
 
     def runs(self) -> list[BenchRun]:
         """Every stored run with its kernels, oldest first (by the time pytest-benchmark recorded it)."""
-        return self._history._guarded(self._runs)
+        return self._history.guarded(self._runs)
 
     def _runs(self) -> list[BenchRun]:
         from reprolab.claims.history import open_to_read

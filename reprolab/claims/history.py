@@ -124,7 +124,7 @@ class History:
         self.path = Path(path)
         self.recovered: str | None = None  # set when a damaged file was moved aside
 
-    def _guarded(self, operation: Callable[[], _T]) -> _T:
+    def guarded(self, operation: Callable[[], _T]) -> _T:
         """Run ``operation``; on a damaged database move it aside and run it once more on a fresh one. A history
         that cannot be reached (read-only, locked) is left alone: HistoryUnavailable naming it."""
         try:
@@ -154,7 +154,7 @@ class History:
 
     def record(self, run: RunInfo, results: Iterable[ClaimResult]) -> None:
         results = list(results)
-        self._guarded(lambda: self._record(run, results))
+        self.guarded(lambda: self._record(run, results))
 
     def _record(self, run: RunInfo, results: list[ClaimResult]) -> None:
         rows = [
@@ -197,16 +197,16 @@ class History:
 
     def claim_history(self, claim_id: str, limit: int = 50) -> list[dict[str, Any]]:
         """Newest first: when, revision, verdict, observed, CI for one claim."""
-        return self._guarded(lambda: self._claim_history(claim_id, limit))
+        return self.guarded(lambda: self._claim_history(claim_id, limit))
 
     def latest(self, since: str | None = None) -> dict[str, dict[str, Any]]:
         """The newest stored result of every claim (optionally only runs started at or after ``since``), with
         its ``guards`` (the valid_when outcomes), as :meth:`claim_history` gives them."""
-        return self._guarded(lambda: self._latest(since))
+        return self.guarded(lambda: self._latest(since))
 
     def verdict_series(self, since: str | None = None) -> dict[str, list[tuple[str, str, str | None]]]:
         """Per claim, (started_at, verdict, git_rev) of every run, oldest first."""
-        return self._guarded(lambda: self._verdict_series(since))
+        return self.guarded(lambda: self._verdict_series(since))
 
     def _claim_history(self, claim_id: str, limit: int) -> list[dict[str, Any]]:
         if not self.path.exists():

@@ -53,7 +53,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 _JSON_HEAD = '{\n  "run": {'  # how every report json.dumps(payload, indent=2) writes begins
-_HTML_TITLE = "<title>reprolab claims ledger</title>"
+_HTML_TITLE = "<title>reprolab claims ledger</title>"  # the dashboard's; also how its files are known
 
 
 def _written_by_reprolab(path: Path) -> bool:
@@ -435,7 +435,7 @@ def render_html(
     versions = _esc(json.dumps(run.versions))
     bench_link = '<a href="#benchmarks">Benchmarks</a>' if benchmarks_html else ""
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1"><title>reprolab claims ledger</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">{_HTML_TITLE}
 <style>{_CSS}</style></head><body>
 <nav class="top"><a href="#summary">Summary</a><a href="#claims">Claims</a>{bench_link}</nav><main>
 <section id="summary"><h1>reprolab claims ledger</h1>
