@@ -274,9 +274,7 @@ def _write_reports(session: ClaimSession, run, results, since):  # type: ignore[
     try:
         return session.write_reports(run, results, history=session.history, since=since, write_partial=False)
     except OSError as exc:
-        from reprolab.claims.session import report_problem
-
-        raise click.ClickException(f"reports not written to {session.report_dir} ({report_problem(exc)})") from None
+        raise click.ClickException(session.reports_problem(exc)) from None
 
 
 @cli.command("history")

@@ -267,7 +267,7 @@ class _Reporter:
             project = configured_project(config.rootpath)
         except ProjectConfigError:
             project = None  # reported where the project's files are collected
-        for folder in [c for c in project.claims if not c.is_dir()] if project is not None else ():
+        for folder in project.missing_claims() if project is not None else ():
             # `reprolab check` refuses this (exit 2); here the suite's other tests still ran: say it loudly
             terminalreporter.write_line(
                 f"warning: {project.pyproject}: [tool.reprolab] claims: no folder {folder}; its claims were not collected",

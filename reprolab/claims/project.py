@@ -58,14 +58,15 @@ class Project:
         resolved = path.resolve()
         return any(resolved == d or d in resolved.parents for d in (c.resolve() for c in self.claims))
 
+    def missing_claims(self) -> list[Path]:
+        """The configured claims folders that do not exist (a typo beside a real one drops its claims)."""
+        return [c for c in self.claims if not c.is_dir()]
+
 
 def is_timeout(value: object) -> bool:
     """Whether ``value`` is a usable timeout: a positive finite number of seconds. NaN fails every comparison,
     so a NaN timeout would never fire; this is the one rule for the project file, the CLI and the plugin."""
     return not isinstance(value, bool) and isinstance(value, int | float) and 0 < value < math.inf
-
-
-_READ_ONLY_PATHS = frozenset({"claims", "notes"})  # the folders reprolab only reads
 
 
 def _defaults(root: Path, pyproject: Path | None, configured: bool, table: dict[str, Any]) -> Project:
@@ -74,31 +75,26 @@ def _defaults(root: Path, pyproject: Path | None, configured: bool, table: dict[
     if unknown:
         raise ProjectConfigError(f"{where}: unknown key {unknown[0]!r} (known: {sorted(_KNOWN_KEYS)})")
 
-    def inside(key: str, value: str) -> Path:
-        # only for the folders reprolab writes; checked as written (a symlinked folder inside the project is the
-        # lab's choice): `state = "/"` would put the cache and history in the filesystem's root, `reports = "../x"`
-        # write into a neighbour's checkout. Read-only inputs (claims, notes) may lie anywhere.
-        if key in _READ_ONLY_PATHS:
-            return root / value
-        if os.path.isabs(value) or os.path.normpath(value).split(os.sep)[0] == os.pardir:
-            raise ProjectConfigError(
-                f"{where}: {key} must be a path inside the project, relative to {root}, got {value!r}"
-            )
-        return root / value
-
     def path_list(key: str, default: list[str]) -> tuple[Path, ...]:
         value = table.get(key, default)
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             raise ProjectConfigError(f"{where}: {key} must be a list of directory names, got {value!r}")
-        return tuple(inside(key, v) for v in value)
+        return tuple(root / v for v in value)
 
-    def one_path(key: str, default: str) -> Path:
+    def one_path(key: str, default: str, *, written: bool = False) -> Path:
         value = table.get(key, default)
         if not isinstance(value, str) or not value:
             raise ProjectConfigError(f"{where}: {key} must be a directory name, got {value!r}")
-        return inside(key, value)
+        # a folder reprolab writes stays inside the project, checked as written (a symlinked folder inside it is
+        # the lab's choice): `state = "/"` would put the cache and history in the filesystem's root, `reports =
+        # "../x"` write into a neighbour's checkout. The folders only read (claims, notes) may lie anywhere.
+        if written and (os.path.isabs(value) or os.path.normpath(value).split(os.sep)[0] == os.pardir):
+            raise ProjectConfigError(
+                f"{where}: {key} must be a path inside the project, relative to {root}, got {value!r}"
+            )
+        return root / value
 
     timeout = table.get("timeout_s")
     if timeout is not None and not is_timeout(timeout):
@@ -116,8 +112,8 @@ def _defaults(root: Path, pyproject: Path | None, configured: bool, table: dict[
         root=root,
         claims=path_list("claims", ["expectations"]),
         notes=one_path("notes", "notes"),
-        state=one_path("state", ".reprolab"),
-        reports=one_path("reports", "reports"),
+        state=one_path("state", ".reprolab", written=True),
+        reports=one_path("reports", "reports", written=True),
         timeout_s=float(timeout) if timeout is not None else None,
         experiments=tuple(experiments),
         executor=executor,

@@ -30,13 +30,7 @@ from reprolab.claims.runner import ClaimResult, ProgressCallback, run_claims
 from reprolab.claims.selection import claim_markers, compile_marker_expression
 from reprolab.claims.update import UPDATABLE, update_verdict
 
-__all__ = ["ClaimResult", "ClaimSession", "Selection", "report_problem"]
-
-
-def report_problem(exc: OSError) -> str:
-    """One line for a report that could not be written: the OS's reason and the path it names."""
-    where = f": {exc.filename}" if exc.filename else ""
-    return f"{exc.strerror or exc}{where}"
+__all__ = ["ClaimResult", "ClaimSession", "Selection"]
 
 
 @dataclass
@@ -105,7 +99,7 @@ class ClaimSession:
         """
         predicate = compile_marker_expression(marker) if marker else None
         paths = list(paths)
-        missing = [p for p in self.project.claims if not p.is_dir()]
+        missing = self.project.missing_claims()
         if not paths and missing and self.project.configured:  # a typo in one folder must not drop its claims
             raise FileNotFoundError(f"{self.project.pyproject}: [tool.reprolab] claims: no folder {missing[0]}")
         paths = paths or [p for p in self.project.claims if p.is_dir()]
@@ -189,8 +183,13 @@ class ClaimSession:
         try:
             reports = self.write_reports(run, [r.to_dict() for r in results], history=history)
         except OSError as exc:  # a read-only checkout, `reports` a file: the run and its history still count
-            messages.append(f"reports not written to {self.report_dir} ({report_problem(exc)})")
+            messages.append(self.reports_problem(exc))
         return Recorded(reports, messages)
+
+    def reports_problem(self, exc: OSError) -> str:
+        """One line for reports that could not be written: the folder, the OS's reason and the path it names."""
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"reports not written to {self.report_dir} ({exc.strerror or exc}{where})"
 
     def suite(self) -> list[LoadedClaim] | None:
         """Every claim of the project's claim folders, whatever was selected (None without any folder).
